@@ -1,0 +1,214 @@
+"""Tail a growing run directory: inotify (watchdog) wake-ups, with polling as the fallback.
+
+The follower reads only complete lines, so a line still being written is read once its newline
+lands. It survives a run directory that does not exist yet (it waits), garbage lines (skipped and
+counted), and a log that is truncated or replaced (it starts over and says so).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from lrtui.runlog.format import (
+    META_FILE,
+    RunFormatError,
+    decode_lines,
+    read_meta,
+    restore_non_finite,
+)
+from lrtui.runlog.reader import MAX_LINE_BYTES, events_path
+
+#: Largest read per call, so a huge backlog is handed over in pieces and the caller stays live.
+READ_LIMIT = 16 << 20
+
+
+@dataclass
+class Batch:
+    """What one read found.
+
+    Attributes:
+        events: new events in file order, non-finite floats restored.
+        skipped: garbage or over-long lines skipped in this read.
+        reset: the log was truncated or replaced; drop what was read before, ``events`` start over.
+        meta: the run's metadata when first seen (and again after a reset), else None.
+    """
+
+    events: list[dict[str, Any]] = field(default_factory=list)
+    skipped: int = 0
+    reset: bool = False
+    meta: dict[str, Any] | None = None
+
+
+class _Wake:
+    """watchdog handler that only sets an event; all reading happens in the follower."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self._event = event
+
+    def dispatch(self, _event: Any) -> None:
+        self._event.set()
+
+
+class RunFollower:
+    """Follow one run directory.
+
+    Example:
+        >>> with RunFollower("runs/a") as f:                 # doctest: +SKIP
+        ...     for batch in f.follow(stop_event):
+        ...         handle(batch.events)
+
+    Args:
+        run_dir: the run to follow; it may not exist yet.
+        poll_interval: seconds between checks when no inotify wake-up comes. With inotify this
+            is only a backstop (changes made on another NFS client send no inotify event).
+        use_inotify: False forces plain polling.
+    """
+
+    def __init__(
+        self, run_dir: str | os.PathLike[str], *, poll_interval: float = 0.25, use_inotify: bool = True
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.poll_interval = poll_interval
+        self.use_inotify = use_inotify
+        self.mode = "polling"
+        self.meta: dict[str, Any] | None = None
+        self.skipped_total = 0
+        self.events_total = 0
+        self._file: Any = None
+        self._ident: tuple[int, int] | None = None
+        self._offset = 0
+        self._partial = b""
+        self._skipping_long = False
+        self._changed = threading.Event()
+        self._observer: Any = None
+
+    # -- reading -------------------------------------------------------------------------
+
+    def read_new(self) -> Batch:
+        """Read whatever is new, without waiting. Raises RunFormatError for a newer schema or an
+        unreadable metadata file."""
+        batch = Batch()
+        if self.meta is None:
+            if not (self.run_dir / META_FILE).is_file():
+                return batch
+            self.meta = read_meta(self.run_dir)
+            batch.meta = self.meta
+            self._start_watch()
+        path = events_path(self.run_dir)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            if self._file is not None:  # log removed: whatever comes next starts over
+                self._close_file()
+                batch.reset = True
+            return batch
+        ident = (st.st_dev, st.st_ino)
+        if self._file is not None and (ident != self._ident or st.st_size < self._offset):
+            self._close_file()
+            batch.reset = True
+            self.meta = read_meta(self.run_dir)
+            batch.meta = self.meta
+        if self._file is None:
+            try:
+                self._file = open(path, "rb")
+            except OSError as exc:
+                raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+            self._ident = ident
+            self._offset = 0
+            self._partial = b""
+            self._skipping_long = False
+        if st.st_size <= self._offset:
+            return batch
+        self._file.seek(self._offset)
+        block = self._file.read(READ_LIMIT)
+        self._offset += len(block)
+        if len(block) == READ_LIMIT:
+            self._changed.set()  # more is waiting; come back without sleeping
+        lines = (self._partial + block).split(b"\n")
+        self._partial = lines.pop()
+        if self._skipping_long and lines:
+            lines.pop(0)
+            self._skipping_long = False
+        if len(self._partial) > MAX_LINE_BYTES:
+            self._partial = b""
+            self._skipping_long = True
+            batch.skipped += 1
+        keep = [ln for ln in lines if len(ln) <= MAX_LINE_BYTES]
+        batch.skipped += len(lines) - len(keep)
+        events, bad = decode_lines(keep)
+        batch.skipped += bad
+        batch.events = [restore_non_finite(e) for e in events]
+        self.skipped_total += batch.skipped
+        self.events_total += len(batch.events)
+        return batch
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Sleep until inotify reports a change or ``timeout`` (default ``poll_interval``) passes."""
+        self._changed.wait(self.poll_interval if timeout is None else timeout)
+        self._changed.clear()
+
+    def follow(self, stop: threading.Event | None = None) -> Iterator[Batch]:
+        """Yield each non-empty batch until ``stop`` is set (forever without one)."""
+        stop = stop or threading.Event()
+        while not stop.is_set():
+            batch = self.read_new()
+            if batch.events or batch.skipped or batch.reset or batch.meta is not None:
+                yield batch
+            if not self._changed.is_set():
+                self.wait()
+            else:
+                self._changed.clear()
+
+    # -- watching ------------------------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        if not self.use_inotify or self._observer is not None:
+            return
+        try:
+            from watchdog.observers.inotify import InotifyObserver
+        except Exception:  # not Linux, or watchdog without inotify support
+            return
+        try:
+            observer = InotifyObserver()
+            observer.schedule(_Wake(self._changed), str(self.run_dir), recursive=False)
+            observer.daemon = True
+            observer.start()
+        except Exception:  # inotify watch limit, unsupported filesystem: poll instead
+            return
+        self._observer = observer
+        self.mode = "inotify"
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+        self._file = None
+        self._ident = None
+        self._offset = 0
+        self._partial = b""
+
+    def close(self) -> None:
+        """Stop watching and close the log."""
+        if self._observer is not None:
+            try:
+                self._observer.stop()
+                self._observer.join(timeout=2.0)
+            except Exception:
+                pass
+            self._observer = None
+        self._close_file()
+
+    def __enter__(self) -> RunFollower:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+__all__ = ["Batch", "RunFollower"]

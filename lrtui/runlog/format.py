@@ -1,0 +1,188 @@
+"""The run-directory format: file names, schema version, event kinds, and line encoding.
+
+This module is the one home of the contract between the training process (writer) and every
+reader. ``docs/run-format.md`` describes the same thing for people who write or read runs
+without our code.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+#: Version written into ``meta.json``. A reader accepts any minor version of its own major.
+SCHEMA_VERSION = "1.0"
+SCHEMA_MAJOR = 1
+
+META_FILE = "meta.json"
+EVENTS_FILE = "events.jsonl"
+
+#: Event kinds of schema 1. Readers keep events of kinds they do not know (a newer minor
+#: version may add some) but nothing in lrtui interprets them.
+KIND_STEP = "step"
+KIND_SHARPNESS = "sharpness"
+KIND_ACTIVATIONS = "activations"
+KIND_METRIC = "metric"
+KIND_SYSTEM = "system"
+KIND_OVERHEAD = "overhead"
+KIND_WARNING = "warning"
+KIND_END = "end"
+KINDS = (
+    KIND_STEP,
+    KIND_SHARPNESS,
+    KIND_ACTIVATIONS,
+    KIND_METRIC,
+    KIND_SYSTEM,
+    KIND_OVERHEAD,
+    KIND_WARNING,
+    KIND_END,
+)
+#: Field names every event carries; user metrics may not use them.
+RESERVED_FIELDS = ("kind", "step", "time")
+
+#: Strict JSON has no NaN or infinities, so non-finite floats are written as these strings.
+#: A numeric field that holds one of them holds that float.
+NON_FINITE_TO_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+TEXT_TO_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder()
+
+
+class RunFormatError(Exception):
+    """A run directory that cannot be read: missing, not a run, or a newer schema."""
+
+
+def _finite_or_text(value: Any) -> Any:
+    if value.__class__ is float and not math.isfinite(value):
+        return NON_FINITE_TO_TEXT[repr(value)]
+    if value.__class__ is list or value.__class__ is tuple:
+        return [_finite_or_text(v) for v in value]
+    if value.__class__ is dict:
+        return {k: _finite_or_text(v) for k, v in value.items()}
+    return value
+
+
+def encode_event(event: dict[str, Any]) -> bytes:
+    """One event as one line of strict JSON (with its newline), non-finite floats as text."""
+    return _encoder.encode({k: _finite_or_text(v) for k, v in event.items()}) + b"\n"
+
+
+def encode_json(obj: Any) -> bytes:
+    """Any JSON document (``meta.json``) with the same non-finite convention as events."""
+    return _encoder.encode(_finite_or_text(obj))
+
+
+def _numbers_back(value: Any) -> Any:
+    if value.__class__ is str:
+        return TEXT_TO_NON_FINITE.get(value, value)
+    if value.__class__ is list:
+        return [_numbers_back(v) for v in value]
+    if value.__class__ is dict:
+        return {k: _numbers_back(v) for k, v in value.items()}
+    return value
+
+
+def restore_non_finite(event: dict[str, Any]) -> dict[str, Any]:
+    """Turn the ``"NaN"``/``"Infinity"``/``"-Infinity"`` strings of a decoded event into floats."""
+    return {k: _numbers_back(v) for k, v in event.items()}
+
+
+def is_valid_event(obj: Any) -> bool:
+    """True for an object with a string ``kind``, an integer ``step`` (or null) and a numeric ``time``."""
+    if obj.__class__ is not dict:
+        return False
+    kind = obj.get("kind")
+    step = obj.get("step")
+    time = obj.get("time")
+    return (
+        kind.__class__ is str
+        and (step is None or (step.__class__ is int and step >= 0))
+        and (time.__class__ is float or time.__class__ is int)
+    )
+
+
+def decode_line(line: bytes) -> dict[str, Any] | None:
+    """One complete line to an event with floats restored, or None if it is not a valid event."""
+    try:
+        obj = _decoder.decode(line)
+    except (msgspec.DecodeError, ValueError):
+        return None
+    if not is_valid_event(obj):
+        return None
+    return restore_non_finite(obj)
+
+
+def decode_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
+    """Complete lines to events in order. Returns (events, skipped) where skipped counts garbage.
+
+    Events keep the text form of non-finite floats (the column loader converts them in bulk);
+    call :func:`restore_non_finite` on an event that is used one at a time.
+    """
+    lines = [ln for ln in lines if ln.strip()]
+    if not lines:
+        return [], 0
+    try:
+        # One decoder call for the whole batch is several times faster than one per line.
+        objs = _decoder.decode(b"[" + b",".join(lines) + b"]")
+        if len(objs) != len(lines):
+            raise ValueError("a line held more than one value")
+    except (msgspec.DecodeError, ValueError):
+        objs = []
+        for line in lines:
+            try:
+                objs.append(_decoder.decode(line))
+            except (msgspec.DecodeError, ValueError):
+                objs.append(None)
+    events = [o for o in objs if is_valid_event(o)]
+    return events, len(objs) - len(events)
+
+
+def check_meta(meta: Any, where: Path | str) -> dict[str, Any]:
+    """Validate a decoded ``meta.json``; raises RunFormatError with a one-line reason."""
+    if not isinstance(meta, dict):
+        raise RunFormatError(f"{where}: {META_FILE} is not a JSON object")
+    version = meta.get("schema")
+    if not isinstance(version, str):
+        raise RunFormatError(f"{where}: {META_FILE} has no schema version")
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        raise RunFormatError(f"{where}: unreadable schema version {version!r}") from None
+    if major > SCHEMA_MAJOR:
+        raise RunFormatError(
+            f"{where}: run written with schema {version}, this lrtui reads schema {SCHEMA_MAJOR}.x; "
+            "upgrade lrtui"
+        )
+    if major < 1:
+        raise RunFormatError(f"{where}: unknown schema version {version!r}")
+    return _numbers_back(meta)
+
+
+def read_meta(run_dir: Path | str) -> dict[str, Any]:
+    """Read and validate ``meta.json`` of a run directory."""
+    run_dir = Path(run_dir)
+    path = run_dir / META_FILE
+    if not run_dir.exists():
+        raise RunFormatError(f"{run_dir}: no such run directory")
+    if not run_dir.is_dir():
+        raise RunFormatError(f"{run_dir}: not a directory")
+    if not path.is_file():
+        raise RunFormatError(f"{run_dir}: not a run directory (no {META_FILE})")
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        meta = _decoder.decode(raw)
+    except (msgspec.DecodeError, ValueError):
+        raise RunFormatError(f"{path}: not valid JSON") from None
+    return check_meta(meta, run_dir)
+
+
+def is_run_dir(path: Path | str) -> bool:
+    """True when ``path`` holds a ``meta.json`` (a run, whatever its schema)."""
+    return (Path(path) / META_FILE).is_file()
