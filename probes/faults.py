@@ -1,0 +1,40 @@
+"""Fail-open bookkeeping: a fault in one measurement is reported once and switches off only that one."""
+
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class Faults:
+    """Remembers which measurements failed and reports each failure exactly once.
+
+    Args:
+        warn: called once per failed measurement with ``(source, message)``; it writes the
+            ``warning`` event. It may itself fail (the log may be what broke): that is ignored.
+    """
+
+    def __init__(self, warn: Callable[[str, str], None] | None = None) -> None:
+        self._warn = warn
+        self.disabled: dict[str, str] = {}
+
+    def ok(self, source: str) -> bool:
+        """True while the measurement ``source`` has not failed."""
+        return source not in self.disabled
+
+    def fail(self, source: str, exc: BaseException | str) -> None:
+        """Switch ``source`` off; the first time, say so on stderr and in the run log."""
+        if source in self.disabled:
+            return
+        message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
+        message = message.strip().splitlines()[0][:300] if message.strip() else type(exc).__name__
+        self.disabled[source] = message
+        try:
+            print(f"lrtui probe: {source} disabled ({message}); training continues", file=sys.stderr, flush=True)
+        except Exception:  # stderr may be closed; training must not notice
+            pass
+        if self._warn is not None:
+            try:
+                self._warn(source, message)
+            except Exception:
+                pass

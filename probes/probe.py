@@ -1,0 +1,249 @@
+"""The ``Probe``: two lines in a training loop that log its health to a run directory."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from lrtui.runlog import RunWriter
+from lrtui.runlog.format import RESERVED_FIELDS
+from probes.distributed import rank_and_world_size, unwrap_module
+from probes.faults import Faults
+from probes.meta import run_meta
+from probes.step_metrics import StepMetrics, StepRecord
+
+#: Seconds between ``overhead`` events.
+OVERHEAD_EVERY = 5.0
+
+
+class Probe:
+    """Measures a training run from inside it and appends what it sees to a run directory.
+
+    Example:
+        >>> probe = Probe(model, optimizer, "runs/my-run", loss_fn=criterion,
+        ...               hessian_batch=(inputs, targets))        # doctest: +SKIP
+        >>> for inputs, targets in loader:                        # doctest: +SKIP
+        ...     loss = criterion(model(inputs), targets)
+        ...     optimizer.zero_grad(); loss.backward(); optimizer.step()
+        ...     probe.step(loss)
+        >>> probe.close()                                         # doctest: +SKIP
+
+    Args:
+        model: the model being trained (a DDP/DataParallel/compiled wrapper is fine).
+        optimizer: its optimizer; the probe registers step hooks on it.
+        run_dir: the run directory to create (rank 0 only under torch.distributed).
+        loss_fn: ``loss_fn(model(inputs), targets)`` on ``hessian_batch`` gives the loss whose
+            sharpness is measured.
+        hessian_batch: ``(inputs, targets)``, a fixed batch for sharpness and activation sparsity.
+        hessian_loss: instead of the two above: a callable without arguments returning the scalar
+            loss on a fixed batch (it must call the unwrapped model, never a DDP wrapper).
+        name: display name (default: the directory name).
+        stride: measure every ``stride``-th optimizer step.
+        sharpness_budget: the fraction of wall time the probe may spend (default 0.05); sharpness
+            estimates are scheduled to stay under it. 0 turns sharpness off.
+        tolerance: relative change of the eigenvalue estimate at which power iteration stops.
+        max_iters: most Hessian-vector products per eigenvalue estimate.
+        scale_invariant: ``None`` detects scale-invariant param groups on the hessian batch;
+            a bool (all groups) or a list of bools (one per group) declares them.
+        extra: stored as ``meta.json`` "extra".
+        system_stats: sample process CPU/RSS and the model's GPU once a second in a thread; a
+            ``lrtui.system.SystemSampler`` instance may be passed to use it.
+        gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
+        flush_every: measured steps kept on the device before one copy to the host.
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        run_dir: str | os.PathLike[str],
+        *,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+        hessian_batch: tuple[Any, Any] | None = None,
+        hessian_loss: Callable[[], torch.Tensor] | None = None,
+        name: str | None = None,
+        stride: int = 1,
+        sharpness_budget: float = 0.05,
+        tolerance: float = 1e-3,
+        max_iters: int = 20,
+        scale_invariant: bool | Sequence[bool] | None = None,
+        extra: dict[str, Any] | None = None,
+        system_stats: Any = True,
+        gpu: int | None = None,
+        flush_every: int = 32,
+    ) -> None:
+        started = time.perf_counter()
+        self._wall_start = started
+        self._probe_seconds = 0.0
+        self._last_overhead = started
+        self.model = model
+        self.module = unwrap_module(model)
+        self.optimizer = optimizer
+        self.run_dir = Path(run_dir)
+        self.rank, self.world_size = rank_and_world_size()
+        self.writer: RunWriter | None = None
+        self.faults = Faults(self._write_warning)
+        self.steps: StepMetrics | None = None
+        self._hooks: list[Any] = []
+        self._closed = False
+        self._last_step: int | None = None
+        self.settings = {
+            "stride": int(stride),
+            "sharpness_budget": float(sharpness_budget),
+            "tolerance": float(tolerance),
+            "max_iters": int(max_iters),
+            "flush_every": int(flush_every),
+        }
+        if self.rank != 0:
+            return  # only rank 0 writes; the other ranks cost nothing
+        n_groups = len(optimizer.param_groups)
+        flags = self._declared_scale_invariance(scale_invariant, n_groups)
+        self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
+        if flags is None:
+            flags = [False] * n_groups
+        meta = run_meta(
+            model,
+            optimizer,
+            name=name or self.run_dir.name,
+            world_size=self.world_size,
+            scale_invariant=flags,
+            probe_settings=self.settings,
+            extra=extra,
+        )
+        self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
+        if not self.writer.ok:
+            return  # already reported once; measuring for a dead log would only cost time
+        self.steps = StepMetrics(optimizer, stride=stride, scale_invariant=flags, flush_every=flush_every)
+        self._hooks = [
+            optimizer.register_step_pre_hook(self._before_optimizer_step),
+            optimizer.register_step_post_hook(self._after_optimizer_step),
+        ]
+        self._probe_seconds += time.perf_counter() - started
+
+    # -- the public API ----------------------------------------------------------------------
+
+    def step(self, loss: torch.Tensor | float | None = None) -> None:
+        """Record the loss of the optimizer step just taken (call it after ``optimizer.step()``)."""
+        if self.steps is None or self._closed:
+            return
+        started = time.perf_counter()
+        if self.faults.ok("step"):
+            try:
+                self._write_steps(self.steps.finish_step(loss))
+            except Exception as exc:
+                self.faults.fail("step", exc)
+        if started - self._last_overhead >= OVERHEAD_EVERY:
+            self._write_overhead(started)
+        self._probe_seconds += time.perf_counter() - started
+
+    def log(self, step: int | None = None, **metrics: Any) -> None:
+        """Record user metrics (test accuracy, eval loss, a phase name) as a ``metric`` event.
+
+        Args:
+            step: the optimizer step they belong to (default: the last step taken).
+            **metrics: numbers (tensors are read once) or strings.
+        """
+        if self.writer is None or self._closed:
+            return
+        try:
+            fields: dict[str, Any] = {}
+            for key, value in metrics.items():
+                if key in RESERVED_FIELDS:
+                    raise ValueError(f"metric name {key!r} is reserved")
+                if isinstance(value, torch.Tensor):
+                    value = value.detach().reshape(-1)[0].item() if value.numel() else math.nan
+                fields[key] = value
+            if step is None:
+                step = self.steps.steps_taken - 1 if self.steps is not None and self.steps.steps_taken else 0
+            self.writer.write("metric", int(step), **fields)
+        except Exception as exc:
+            self.faults.fail("metric", exc)
+
+    def close(self, status: str = "finished", exception: BaseException | None = None) -> None:
+        """Write what is still buffered and the end record; remove the hooks. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
+        if self.writer is None:
+            return
+        if self.steps is not None and self.faults.ok("step"):
+            try:
+                records = self.steps.finish_step(None) if self.steps._current is not None else []
+                self._write_steps(records + self.steps.flush())
+            except Exception as exc:
+                self.faults.fail("step", exc)
+        self._write_overhead(time.perf_counter())
+        self.writer.close(status, exception)
+
+    def __enter__(self) -> Probe:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.close("failed" if exc is not None else "finished", exc)
+
+    # -- optimizer hooks -----------------------------------------------------------------------
+
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        started = time.perf_counter()
+        if self.faults.ok("step"):
+            try:
+                self._write_steps(self.steps.before_step())
+            except Exception as exc:
+                self.faults.fail("step", exc)
+        self._probe_seconds += time.perf_counter() - started
+
+    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        self.steps.after_step()
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def _write_steps(self, records: list[StepRecord]) -> None:
+        for record in records:
+            event = {"kind": "step", "step": record.step, "time": record.time}
+            event.update(record.fields())
+            self.writer.write_event(event)
+
+    def _write_overhead(self, now: float) -> None:
+        self._last_overhead = now
+        wall = now - self._wall_start
+        if self.writer is None or wall <= 0:
+            return
+        self.writer.write(
+            "overhead",
+            self._last_step_index(),
+            fraction=self._probe_seconds / wall,
+            probe_seconds=self._probe_seconds,
+            wall_seconds=wall,
+            budget=self.settings["sharpness_budget"],
+        )
+
+    def _write_warning(self, source: str, message: str) -> None:
+        if self.writer is not None:
+            self.writer.write("warning", self._last_step_index(), source=source, message=message)
+
+    def _log_failed(self, message: str) -> None:
+        self.faults.fail("log", message.split("; logging disabled")[0])
+
+    def _last_step_index(self) -> int | None:
+        if self.steps is None or not self.steps.steps_taken:
+            return None
+        return self.steps.steps_taken - 1
+
+    @staticmethod
+    def _declared_scale_invariance(value: bool | Sequence[bool] | None, n_groups: int) -> list[bool] | None:
+        if value is None:
+            return None
+        if isinstance(value, bool):
+            return [value] * n_groups
+        flags = [bool(v) for v in value]
+        if len(flags) != n_groups:
+            raise ValueError(f"scale_invariant has {len(flags)} flags for {n_groups} param groups")
+        return flags

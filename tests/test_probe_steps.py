@@ -1,0 +1,97 @@
+"""The probe's per-step metrics against values computed by hand in the same training loop."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from lrtui.runlog import load_run
+from probes import Probe
+
+torch.set_num_threads(1)
+
+
+def _events(run_dir: Path, kind: str) -> list[dict]:
+    import json
+
+    lines = (run_dir / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] == kind]
+
+
+def test_step_metrics_match_hand_computed_norms_and_scheduler_lr(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(
+        [{"params": model[0].parameters(), "lr": 0.1}, {"params": model[2].parameters(), "lr": 0.05}],
+        momentum=0.9,
+        weight_decay=1e-3,
+    )
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=10, gamma=0.5)
+    expected = []
+    with Probe(model, optimizer, tmp_path / "run", stride=1, flush_every=7, system_stats=False) as probe:
+        for _ in range(25):
+            x, y = torch.randn(32, 6), torch.randint(0, 3, (32,))
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)  # the probe must see clipped grads
+            before = [p.detach().clone() for p in model.parameters()]
+            grad = math.sqrt(sum(float(p.grad.double().square().sum()) for p in model.parameters()))
+            lrs = [g["lr"] for g in optimizer.param_groups]
+            optimizer.step()
+            probe.step(loss)
+            update = math.sqrt(sum(float((p.detach().double() - b.double()).square().sum()) for p, b in zip(model.parameters(), before)))
+            weight = math.sqrt(sum(float(p.detach().double().square().sum()) for p in model.parameters()))
+            expected.append((float(loss), grad, update, weight, lrs))
+            scheduler.step()
+        probe.log(test_acc=0.75, phase="pre-training")
+    steps = _events(tmp_path / "run", "step")
+    assert [e["step"] for e in steps] == list(range(25))
+    for event, (loss, grad, update, weight, lrs) in zip(steps, expected):
+        assert math.isclose(event["loss"], loss, rel_tol=1e-6)
+        assert math.isclose(event["grad_norm"], grad, rel_tol=1e-5)
+        assert math.isclose(event["update_norm"], update, rel_tol=1e-4)
+        assert math.isclose(event["weight_norm"], weight, rel_tol=1e-5)
+        assert event["lr"] == lrs
+        assert event["effective_lr"] == [None, None]
+    assert steps[0]["lr"] == [0.1, 0.05] and steps[24]["lr"] == [0.025, 0.0125]  # StepLR halved twice
+    metric = _events(tmp_path / "run", "metric")
+    assert metric[0]["test_acc"] == 0.75 and metric[0]["phase"] == "pre-training" and metric[0]["step"] == 24
+    run = load_run(tmp_path / "run")
+    assert run.meta["optimizer"]["class"] == "SGD"
+    assert [g["params"] for g in run.meta["optimizer"]["param_groups"]] == [6 * 16 + 16, 16 * 3 + 3]
+    assert run.meta["optimizer"]["param_groups"][0]["momentum"] == 0.9
+    assert _events(tmp_path / "run", "end")[0]["status"] == "finished"
+
+
+def test_stride_and_a_missing_probe_step_call(tmp_path: Path) -> None:
+    torch.manual_seed(1)
+    model = torch.nn.Linear(3, 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    probe = Probe(model, optimizer, tmp_path / "run", stride=3, system_stats=False)
+    for i in range(10):
+        loss = model(torch.randn(8, 3)).square().mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if i != 3:  # step 3 is measured but probe.step is skipped: recorded without a loss
+            probe.step(loss)
+    probe.close()
+    steps = _events(tmp_path / "run", "step")
+    assert [e["step"] for e in steps] == [0, 3, 6, 9]
+    assert steps[1]["loss"] is None and steps[1]["grad_norm"] > 0
+    assert all(e["loss"] is not None for e in steps if e["step"] != 3)
+
+
+def test_context_manager_records_a_failed_run(tmp_path: Path) -> None:
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    try:
+        with Probe(model, optimizer, tmp_path / "run", system_stats=False):
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    end = _events(tmp_path / "run", "end")[0]
+    assert end["status"] == "failed" and end["exception"] == "KeyError"
