@@ -1,0 +1,27 @@
+"""The science of the learning rate: stability threshold, divergence, regimes, and what to do (numpy only)."""
+
+from __future__ import annotations
+
+from lrtui.advisor.advisor import Advisor
+from lrtui.advisor.recommend import initial_lr_band
+from lrtui.advisor.state import ACTIONS, REGIMES, AdvisorState, Alert, Recommendation, Segment
+from lrtui.advisor.sweep import SweepResult, SweepRun, analyze_sweep
+from lrtui.advisor.threshold import EDGE_BAND, edge_state, max_stable_lr, stability_threshold
+
+__all__ = [
+    "ACTIONS",
+    "Advisor",
+    "AdvisorState",
+    "Alert",
+    "EDGE_BAND",
+    "REGIMES",
+    "Recommendation",
+    "Segment",
+    "SweepResult",
+    "SweepRun",
+    "analyze_sweep",
+    "edge_state",
+    "initial_lr_band",
+    "max_stable_lr",
+    "stability_threshold",
+]

@@ -1,0 +1,159 @@
+"""The regime of a constant-LR segment: converging, equilibrium, chance — from its loss alone.
+
+The test (a SASA+-style batch-means test on the loss, SALSA's fallback; SASA+'s own statistic
+needs ⟨x_{k+1}, d_k⟩, which a run does not log):
+
+- Window: the last half of the segment (SASA+'s leaky bucket keeps a recent fraction too), split
+  into ``BATCHES`` = 10 consecutive batches; their means are nearly independent even though
+  successive losses are not.
+- Slope: least squares of the batch means on their index; the loss's relative change across the
+  window is ``slope × BATCHES / mean`` with a 90% t-interval (8 degrees of freedom).
+- Verdict, in this order: ``converging`` when the last batch mean is below ``CONVERGED_LOSS``
+  (1e-2, the paper's test); *stationary* when the interval lies inside ±``STATIONARY_BAND`` (two
+  one-sided tests: with 95% confidence the loss changes by less than 10% across the window) —
+  ``chance`` at or above ``CHANCE_FRACTION`` × the initial loss, else ``equilibrium``; ``converging``
+  when the interval lies below 0 (falling, one-sided 95%, and not provably by less than 10%: so a
+  slow steady decline is never called equilibrium); ``chance`` when the loss is not falling and
+  stays at or above that fraction of the initial loss; otherwise no verdict yet.
+- Tests run at checkpoints spaced geometrically in the segment's length (every ``CHECK_MIN`` logged
+  steps, or ``CHECK_GROWTH``-fold), so the work is amortized O(1) per event and identical whether the
+  events come one at a time or as columns. A regime is confirmed after ``CONFIRM`` equal verdicts in
+  a row (hysteresis: one noisy window does not flip it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+#: Mean train loss below which a segment has converged (the paper's regime-1 test).
+CONVERGED_LOSS = 1e-2
+#: Batches the test window is split into.
+BATCHES = 10
+#: Two-sided 90% Student-t quantile for BATCHES - 2 = 8 degrees of freedom (one-sided 95%).
+T_QUANTILE = 1.8595
+#: Relative change across the window that still counts as stationary.
+STATIONARY_BAND = 0.10
+#: A stationary (or non-falling) loss at or above this fraction of the initial loss is chance level.
+CHANCE_FRACTION = 0.9
+#: Fewest logged steps in a segment before its first test (2 per batch over half the segment).
+MIN_SEGMENT = 4 * BATCHES
+#: Checkpoint spacing: every CHECK_MIN logged steps, or CHECK_GROWTH times the length, whichever is more.
+CHECK_MIN = 10
+CHECK_GROWTH = 1.03
+#: Equal verdicts in a row needed to change a segment's confirmed regime.
+CONFIRM = 2
+#: A new segment starts when the LR leaves [lr/(1+tol), lr*(1+tol)] of the segment's first LR.
+SEGMENT_TOLERANCE = 0.10
+
+
+@dataclass(frozen=True)
+class WindowVerdict:
+    """The outcome of one regime test.
+
+    Attributes:
+        regime: ``converging``, ``equilibrium``, ``chance`` or None (no verdict yet).
+        reached: converged by level (mean of the last batch below ``CONVERGED_LOSS``).
+        level: mean loss over the window.
+        change: relative change across the window (negative = falling).
+        lo, hi: its 90% confidence interval.
+        start, stop: the window as logged-step indices [start, stop).
+    """
+
+    regime: str | None
+    reached: bool
+    level: float
+    change: float
+    lo: float
+    hi: float
+    start: int
+    stop: int
+
+
+def next_check(length: int) -> int:
+    """The segment length (in logged steps) of the test after one at ``length``."""
+    return max(length + CHECK_MIN, math.ceil(length * CHECK_GROWTH))
+
+
+def out_of_segment(lr: float, segment_lr: float) -> bool:
+    """True when ``lr`` starts a new segment after one that started at ``segment_lr``."""
+    return lr > segment_lr * (1.0 + SEGMENT_TOLERANCE) or lr < segment_lr / (1.0 + SEGMENT_TOLERANCE)
+
+
+def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: float | None) -> WindowVerdict:
+    """Test the last half of the segment [start, stop) of logged steps.
+
+    Args:
+        prefix: prefix sums of the (cleaned) loss: ``prefix[i]`` = sum of the first i losses.
+        start, stop: the segment so far, as logged-step indices.
+        initial_loss: the run's initial loss level (mean of its first logged losses), for chance.
+    """
+    length = stop - start
+    size = (length // 2) // BATCHES
+    w0 = stop - BATCHES * size
+    means = [(prefix[w0 + (k + 1) * size] - prefix[w0 + k * size]) / size for k in range(BATCHES)]
+    mean = sum(means) / BATCHES
+    centre = (BATCHES - 1) / 2.0
+    stt = BATCHES * (BATCHES * BATCHES - 1) / 12.0
+    slope = sum((k - centre) * (m - mean) for k, m in enumerate(means)) / stt
+    resid = sum((m - mean - slope * (k - centre)) ** 2 for k, m in enumerate(means))
+    se = math.sqrt(resid / (BATCHES - 2) / stt)
+    scale = BATCHES / max(abs(mean), 1e-300)
+    change, half = slope * scale, T_QUANTILE * se * scale
+    lo, hi = change - half, change + half
+    reached = means[-1] < CONVERGED_LOSS
+    chance_level = initial_loss is not None and initial_loss > 0 and mean >= CHANCE_FRACTION * initial_loss
+    if reached:
+        regime: str | None = "converging"
+    elif -STATIONARY_BAND < lo and hi < STATIONARY_BAND:
+        regime = "chance" if chance_level else "equilibrium"
+    elif hi < 0.0:
+        regime = "converging"
+    elif chance_level:
+        regime = "chance"
+    else:
+        regime = None
+    return WindowVerdict(regime, reached, mean, change, lo, hi, w0, stop)
+
+
+class RegimeConfirmation:
+    """Hysteresis: a segment's regime changes only after ``CONFIRM`` equal verdicts in a row."""
+
+    __slots__ = ("confirmed", "_candidate", "_count")
+
+    def __init__(self) -> None:
+        self.confirmed = "warmup"
+        self._candidate: str | None = None
+        self._count = 0
+
+    def feed(self, regime: str | None) -> bool:
+        """Add one verdict; True when it changed the confirmed regime."""
+        if regime is None or regime == self.confirmed:
+            self._candidate, self._count = None, 0
+            return False
+        if regime == self._candidate:
+            self._count += 1
+        else:
+            self._candidate, self._count = regime, 1
+        if self._count >= CONFIRM:
+            self.confirmed = regime
+            self._candidate, self._count = None, 0
+            return True
+        return False
+
+
+__all__ = [
+    "BATCHES",
+    "CHANCE_FRACTION",
+    "CONFIRM",
+    "CONVERGED_LOSS",
+    "MIN_SEGMENT",
+    "RegimeConfirmation",
+    "SEGMENT_TOLERANCE",
+    "STATIONARY_BAND",
+    "WindowVerdict",
+    "judge_window",
+    "next_check",
+    "out_of_segment",
+]

@@ -1,0 +1,129 @@
+"""A sweep: runs that differ in initial LR — their regimes, the convergence threshold, the best band.
+
+Each run is classified by its first segment (pre-training at its initial LR). The convergence
+threshold lies between the largest LR that converged and the smallest LR above it that did not;
+the estimate is their geometric mean. The recommended initial-LR band is ``initial_lr_band`` of it
+(slightly above the threshold, the paper's sub-regime 2A). Where runs log a ``metric`` with
+``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such accuracy is highest won.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from lrtui.advisor.advisor import Advisor
+from lrtui.advisor.recommend import initial_lr_band
+from lrtui.advisor.state import AdvisorState, json_number
+
+#: Phases of the second stage whose test accuracy says which initial LR won.
+SECOND_PHASES = ("finetune", "swa")
+
+
+@dataclass
+class SweepRun:
+    """One run of a sweep: its name, initial LR, pre-training regime, state and second-phase results."""
+
+    name: str
+    initial_lr: float | None
+    pretrain_regime: str
+    state: AdvisorState
+    test_acc: dict[str, float] = field(default_factory=dict)  # phase -> last test_acc
+
+    def to_json(self) -> dict[str, Any]:
+        out = self.state.to_json(self.name)
+        out["initial_lr"] = json_number(self.initial_lr)
+        out["pretrain_regime"] = self.pretrain_regime
+        out["test_acc"] = {p: json_number(self.test_acc.get(p)) for p in ("pretrain",) + SECOND_PHASES}
+        return out
+
+
+@dataclass
+class SweepResult:
+    """What a sweep says about the initial LR."""
+
+    runs: list[SweepRun]
+    convergence_threshold_lr: float | None
+    threshold_interval: tuple[float | None, float | None]
+    recommended_initial_lr: tuple[float, float] | None
+    best: dict[str, dict[str, Any]]  # phase -> {"run", "lr", "test_acc"}
+    inconsistent: list[str]  # runs that converged above an LR that did not
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "runs": [r.to_json() for r in self.runs],
+            "convergence_threshold_lr": json_number(self.convergence_threshold_lr),
+            "convergence_threshold_interval": json_number(list(self.threshold_interval)),
+            "recommended_initial_lr": json_number(list(self.recommended_initial_lr))
+            if self.recommended_initial_lr else None,
+            "best": {p: json_number(v) for p, v in self.best.items()},
+            "inconsistent_runs": list(self.inconsistent),
+        }
+
+
+def _initial_lr(meta: dict[str, Any], state: AdvisorState) -> float | None:
+    if state.segments and state.segments[0].lr == state.segments[0].lr:
+        return state.segments[0].lr
+    try:
+        lr = meta["optimizer"]["param_groups"][0]["lr"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+
+
+def _last_test_acc(metric_events: list[dict[str, Any]]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for e in metric_events:
+        phase, acc = e.get("phase"), e.get("test_acc")
+        if isinstance(phase, str) and isinstance(acc, (int, float)) and not isinstance(acc, bool):
+            if math.isfinite(acc):
+                out[phase] = float(acc)
+    return out
+
+
+def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
+    """Classify each run and estimate the convergence threshold and the best initial-LR band.
+
+    Args:
+        runs: (meta, events) pairs, where events is a list of event dicts or a ``RunData``.
+    """
+    advisors: list[tuple[dict[str, Any], Advisor]] = []
+    for meta, events in runs:
+        adv = Advisor(meta)
+        if hasattr(events, "table"):
+            adv.update_data(events)
+        else:
+            adv.update_many(events)
+        advisors.append((meta, adv))
+    first: list[tuple[float, str, SweepRun]] = []
+    out_runs: list[SweepRun] = []
+    for meta, adv in advisors:
+        st = adv.state()
+        name = str(meta.get("name") or meta.get("run_id") or f"run{len(out_runs)}")
+        lr = _initial_lr(meta, st)
+        pre = st.segments[0].regime if st.segments else "warmup"
+        if st.diverged_at_step is not None and st.segments and st.segments[0].regime == "diverged":
+            pre = "diverged"
+        run = SweepRun(name, lr, pre, st, _last_test_acc(adv.metric_events))
+        out_runs.append(run)
+        if lr is not None and pre != "warmup":
+            first.append((lr, pre, run))
+    converged = [lr for lr, regime, _ in first if regime == "converging"]
+    lo = max(converged) if converged else None
+    not_conv = [lr for lr, regime, _ in first if regime != "converging" and (lo is None or lr > lo)]
+    hi = min(not_conv) if not_conv else None
+    inconsistent = [r.name for lr, regime, r in first if regime != "converging" and lo is not None and lr < lo]
+    threshold = math.sqrt(lo * hi) if lo is not None and hi is not None else None
+    band = initial_lr_band(threshold) if threshold is not None else None
+    best: dict[str, dict[str, Any]] = {}
+    for phase in SECOND_PHASES:
+        scored = [(r.test_acc[phase], r) for r in out_runs if phase in r.test_acc]
+        if scored:
+            acc, r = max(scored, key=lambda t: t[0])
+            best[phase] = {"run": r.name, "lr": r.initial_lr, "test_acc": acc}
+    out_runs.sort(key=lambda r: (r.initial_lr is None, r.initial_lr or 0.0, r.name))
+    return SweepResult(out_runs, threshold, (lo, hi), band, best, inconsistent)
+
+
+__all__ = ["SweepResult", "SweepRun", "analyze_sweep"]
