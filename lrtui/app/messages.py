@@ -1,0 +1,45 @@
+"""Messages the reading threads post to the screen; high-rate ones replace their pending copy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from textual.message import Message
+
+from lrtui.system import GpuReading
+
+
+class RunChanged(Message):
+    """New events, a reset or an advisor update for one run (a burst collapses into one)."""
+
+    def __init__(self, key: str) -> None:
+        super().__init__()
+        self.key = key
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, RunChanged) and message.key == self.key
+
+
+class RunsFound(Message):
+    """Run directories that appeared under the watched directory."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        super().__init__()
+        self.paths = paths
+
+
+class SystemSampled(Message):
+    """One reading of the local machine (newest wins)."""
+
+    def __init__(self, gpus: list[GpuReading], host: dict[str, Any], nvml_error: str | None) -> None:
+        super().__init__()
+        self.gpus = gpus
+        self.host = host
+        self.nvml_error = nvml_error
+
+    def can_replace(self, message: Message) -> bool:
+        return isinstance(message, SystemSampled)
+
+
+__all__ = ["RunChanged", "RunsFound", "SystemSampled"]

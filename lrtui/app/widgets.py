@@ -1,0 +1,114 @@
+"""The widgets of the screen: a chart, the help screen and the run picker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.screen import ModalScreen
+from textual.widget import Widget
+from textual.widgets import DataTable, Static
+
+from lrtui.app.chart import ChartSpec, render_chart, render_step_axis
+
+
+class Chart(Widget):
+    """One braille chart; the app hands it a ChartSpec and it draws at whatever size it has."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
+        super().__init__(id=id)
+        self.spec: ChartSpec | None = None
+
+    def show(self, spec: ChartSpec) -> None:
+        self.spec = spec
+        self.refresh()
+
+    def render(self) -> Text:
+        if self.spec is None:
+            return Text("")
+        return render_chart(self.spec, self.size.width, self.size.height)
+
+
+class StepAxis(Widget):
+    """The shared step axis under the charts."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.x_range: tuple[float, float] = (0.0, 1.0)
+
+    def show(self, x_range: tuple[float, float]) -> None:
+        self.x_range = x_range
+        self.refresh()
+
+    def render(self) -> Text:
+        return render_step_axis(self.x_range, self.size.width)
+
+
+HELP_TEXT = """\
+[b]lrtui[/b] — learning-rate monitor
+
+[b]Charts[/b] share one step axis: loss (raw and smoothed), gradient norm,
+sharpness with its stability threshold (the advisor's, for this optimizer,
+moving with the LR), and the learning rate of each param group.
+Long curves keep each column's min and max, so spikes stay visible;
+an [red]x[/red] over a column marks NaN or infinite values.
+
+[b]Keys[/b]
+  q          quit                      ?  this help
+  l          loss on a log scale       s  smoothing window (off, 10, 50, 200)
+  o          overlay the sweep's loss  r  list of runs (Enter switches)
+  ] / [      next / previous run       d  dark / light colours
+ Replay
+  space      play / pause              + / -  faster / slower
+  home / end jump to start / end       ← / →  one logged step
+  pgup/pgdn  one twentieth of the run
+
+The advisor panel shows the state at the replay position (live: now).
+Press escape or ? to close."""
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and what the charts mean."""
+
+    BINDINGS = [
+        Binding("escape,question_mark,q", "dismiss", "close"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        yield Static(HELP_TEXT, id="help-text")
+
+
+class RunsScreen(ModalScreen[str | None]):
+    """Pick a run from a table: name, LR, step, regime."""
+
+    BINDINGS = [Binding("escape,r", "dismiss_none", "close")]
+
+    def __init__(self, rows: list[tuple[str, tuple[Any, ...]]], current: str | None) -> None:
+        super().__init__()
+        self.rows = rows
+        self.current = current
+
+    def compose(self) -> ComposeResult:
+        table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row")
+        yield table
+
+    def on_mount(self) -> None:
+        table = self.query_one(DataTable)
+        table.add_columns("run", "LR", "step", "regime")
+        for key, cells in self.rows:
+            table.add_row(*cells, key=key)
+        keys = [k for k, _ in self.rows]
+        if self.current in keys:
+            table.move_cursor(row=keys.index(self.current))
+        table.focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.dismiss(str(event.row_key.value))
+
+    def action_dismiss_none(self) -> None:
+        self.dismiss(None)
+
+
+__all__ = ["Chart", "HelpScreen", "RunsScreen", "StepAxis"]
