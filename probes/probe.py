@@ -12,10 +12,15 @@ import torch
 
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
+from probes.budget import OverheadBudget
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.meta import run_meta
-from probes.step_metrics import StepMetrics, StepRecord
+from probes.run_state import untouched_run
+from probes.scale_invariance import detect_scale_invariance
+from probes.sharpness_meter import SharpnessMeter
+from probes.step_metrics import StepMetrics, StepRecord, trained_parameters
+from probes.system_stats import SystemStats, nvml_index
 
 #: Seconds between ``overhead`` events.
 OVERHEAD_EVERY = 5.0
@@ -89,9 +94,13 @@ class Probe:
         self.writer: RunWriter | None = None
         self.faults = Faults(self._write_warning)
         self.steps: StepMetrics | None = None
+        self.sharpness: SharpnessMeter | None = None
+        self.system: SystemStats | None = None
+        self.budget = OverheadBudget(sharpness_budget)
         self._hooks: list[Any] = []
         self._closed = False
-        self._last_step: int | None = None
+        self._early_warnings: list[tuple[str, str]] = []
+        self._last_checked_step = -1
         self.settings = {
             "stride": int(stride),
             "sharpness_budget": float(sharpness_budget),
@@ -101,11 +110,14 @@ class Probe:
         }
         if self.rank != 0:
             return  # only rank 0 writes; the other ranks cost nothing
+        first = next(iter(self.module.parameters()), None)
+        self.device = first.device if first is not None else torch.device("cpu")
+        loss, outputs = self._hessian_closures(loss_fn, hessian_batch, hessian_loss)
         n_groups = len(optimizer.param_groups)
         flags = self._declared_scale_invariance(scale_invariant, n_groups)
         self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
         if flags is None:
-            flags = [False] * n_groups
+            flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
         meta = run_meta(
             model,
             optimizer,
@@ -123,6 +135,25 @@ class Probe:
             optimizer.register_step_pre_hook(self._before_optimizer_step),
             optimizer.register_step_post_hook(self._after_optimizer_step),
         ]
+        for source, message in self._early_warnings:
+            self._write_warning(source, message)
+        if loss is not None and sharpness_budget > 0:
+            if any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.module.modules()) and self.world_size > 1:
+                # Its forward all-reduces across ranks; on rank 0 alone that would hang.
+                self.faults.fail("sharpness", "SyncBatchNorm needs every rank in its forward pass")
+            else:
+                params, _ = trained_parameters(optimizer)
+                self.sharpness = SharpnessMeter(
+                    self.module, params, loss, optimizer, self.device, tolerance=tolerance, max_iters=max_iters
+                )
+        if system_stats:
+            self.system = SystemStats(
+                self.writer.write,
+                self._last_step_index,
+                self.faults.fail,
+                gpu=gpu if gpu is not None else nvml_index(self.device),
+                sampler=None if system_stats is True else system_stats,
+            )
         self._probe_seconds += time.perf_counter() - started
 
     # -- the public API ----------------------------------------------------------------------
@@ -137,9 +168,11 @@ class Probe:
                 self._write_steps(self.steps.finish_step(loss))
             except Exception as exc:
                 self.faults.fail("step", exc)
+        self._probe_seconds += time.perf_counter() - started
+        if self.sharpness is not None:
+            self._maybe_measure_sharpness()
         if started - self._last_overhead >= OVERHEAD_EVERY:
             self._write_overhead(started)
-        self._probe_seconds += time.perf_counter() - started
 
     def log(self, step: int | None = None, **metrics: Any) -> None:
         """Record user metrics (test accuracy, eval loss, a phase name) as a ``metric`` event.
@@ -172,6 +205,8 @@ class Probe:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
+        if self.system is not None:
+            self.system.close()
         if self.writer is None:
             return
         if self.steps is not None and self.faults.ok("step"):
@@ -203,6 +238,71 @@ class Probe:
     def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         self.steps.after_step()
 
+    # -- sharpness ---------------------------------------------------------------------------
+
+    def _hessian_closures(
+        self,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+        hessian_batch: tuple[Any, Any] | None,
+        hessian_loss: Callable[[], torch.Tensor] | None,
+    ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
+        """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
+        if hessian_loss is not None:
+            return hessian_loss, hessian_loss
+        if loss_fn is None or hessian_batch is None:
+            return None, None
+        inputs, targets = hessian_batch
+        inputs, targets = _to_device(inputs, self.device), _to_device(targets, self.device)
+        module = self.module  # the unwrapped model: calling it runs no DDP collective
+
+        def loss() -> torch.Tensor:
+            return loss_fn(module(inputs), targets)
+
+        def outputs() -> torch.Tensor:
+            out = module(inputs)
+            return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
+
+        return loss, outputs
+
+    def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
+        n_groups = len(self.optimizer.param_groups)
+        try:
+            with untouched_run(self.module, self.device) as reseed:
+
+                def evaluate() -> torch.Tensor:
+                    reseed()  # the same dropout mask for the plain and the scaled pass
+                    return outputs()
+
+                return detect_scale_invariance(evaluate, self.optimizer)
+        except Exception as exc:
+            self.faults.fail("scale_invariance", exc)
+            return [False] * n_groups
+
+    def _maybe_measure_sharpness(self) -> None:
+        step = self._last_step_index()
+        if step is None or step == self._last_checked_step or step % self.settings["stride"]:
+            return
+        self._last_checked_step = step
+        if not self.faults.ok("sharpness") or (self.writer is not None and not self.writer.ok):
+            return
+        now = time.perf_counter()
+        if not self.budget.allows(self._probe_seconds, now - self._wall_start):
+            return
+        try:
+            result = self.sharpness.measure(lambda method, exc: self.faults.fail(method, exc))
+        except Exception as exc:
+            self.faults.fail("sharpness", exc)
+            self.sharpness = None
+            self._probe_seconds += time.perf_counter() - now
+            return
+        for fields in result.sharpness:
+            self.writer.write("sharpness", step, **fields)
+        if result.layers:
+            self.writer.write("activations", step, layers=result.layers, zero_fraction=result.zero_fraction)
+        spent = time.perf_counter() - now
+        self.budget.spent(spent)
+        self._probe_seconds += spent
+
     # -- writing -------------------------------------------------------------------------------
 
     def _write_steps(self, records: list[StepRecord]) -> None:
@@ -226,7 +326,9 @@ class Probe:
         )
 
     def _write_warning(self, source: str, message: str) -> None:
-        if self.writer is not None:
+        if self.writer is None:
+            self._early_warnings.append((source, message))
+        else:
             self.writer.write("warning", self._last_step_index(), source=source, message=message)
 
     def _log_failed(self, message: str) -> None:
@@ -247,3 +349,14 @@ class Probe:
         if len(flags) != n_groups:
             raise ValueError(f"scale_invariant has {len(flags)} flags for {n_groups} param groups")
         return flags
+
+
+def _to_device(value: Any, device: torch.device) -> Any:
+    """Tensors (also inside tuples, lists, dicts) moved to the model's device once."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value

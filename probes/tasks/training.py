@@ -83,6 +83,7 @@ def train_ticks(
     average_every: int = 50,
     log_every: int = 500,
     batch_size: int = 16,
+    stride: int = 1,
     seed: int = 0,
     name: str | None = None,
 ) -> dict[str, Any]:
@@ -121,7 +122,8 @@ def train_ticks(
     averaged_count = 0
     summary: dict[str, Any] = {"lr": lr}
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=hessian_batch,
-               name=name or Path(run_dir).name, scale_invariant=True, extra=extra) as probe:
+               name=name or Path(run_dir).name, scale_invariant=True, stride=stride,
+               extra=extra) as probe:
         step = 0
         history: list[dict[str, float]] = []
         for step in range(pretrain_steps):

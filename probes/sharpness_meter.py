@@ -1,0 +1,143 @@
+"""One sharpness measurement on the hessian batch: every method, activation sparsity, warm starts."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import torch
+
+from probes.activations import ZeroFractions
+from probes.run_state import untouched_run
+from probes.sharpness import (
+    Estimate,
+    HessianOperator,
+    adam_preconditioner,
+    batch_sharpness,
+    power_iteration,
+    preconditioned_operator,
+    random_vector,
+)
+
+#: Optimizers whose preconditioned sharpness λ_max(P⁻¹H) is the edge-of-stability quantity.
+ADAM_LIKE = (torch.optim.Adam, torch.optim.AdamW)
+
+
+@dataclass
+class Measurement:
+    """What one measurement produced: ``sharpness`` event fields per method, and sparsity."""
+
+    sharpness: list[dict[str, Any]] = field(default_factory=list)
+    layers: list[str] = field(default_factory=list)
+    zero_fraction: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class SharpnessMeter:
+    """Measures sharpness of ``loss()`` at the current weights without changing the run.
+
+    Methods: ``"batch"`` (one product along the batch gradient), ``"hessian"`` (power iteration
+    on H) and, for Adam/AdamW, ``"preconditioned"`` (power iteration on P^{-1/2} H P^{-1/2}).
+    Each power iteration starts from its last eigenvector; the first one, or one after a
+    non-finite result, starts from a seeded random vector.
+
+    Args:
+        module: the unwrapped model (never a DDP wrapper: no collective may run here).
+        params: the trained parameters.
+        loss: no arguments, returns the scalar loss on the fixed batch.
+        optimizer: read for Adam's second moments; never written.
+        device: the model's device (for the RNG that must be restored).
+        tolerance: relative change at which power iteration stops.
+        max_iters: most products per power iteration.
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        params: Sequence[torch.Tensor],
+        loss: Callable[[], torch.Tensor],
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        *,
+        tolerance: float = 1e-3,
+        max_iters: int = 20,
+    ) -> None:
+        self.module = module
+        self.params = [p for p in params if p.requires_grad]
+        self.loss = loss
+        self.optimizer = optimizer
+        self.device = device
+        self.tolerance = tolerance
+        self.max_iters = max_iters
+        self.methods = ["batch", "hessian"] + (["preconditioned"] if isinstance(optimizer, ADAM_LIKE) else [])
+        self.vectors: dict[str, list[torch.Tensor] | None] = {m: None for m in self.methods}
+        self.zero_fractions = ZeroFractions(module)
+        self.disabled: set[str] = set()
+        self._generator = torch.Generator(device=device)
+        self._generator.manual_seed(0)
+
+    def measure(self, on_method_error: Callable[[str, BaseException], None]) -> Measurement:
+        """Run every enabled method once. A failing method is reported and skipped from then on.
+
+        Raises whatever building the gradient graph raises (the loss, double backward): that
+        disables all of sharpness, which the caller reports.
+        """
+        result = Measurement()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)  # time our own work, not the queued training step
+        started = time.perf_counter()
+        with untouched_run(self.module, self.device):
+            with self.zero_fractions.recording():
+                loss = self.loss()
+            result.layers, result.zero_fraction = self.zero_fractions.result()
+            hessian = HessianOperator(loss, self.params)
+            shared = time.perf_counter() - started
+            methods = [m for m in self.methods if m not in self.disabled]
+            for method in methods:
+                began = time.perf_counter()
+                try:
+                    estimate = self._estimate(method, hessian)
+                except Exception as exc:
+                    if method == "batch" or method == "hessian":
+                        raise  # a product failed: no method can work
+                    self.disabled.add(method)
+                    on_method_error(method, exc)
+                    continue
+                if estimate is None:
+                    continue
+                seconds = time.perf_counter() - began + shared / len(methods)
+                result.sharpness.append(
+                    {
+                        "method": method,
+                        "value": estimate.value,
+                        "hvps": estimate.hvps,
+                        "seconds": seconds,
+                        "tolerance": self.tolerance if method != "batch" else 0.0,
+                        "converged": estimate.converged,
+                        "warm_start": estimate.warm_start,
+                    }
+                )
+            del hessian, loss  # free the double-backward graph before restoring the run
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _estimate(self, method: str, hessian: HessianOperator) -> Estimate | None:
+        if method == "batch":
+            return batch_sharpness(hessian)
+        if method == "hessian":
+            apply = hessian
+        else:
+            inv_sqrt_p = adam_preconditioner(self.optimizer, self.params)
+            if inv_sqrt_p is None:
+                return None  # Adam has not stepped yet: there is no preconditioner
+            apply = preconditioned_operator(hessian, inv_sqrt_p)
+        start = self.vectors[method]
+        warm = start is not None
+        if start is None:
+            start = random_vector(self.params, self._generator)
+        estimate = power_iteration(
+            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm
+        )
+        self.vectors[method] = estimate.vector  # None after a non-finite result: start cold again
+        return estimate
