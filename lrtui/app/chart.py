@@ -51,7 +51,9 @@ def format_number(value: float) -> str:
     if value == 0:
         return "0"
     magnitude = abs(value)
-    if 1e-3 <= magnitude < 1e5:
+    if 1e3 <= magnitude < 1e5:
+        text = f"{value:,.0f}"
+    elif 1e-3 <= magnitude < 1e3:
         text = f"{value:.3g}"
     else:
         text = f"{value:.1e}".replace("e-0", "e-").replace("e+0", "e").replace("e+", "e")

@@ -39,46 +39,89 @@ def column_index(x: np.ndarray, x_min: float, x_max: float, width: int) -> np.nd
     return np.nan_to_num(scaled, nan=-1.0, posinf=width, neginf=-1).astype(np.int64)
 
 
-def _last_valid(values: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-    """For each group [start, end] of ``values``, its last non-NaN value (NaN when none)."""
-    valid = ~np.isnan(values)
-    at = np.maximum.accumulate(np.where(valid, np.arange(values.size), -1))
-    pick = at[ends]
-    return np.where(pick >= starts, values[np.maximum(pick, 0)], np.nan)
+#: The arrays of one level of a curve's pyramid, one entry per block of points.
+Level = dict[str, np.ndarray]
 
 
-def _aggregate(col: np.ndarray, low: np.ndarray, high: np.ndarray, last: np.ndarray,
-               non_finite: np.ndarray, count: np.ndarray, width: int) -> Columns:
-    """Combine pieces (each a point or a block of points) into ``width`` columns.
+def _level0(x: np.ndarray, y: np.ndarray) -> Level:
+    """Every point as its own block."""
+    finite = np.isfinite(y)
+    values = np.where(finite, y, np.nan)
+    return {"x": x, "x_end": x, "low": values, "low_x": x, "high": values, "high_x": x, "last": values,
+            "last_x": x, "nf_x": np.where(finite, np.nan, x), "count": np.ones(x.size, np.int64)}
 
-    ``col`` must be non-decreasing; pieces outside [0, width) are dropped.
-    """
+
+def _coarsen(level: Level, fan: int) -> Level:
+    """Blocks of ``fan`` blocks: extremes keep the x where they occur, so nothing moves."""
+    n = (level["x"].size // fan) * fan  # a trailing partial block is read from finer levels
+    rows = np.arange(n // fan)
+
+    def grid(name: str) -> np.ndarray:
+        return level[name][:n].reshape(-1, fan)
+
+    low, high, last, nf_x = grid("low"), grid("high"), grid("last"), grid("nf_x")
+    at_low = np.argmin(np.where(np.isnan(low), np.inf, low), axis=1)
+    at_high = np.argmax(np.where(np.isnan(high), -np.inf, high), axis=1)
+    valid = ~np.isnan(last)
+    at_last = fan - 1 - np.argmax(valid[:, ::-1], axis=1)
+    at_nf = np.argmax(~np.isnan(nf_x), axis=1)
+    return {
+        "x": grid("x")[:, 0],
+        "x_end": grid("x_end")[:, -1],
+        "low": low[rows, at_low], "low_x": grid("low_x")[rows, at_low],
+        "high": high[rows, at_high], "high_x": grid("high_x")[rows, at_high],
+        "last": last[rows, at_last], "last_x": grid("last_x")[rows, at_last],
+        "nf_x": nf_x[rows, at_nf],
+        "count": grid("count").sum(axis=1),
+    }
+
+
+def _groups(col: np.ndarray, keep: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows kept and inside [0, width): (row indices, group starts, column of each group)."""
+    rows = np.flatnonzero(keep & (col >= 0) & (col < width))
+    c = col[rows]
+    if c.size > 1 and np.any(np.diff(c) < 0):
+        rows = rows[np.argsort(c, kind="stable")]
+        c = col[rows]
+    starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]]) if c.size else np.zeros(0, np.int64)
+    return rows, starts, c[starts] if c.size else c
+
+
+def _aggregate(level: Level, x_min: float, x_max: float, width: int) -> Columns:
+    """Combine blocks (or points) into ``width`` columns over [x_min, x_max]."""
     out_low = np.full(width, np.nan)
     out_high = np.full(width, np.nan)
     out_last = np.full(width, np.nan)
     out_nf = np.zeros(width, dtype=bool)
-    out_count = np.zeros(width, dtype=np.int64)
+    if width <= 0 or level["x"].size == 0:
+        return Columns(out_low, out_high, out_last, out_nf, np.zeros(max(width, 0), np.int64))
+    col = column_index(level["x"], x_min, x_max, width)
     inside = (col >= 0) & (col < width)
-    if not inside.all():
-        col, low, high, last = col[inside], low[inside], high[inside], last[inside]
-        non_finite, count = non_finite[inside], count[inside]
-    if col.size == 0:
-        return Columns(out_low, out_high, out_last, out_nf, out_count)
-    starts = np.flatnonzero(np.r_[True, col[1:] != col[:-1]])
-    ends = np.r_[starts[1:], col.size] - 1
-    cols = col[starts]
-    with np.errstate(invalid="ignore"):
-        out_low[cols] = np.fmin.reduceat(low, starts)  # fmin/fmax skip NaN
-        out_high[cols] = np.fmax.reduceat(high, starts)
-    out_last[cols] = _last_valid(last, starts, ends)
-    out_nf[cols] = np.logical_or.reduceat(non_finite, starts)
-    out_count[cols] = np.add.reduceat(count, starts)
+    out_count = np.bincount(col[inside], weights=level["count"][inside], minlength=width).astype(np.int64)
+    for name, out, reduce in (("low", out_low, np.minimum), ("high", out_high, np.maximum)):
+        values = level[name]
+        rows, starts, cols = _groups(column_index(level[name + "_x"], x_min, x_max, width),
+                                     ~np.isnan(values), width)
+        if rows.size:
+            out[cols] = reduce.reduceat(values[rows], starts)
+    rows, starts, cols = _groups(column_index(level["last_x"], x_min, x_max, width),
+                                 ~np.isnan(level["last"]), width)
+    if rows.size:
+        ends = np.r_[starts[1:], rows.size] - 1
+        out_last[cols] = level["last"][rows[ends]]
+    nf_col = column_index(level["nf_x"], x_min, x_max, width)
+    marked = nf_col[(nf_col >= 0) & (nf_col < width) & ~np.isnan(level["nf_x"])]
+    out_nf[marked] = True
     return Columns(out_low, out_high, out_last, out_nf, out_count)
 
 
-def _points(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    finite = np.isfinite(y)
-    return np.where(finite, y, np.nan), ~finite
+def _sorted(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.size > 1 and np.any(np.diff(x) < 0):
+        order = np.argsort(x, kind="stable")
+        x, y = x[order], y[order]
+    return x, y
 
 
 def min_max_columns(x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, width: int) -> Columns:
@@ -86,27 +129,21 @@ def min_max_columns(x: np.ndarray, y: np.ndarray, x_min: float, x_max: float, wi
 
     Unlike taking every k-th point, this keeps every spike: a single outlier among 10^6
     points still sets its column's ``high``. Points outside [x_min, x_max] are left out.
-    x need not be sorted (points are grouped by column, keeping their order within one).
+    x need not be sorted; ``last`` is the value at the largest x of the column.
     """
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    if width <= 0:
-        width = 0
-    col = column_index(x, x_min, x_max, width)
-    if col.size > 1 and np.any(np.diff(col) < 0):
-        order = np.argsort(col, kind="stable")
-        col, y = col[order], y[order]
-    values, non_finite = _points(y)
-    return _aggregate(col, values, values, values, non_finite, np.ones(col.size, np.int64), width)
+    return _aggregate(_level0(*_sorted(x, y)), x_min, x_max, width)
 
 
 class Curve:
     """A curve with a min/max pyramid, so any step range reduces to columns in time ~ width.
 
-    Level k holds blocks of ``fan**k`` consecutive points (their first x, min, max, last finite
-    value, whether any was non-finite). A range is reduced from the coarsest level that still
-    gives every column at least two blocks, with the partial blocks at both ends taken from the
-    points themselves, so nothing beyond the range (say, after a replay position) leaks in.
+    Level k holds blocks of ``fan**k`` consecutive points: their first and last x, their min
+    and max with the x where each occurs, their last finite value and its x, the x of their
+    first non-finite value, and their count. A range is reduced from the coarsest level that
+    still gives every column at least two blocks; a block that straddles a column boundary is
+    split into finer blocks, and the partial blocks at both ends come from the points
+    themselves. The result equals a full scan (min_max_columns) exactly, and nothing beyond
+    the range (say, after a replay position) leaks in.
 
     Args:
         x: steps (sorted here if they are not).
@@ -115,32 +152,13 @@ class Curve:
     """
 
     def __init__(self, x: np.ndarray, y: np.ndarray, fan: int = 8) -> None:
-        x = np.asarray(x, dtype=np.float64)
-        y = np.asarray(y, dtype=np.float64)
-        if x.size > 1 and np.any(np.diff(x) < 0):
-            order = np.argsort(x, kind="stable")
-            x, y = x[order], y[order]
-        self.x = x
-        self.y = y
+        self.x, self.y = _sorted(x, y)
         self.fan = fan
-        values, non_finite = _points(y)
-        level = (x, values, values, values, non_finite, np.ones(x.size, np.int64))
+        level = _level0(self.x, self.y)
         self.levels = [level]
-        while level[0].size >= fan * 64:
-            level = self._coarsen(level, fan)
+        while level["x"].size >= fan * 64:
+            level = _coarsen(level, fan)
             self.levels.append(level)
-
-    @staticmethod
-    def _coarsen(level: tuple[np.ndarray, ...], fan: int) -> tuple[np.ndarray, ...]:
-        x, low, high, last, nf, count = level
-        n = (x.size // fan) * fan  # a trailing partial block is read from finer levels
-        with np.errstate(invalid="ignore"):
-            lo = np.fmin.reduce(low[:n].reshape(-1, fan), axis=1)
-            hi = np.fmax.reduce(high[:n].reshape(-1, fan), axis=1)
-        starts = np.arange(0, n, fan)
-        la = _last_valid(last[:n], starts, starts + fan - 1)
-        return (x[:n:fan], lo, hi, la, nf[:n].reshape(-1, fan).any(axis=1),
-                count[:n].reshape(-1, fan).sum(axis=1))
 
     def __len__(self) -> int:
         return int(self.x.size)
@@ -153,18 +171,30 @@ class Curve:
         k = 0
         while k + 1 < len(self.levels) and n // (self.fan ** (k + 1)) >= 2 * max(width, 1):
             k += 1
+        fine = self.levels[0]
         if k == 0:
-            pieces = [tuple(a[i0:i1] for a in self.levels[0])]
+            level = {name: a[i0:i1] for name, a in fine.items()}
         else:
             block = self.fan**k
-            j0 = -(-i0 // block)          # first block wholly inside
-            j1 = i1 // block              # one past the last block wholly inside
-            j1 = min(j1, self.levels[k][0].size)
-            pieces = [tuple(a[i0:j0 * block] for a in self.levels[0]),
-                      tuple(a[j0:j1] for a in self.levels[k]),
-                      tuple(a[j1 * block:i1] for a in self.levels[0])]
-        x, low, high, last, nf, count = (np.concatenate(parts) for parts in zip(*pieces))
-        return _aggregate(column_index(x, x_min, x_max, width), low, high, last, nf, count, width)
+            j0 = -(-i0 // block)  # first block wholly inside
+            j1 = min(i1 // block, self.levels[k]["x"].size)  # one past the last one
+            parts = [{name: a[i0:j0 * block] for name, a in fine.items()},
+                     {name: a[j1 * block:i1] for name, a in fine.items()}]
+            # A block that straddles a column boundary could hide one column's extreme behind
+            # the other's: split it into its sub-blocks, down to points if need be. At most one
+            # block per boundary straddles, so this costs ~ width * fan per level.
+            idx = np.arange(j0, j1)
+            for lev in range(k, 0, -1):
+                blocks = self.levels[lev]
+                straddle = (column_index(blocks["x"][idx], x_min, x_max, width)
+                            != column_index(blocks["x_end"][idx], x_min, x_max, width))
+                parts.append({name: a[idx[~straddle]] for name, a in blocks.items()})
+                idx = ((idx[straddle] * self.fan)[:, None] + np.arange(self.fan)).ravel()
+            parts.append({name: a[idx] for name, a in fine.items()})
+            level = {name: np.concatenate([p[name] for p in parts]) for name in fine}
+            order = np.argsort(level["x"], kind="stable")
+            level = {name: a[order] for name, a in level.items()}
+        return _aggregate(level, x_min, x_max, width)
 
 
 def moving_average(y: np.ndarray, window: int) -> np.ndarray:
