@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -33,9 +33,11 @@ class HessianOperator:
     every product is then one more backward pass through it.
     """
 
-    def __init__(self, loss: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+    def __init__(self, loss: torch.Tensor, params: Sequence[torch.Tensor], check_graph: bool = True) -> None:
         self.params = list(params)
         grads = torch.autograd.grad(loss, self.params, create_graph=True, allow_unused=True)
+        if check_graph:
+            refuse_once_differentiable(grads)
         # Parameters the loss does not depend on have a zero gradient and a zero Hessian block.
         self._used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
         self.gradient: Vector = [
@@ -57,10 +59,34 @@ class HessianOperator:
             retain_graph=True,
             allow_unused=True,
         )
+        if all(h is None for h in hv):
+            raise RuntimeError("the gradient does not depend on the parameters: no double backward through this model")
         for i, h in zip(self._used, hv):
             if h is not None:
                 out[i] = h.detach()
         return out
+
+
+def refuse_once_differentiable(grads: Sequence[torch.Tensor | None]) -> None:
+    """Raise if the gradient graph holds a function that cannot be differentiated twice.
+
+    Such a function (``@once_differentiable``, many custom kernels) does not raise when its part
+    of a Hessian-vector product is skipped: autograd silently drops it and the products come out
+    wrong (often zero). So we look for its marker node before trusting any product.
+    """
+    seen: set[Any] = set()
+    stack = [g.grad_fn for g in grads if g is not None and g.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node.name() == "torch::autograd::Error":
+            raise RuntimeError(
+                "the model cannot be differentiated twice (a once_differentiable function in its "
+                "graph); sharpness needs Hessian-vector products"
+            )
+        stack.extend(fn for fn, _ in node.next_functions)
 
 
 @dataclass
