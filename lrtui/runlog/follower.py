@@ -7,6 +7,7 @@ counted), and a log that is truncated or replaced (it starts over and says so).
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -15,15 +16,41 @@ from typing import Any, Iterator
 
 from lrtui.runlog.format import (
     META_FILE,
+    NON_FINITE_MARKERS,
     RunFormatError,
     decode_lines,
     read_meta,
     restore_non_finite,
 )
-from lrtui.runlog.reader import MAX_LINE_BYTES, events_path
+from lrtui.runlog.reader import LineAssembler, events_path, gc_paused
 
 #: Largest read per call, so a huge backlog is handed over in pieces and the caller stays live.
 READ_LIMIT = 16 << 20
+#: Bytes at the start of the log remembered to notice a log that was truncated and rewritten
+#: past the old read position between two looks (its size alone would not tell).
+HEAD_BYTES = 256
+
+
+class _DropStopRace(logging.Filter):
+    """Drops watchdog's report of an event it read after the observer was told to stop.
+
+    watchdog (7.x) logs "InotifyEmitter.queue_events() called when the thread is inactive" at
+    ERROR when an inotify event queued before ``stop()`` is read after it: a harmless race
+    inside watchdog (the event is discarded, which is what stopping means), but Python's
+    last-resort handler prints it on the user's terminal. Every other message passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("InotifyEmitter.queue_events() called when the thread is inactive")
+
+
+_stop_race_filter = _DropStopRace()
+
+
+def _quiet_watchdog_stop_race() -> None:
+    logger = logging.getLogger("watchdog.observers.inotify")
+    if _stop_race_filter not in logger.filters:
+        logger.addFilter(_stop_race_filter)
 
 
 @dataclass
@@ -81,8 +108,8 @@ class RunFollower:
         self._file: Any = None
         self._ident: tuple[int, int] | None = None
         self._offset = 0
-        self._partial = b""
-        self._skipping_long = False
+        self._head = b""
+        self._lines = LineAssembler()
         self._changed = threading.Event()
         self._observer: Any = None
 
@@ -107,7 +134,9 @@ class RunFollower:
                 batch.reset = True
             return batch
         ident = (st.st_dev, st.st_ino)
-        if self._file is not None and (ident != self._ident or st.st_size < self._offset):
+        if self._file is not None and (
+            ident != self._ident or st.st_size < self._offset or not self._same_head(st.st_size)
+        ):
             self._close_file()
             batch.reset = True
             self.meta = read_meta(self.run_dir)
@@ -119,32 +148,37 @@ class RunFollower:
                 raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
             self._ident = ident
             self._offset = 0
-            self._partial = b""
-            self._skipping_long = False
+            self._head = b""
+            self._lines = LineAssembler()
         if st.st_size <= self._offset:
             return batch
         self._file.seek(self._offset)
         block = self._file.read(READ_LIMIT)
+        if self._offset < HEAD_BYTES:
+            self._head = (self._head + block)[:HEAD_BYTES]
         self._offset += len(block)
         if len(block) == READ_LIMIT:
             self._changed.set()  # more is waiting; come back without sleeping
-        lines = (self._partial + block).split(b"\n")
-        self._partial = lines.pop()
-        if self._skipping_long and lines:
-            lines.pop(0)
-            self._skipping_long = False
-        if len(self._partial) > MAX_LINE_BYTES:
-            self._partial = b""
-            self._skipping_long = True
-            batch.skipped += 1
-        keep = [ln for ln in lines if len(ln) <= MAX_LINE_BYTES]
-        batch.skipped += len(lines) - len(keep)
-        events, bad = decode_lines(keep)
-        batch.skipped += bad
-        batch.events = [restore_non_finite(e) for e in events]
+        data, batch.skipped = self._lines.feed(block)
+        if data:
+            with gc_paused():
+                events, bad = decode_lines(data.split(b"\n"))
+                batch.skipped += bad
+                if any(marker in data for marker in NON_FINITE_MARKERS):
+                    events = [restore_non_finite(e) for e in events]
+            batch.events = events
         self.skipped_total += batch.skipped
         self.events_total += len(batch.events)
         return batch
+
+    def _same_head(self, size: int) -> bool:
+        """True when the log still starts with the bytes read from it (one small read)."""
+        if not self._head or size == self._offset:
+            return True
+        try:
+            return os.pread(self._file.fileno(), len(self._head), 0) == self._head
+        except OSError:
+            return False
 
     def wait(self, timeout: float | None = None) -> None:
         """Sleep until inotify reports a change or ``timeout`` (default ``poll_interval``) passes."""
@@ -172,6 +206,7 @@ class RunFollower:
             from watchdog.observers.inotify import InotifyObserver
         except Exception:  # not Linux, or watchdog without inotify support
             return
+        _quiet_watchdog_stop_race()
         try:
             observer = InotifyObserver()
             observer.schedule(_Wake(self._changed), str(self.run_dir), recursive=False)
@@ -191,7 +226,8 @@ class RunFollower:
         self._file = None
         self._ident = None
         self._offset = 0
-        self._partial = b""
+        self._head = b""
+        self._lines = LineAssembler()
 
     def close(self) -> None:
         """Stop watching and close the log."""

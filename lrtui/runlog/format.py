@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
@@ -47,33 +47,111 @@ RESERVED_FIELDS = ("kind", "step", "time")
 #: A numeric field that holds one of them holds that float.
 NON_FINITE_TO_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 TEXT_TO_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
+#: The same strings as raw bytes, to tell cheaply whether a block of lines holds any.
+NON_FINITE_MARKERS = (b'"NaN"', b'Infinity"')
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
+
+#: A number in a schema-1 numeric field: a float, one of the three non-finite strings, or null.
+NonFiniteText = Literal["NaN", "Infinity", "-Infinity"]
+Number = Union[float, NonFiniteText, None]
+
+
+class StepLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
+    """A ``step`` event with exactly the fields schema 1.0 gives it (see docs/run-format.md).
+
+    The loader decodes step lines, the bulk of every run, straight into this type: one C call per
+    block and no per-event Python work. A line that does not fit it (an unknown field, a string
+    where a number belongs) is decoded the generic way instead, so nothing is lost.
+    """
+
+    kind: Literal["step"]
+    step: Annotated[int, msgspec.Meta(ge=0)]
+    time: float
+    loss: Number = None
+    grad_norm: Number = None
+    update_norm: Number = None
+    weight_norm: Number = None
+    lr: Union[list[Number], None] = None
+    effective_lr: Union[list[Number], None] = None
+
+
+#: Fields of a step event besides ``kind``, in the order the writer puts them.
+STEP_FIELDS = tuple(f for f in StepLine.__struct_fields__ if f != "kind")
+#: Step fields that hold one value per param group.
+STEP_LIST_FIELDS = ("lr", "effective_lr")
 
 
 class RunFormatError(Exception):
     """A run directory that cannot be read: missing, not a run, or a newer schema."""
 
 
-def _finite_or_text(value: Any) -> Any:
-    if value.__class__ is float and not math.isfinite(value):
-        return NON_FINITE_TO_TEXT[repr(value)]
-    if value.__class__ is list or value.__class__ is tuple:
-        return [_finite_or_text(v) for v in value]
-    if value.__class__ is dict:
-        return {k: _finite_or_text(v) for k, v in value.items()}
-    return value
+def to_json_value(value: Any) -> Any:
+    """Any value as something strict JSON can hold, non-finite floats as their strings.
+
+    numpy scalars and arrays, torch tensors and other objects with ``tolist()`` become plain
+    numbers and lists (found by duck typing, so lrtui never imports torch); float and int
+    subclasses become floats and ints; anything else unknown becomes its ``str()``.
+    """
+    cls = value.__class__
+    if cls is float:
+        return value if math.isfinite(value) else NON_FINITE_TO_TEXT[repr(value)]
+    if value is None or cls is str or cls is int or cls is bool:
+        return value
+    if cls is list or cls is tuple:
+        return [to_json_value(v) for v in value]
+    if cls is dict:
+        return {(k if k.__class__ is str else str(k)): to_json_value(v) for k, v in value.items()}
+    if isinstance(value, float):
+        return to_json_value(float(value))
+    if isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int):  # IntEnum and friends
+        return int(value)
+    if isinstance(value, str):
+        return str(value)
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        try:
+            return to_json_value(tolist())
+        except Exception:
+            pass
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json_value(v) for k, v in value.items()}
+    return str(value)
+
+
+def _event_to_json(event: dict[str, Any]) -> dict[str, Any]:
+    # Inlined fast path for the common case (flat dict of floats, ints, strings): this runs for
+    # every event the training process writes.
+    out = {}
+    for key, value in event.items():
+        cls = value.__class__
+        if cls is float:
+            if value - value != 0.0:  # NaN or an infinity
+                value = NON_FINITE_TO_TEXT[repr(value)]
+        elif not (cls is int or cls is str or value is None or cls is bool):
+            value = to_json_value(value)
+        out[key if key.__class__ is str else str(key)] = value
+    return out
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """One event as one line of strict JSON (with its newline), non-finite floats as text."""
-    return _encoder.encode({k: _finite_or_text(v) for k, v in event.items()}) + b"\n"
+    return _encoder.encode(_event_to_json(event)) + b"\n"
+
+
+def encode_events(events: list[dict[str, Any]]) -> bytes:
+    """Several events as newline-terminated lines of strict JSON (one encoder call)."""
+    return _encoder.encode_lines([_event_to_json(e) for e in events])
 
 
 def encode_json(obj: Any) -> bytes:
     """Any JSON document (``meta.json``) with the same non-finite convention as events."""
-    return _encoder.encode(_finite_or_text(obj))
+    return _encoder.encode(to_json_value(obj))
 
 
 def _numbers_back(value: Any) -> Any:
@@ -92,7 +170,7 @@ def restore_non_finite(event: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_valid_event(obj: Any) -> bool:
-    """True for an object with a string ``kind``, an integer ``step`` (or null) and a numeric ``time``."""
+    """True for an object with a string ``kind``, an integer ``step`` >= 0 (or null) and a numeric ``time``."""
     if obj.__class__ is not dict:
         return False
     kind = obj.get("kind")
@@ -119,15 +197,18 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
 def decode_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
     """Complete lines to events in order. Returns (events, skipped) where skipped counts garbage.
 
-    Events keep the text form of non-finite floats (the column loader converts them in bulk);
-    call :func:`restore_non_finite` on an event that is used one at a time.
+    Blank lines are neither events nor garbage. Events keep the text form of non-finite floats
+    (the column loader converts them in bulk); call :func:`restore_non_finite` on an event that
+    is used one at a time.
     """
-    lines = [ln for ln in lines if ln.strip()]
+    lines = [ln for ln in lines if ln and not ln.isspace()]
     if not lines:
         return [], 0
     try:
-        # One decoder call for the whole batch is several times faster than one per line.
-        objs = _decoder.decode(b"[" + b",".join(lines) + b"]")
+        # One decoder call for the whole batch is several times faster than one per line. The
+        # newline before each comma keeps every line separate (a JSON string cannot hold a raw
+        # newline), and the count check catches a line that held more or less than one value.
+        objs = _decoder.decode(b"[" + b"\n,".join(lines) + b"\n]")
         if len(objs) != len(lines):
             raise ValueError("a line held more than one value")
     except (msgspec.DecodeError, ValueError):
@@ -178,7 +259,7 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
         raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         meta = _decoder.decode(raw)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         raise RunFormatError(f"{path}: not valid JSON") from None
     return check_meta(meta, run_dir)
 

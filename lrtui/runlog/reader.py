@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 import os
+import re
 import socket
 import time
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+import msgspec
 import numpy as np
 
 from lrtui.runlog.format import (
     EVENTS_FILE,
     KIND_END,
+    KIND_STEP,
     META_FILE,
+    STEP_FIELDS,
+    STEP_LIST_FIELDS,
+    TEXT_TO_NON_FINITE,
     RunFormatError,
+    StepLine,
     decode_lines,
     is_run_dir,
     read_meta,
@@ -31,41 +42,157 @@ STALE_AFTER = 60.0
 #: Kinds kept as a list of dicts too (rare events whose text matters).
 RECORD_KINDS = ("warning", "end", "metric")
 
+#: Step lines as our writer starts them; other lines (other kinds, other writers, garbage) are
+#: found by this pattern and decoded the generic way.
+_STEP_PREFIX = b'{"kind":"step",'
+_OTHER_LINE = re.compile(rb"\n(?!" + re.escape(_STEP_PREFIX) + rb")[^\n]*")
+#: Most unknown fields a step line may add before the loader stops making a typed decoder for it.
+_MAX_EXTRA_STEP_FIELDS = 32
+_NON_FINITE_STRINGS = frozenset(TEXT_TO_NON_FINITE)
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while decoding millions of small objects.
+
+    Decoding allocates containers that are never cyclic; without this, CPython runs full
+    collections over them again and again, which doubles the decode time.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _may_hold_long_line(data: bytes) -> bool:
+    # A line longer than MAX_LINE_BYTES covers a whole aligned window of half that size, so a
+    # window without a newline is the only case that needs a closer look.
+    half = MAX_LINE_BYTES // 2
+    for start in range(0, len(data) - half + 1, half):
+        if data.find(b"\n", start, start + half) < 0:
+            return True
+    return False
+
+
+class LineAssembler:
+    """Cuts a stream of bytes into blocks of complete lines.
+
+    A last line without its newline is still being written: it is held back until the newline
+    comes. A line longer than ``MAX_LINE_BYTES`` is dropped (and counted) without being held.
+    """
+
+    def __init__(self) -> None:
+        self.partial = b""
+        self.skipping = False  # inside an over-long line: drop bytes until its newline
+
+    def feed(self, block: bytes) -> tuple[bytes, int]:
+        """Add bytes; return (complete lines, each ending in a newline; over-long lines dropped)."""
+        skipped = 0
+        if self.skipping:
+            newline = block.find(b"\n")
+            if newline < 0:
+                return b"", 0
+            block = block[newline + 1:]
+            self.skipping = False
+        data = self.partial + block if self.partial else block
+        cut = data.rfind(b"\n") + 1
+        self.partial = data[cut:]
+        data = data[:cut]
+        if len(self.partial) > MAX_LINE_BYTES:
+            self.partial = b""
+            self.skipping = True
+            skipped += 1
+        if data and _may_hold_long_line(data):
+            lines = data.split(b"\n")[:-1]
+            keep = [ln for ln in lines if len(ln) <= MAX_LINE_BYTES]
+            skipped += len(lines) - len(keep)
+            data = b"\n".join(keep) + b"\n" if keep else b""
+        return data, skipped
+
+
+def iter_complete_blocks(f: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[bytes, int]]:
+    """Yield (block of complete lines, over-long lines skipped) from a binary file, chunk by chunk."""
+    assembler = LineAssembler()
+    while True:
+        block = f.read(chunk_bytes)
+        if not block:
+            return
+        data, skipped = assembler.feed(block)
+        if data or skipped:
+            yield data, skipped
+
+
+def iter_complete_lines(f: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[list[bytes], int]]:
+    """Yield (complete lines, skipped over-long lines) from a binary file, chunk by chunk.
+
+    A last line without its newline is still being written: it is not yielded.
+    """
+    for data, skipped in iter_complete_blocks(f, chunk_bytes):
+        yield data.split(b"\n")[:-1], skipped
+
+
+# -- columns --------------------------------------------------------------------------------
+
 
 def _column(values: list[Any]) -> np.ndarray:
-    """One field's values to an array: float64 when numeric (None -> NaN), 2-D for lists."""
+    """One field's values to an array: float64 when numeric (None -> NaN), 2-D for lists.
+
+    Numbers, null and the three non-finite strings make a float column; any other string (or
+    object) makes an object column that keeps the values as they are.
+    """
     try:
-        return np.array(values, dtype=np.float64)
-    except (ValueError, TypeError):
-        pass
-    if any(isinstance(v, list) for v in values):
-        width = max((len(v) for v in values if isinstance(v, list)), default=0)
-        out = np.full((len(values), max(width, 1)), np.nan)
-        for i, v in enumerate(values):
-            if isinstance(v, list):
-                for j, x in enumerate(v):
+        column = np.array(values, dtype=np.float64)
+    except (ValueError, TypeError, OverflowError):
+        column = None
+    if column is not None:
+        if str not in set(map(type, values)):
+            return column
+        # numpy parses any numeric string; only the three non-finite ones are numbers here.
+        if {v for v in values if v.__class__ is str} <= _NON_FINITE_STRINGS:
+            return column
+    if any(v.__class__ is list for v in values):
+        if all(v is None or v.__class__ is list for v in values):
+            width = max((len(v) for v in values if v is not None), default=0)
+            out = np.full((len(values), max(width, 1)), np.nan)
+            for i, v in enumerate(values):
+                for j, x in enumerate(v or ()):
                     out[i, j] = _as_float(x)
-            else:
-                out[i, 0] = _as_float(v)
-        return out
+            return out
     out = np.empty(len(values), dtype=object)
-    out[:] = values
+    out[:] = [_restored(v) for v in values]
     return out
 
 
+def _restored(value: Any) -> Any:
+    if value.__class__ is str:
+        return TEXT_TO_NON_FINITE.get(value, value)
+    if value.__class__ is list:
+        return [_restored(v) for v in value]
+    return value
+
+
 def _as_float(x: Any) -> float:
+    if x.__class__ is str:
+        return TEXT_TO_NON_FINITE.get(x, float("nan"))
     try:
         return float(x)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return float("nan")
 
 
-def _concat(parts: list[np.ndarray], lengths: list[int]) -> np.ndarray:
+def _concat(parts: list[np.ndarray | None], lengths: list[int]) -> np.ndarray:
     """Concatenate column chunks; a chunk missing the field contributes NaN (or None)."""
     present = [p for p in parts if p is not None]
+    if len(present) == len(parts) == 1:
+        return present[0]
     if any(p.dtype == object for p in present):
         filled = [p.astype(object) if p is not None else np.full(n, None, dtype=object)
                   for p, n in zip(parts, lengths)]
+        if any(f.ndim == 2 for f in filled):
+            filled = [_rows_as_objects(f) for f in filled]
         return np.concatenate(filled)
     width = max((p.shape[1] if p.ndim == 2 else 1) for p in present)
     two_d = any(p.ndim == 2 for p in present)
@@ -81,11 +208,104 @@ def _concat(parts: list[np.ndarray], lengths: list[int]) -> np.ndarray:
     return np.concatenate(filled)
 
 
+def _rows_as_objects(column: np.ndarray) -> np.ndarray:
+    if column.ndim == 1:
+        return column
+    out = np.empty(len(column), dtype=object)
+    out[:] = [list(row) for row in column]
+    return out
+
+
+_step_decoders: dict[tuple[str, ...], msgspec.json.Decoder] = {}
+
+
+def _step_decoder(extra: tuple[str, ...]) -> msgspec.json.Decoder:
+    """A decoder for step lines with the schema's fields plus ``extra`` ones (of any type)."""
+    decoder = _step_decoders.get(extra)
+    if decoder is None:
+        line_type: Any = StepLine
+        if extra:
+            line_type = msgspec.defstruct(
+                "StepLineWithExtras",
+                [(name, Any, None) for name in extra],
+                bases=(StepLine,),
+                forbid_unknown_fields=True,
+                gc=False,
+            )
+        decoder = _step_decoders[extra] = msgspec.json.Decoder(list[line_type])
+    return decoder
+
+
+_UNKNOWN_FIELD = re.compile(r"unknown field `(.+?)`")
+
+
+def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
+    """Columns of a block of step lines, or None if any line is not a valid step event.
+
+    Fields the schema does not know are learnt from the decoder's complaint and decoded too,
+    so a writer that adds its own step fields keeps the fast path.
+    """
+    extra: tuple[str, ...] = ()
+    body = b"[" + step_data.rstrip(b"\n").replace(b"\n", b"\n,") + b"\n]"
+    while True:
+        try:
+            rows = _step_decoder(extra).decode(body)
+            break
+        except msgspec.ValidationError as exc:
+            found = _UNKNOWN_FIELD.search(str(exc))
+            if found is None or len(extra) >= _MAX_EXTRA_STEP_FIELDS or found.group(1) in extra:
+                return None
+            extra = (*extra, found.group(1))
+        except msgspec.DecodeError:
+            return None
+    if len(rows) != lines:  # a line held more or less than one object
+        return None
+    columns: dict[str, np.ndarray] = {}
+    for name in (*STEP_FIELDS, *extra):
+        if name not in ("step", "time") and step_data.find(b'"' + name.encode() + b'":') < 0:
+            continue  # no line has the field: no column (as when the generic way reads it)
+        values = list(map(attrgetter(name), rows))
+        if name not in extra and name not in STEP_LIST_FIELDS:
+            # The typed decoder let through only numbers, null and the non-finite strings.
+            columns[name] = np.array(values, dtype=np.float64)
+            continue
+        if name in STEP_LIST_FIELDS:
+            try:
+                columns[name] = np.array(values, dtype=np.float64)
+                if columns[name].ndim != 2:
+                    raise ValueError("not one list per line")
+                continue
+            except (ValueError, TypeError):
+                pass
+        columns[name] = _column(values)
+    return columns
+
+
+def _split_step_lines(data: bytes) -> tuple[bytes, int, list[bytes]]:
+    """Split a block of complete lines into (step lines, their count, other lines)."""
+    text = b"\n" + data
+    others: list[bytes] = []
+    pieces: list[bytes] = []
+    start = 1
+    for match in _OTHER_LINE.finditer(text):
+        begin, end = match.span()
+        if begin >= start:
+            pieces.append(text[start:begin + 1])
+        if end > begin + 1:
+            others.append(text[begin + 1:end])
+        start = end + 1
+    if start < len(text):
+        pieces.append(text[start:])
+    step_data = b"".join(pieces) if len(pieces) != 1 else pieces[0]
+    return step_data, step_data.count(b"\n"), others
+
+
 class RunData:
     """Events of one run as numpy columns per kind, growable in batches.
 
     ``table("step")["loss"]`` is a float64 array aligned with ``table("step")["step"]``.
-    Missing fields are NaN; list fields (a learning rate per param group) are 2-D.
+    Missing fields are NaN; list fields (a learning rate per param group) are 2-D; a field that
+    holds text (other than the non-finite strings) is an object array.
     """
 
     def __init__(self) -> None:
@@ -100,27 +320,59 @@ class RunData:
         """Add decoded events (text non-finite values allowed) in file order."""
         by_kind: dict[str, list[dict[str, Any]]] = {}
         for e in events:
-            by_kind.setdefault(e["kind"], []).append(e)
-            self.count += 1
+            group = by_kind.get(e["kind"])
+            if group is None:
+                group = by_kind[e["kind"]] = []
+            group.append(e)
         for kind, group in by_kind.items():
-            keys: dict[str, None] = {}
-            for e in group:
-                keys.update(dict.fromkeys(e))
-            keys.pop("kind", None)
-            cols = {k: _column([e.get(k) for e in group]) for k in keys}
-            chunks = self._chunks.setdefault(kind, [])
-            chunks.append((len(group), cols))
-            self._cache.pop(kind, None)
-            if len(chunks) > 64:  # keep concatenation amortized when following live
-                self._chunks[kind] = [(sum(n for n, _ in chunks), self.table(kind))]
+            names = dict.fromkeys(itertools.chain.from_iterable(group))
+            names.pop("kind", None)
+            columns = {k: _column(list(map(dict.get, group, itertools.repeat(k)))) for k in names}
+            self._add(kind, len(group), columns)
             if kind in self.records:
                 self.records[kind].extend(restore_non_finite(e) for e in group)
             last = group[-1]
-            t = last.get("time")
-            if isinstance(t, (int, float)):
-                self.last_time = t if self.last_time is None else max(self.last_time, t)
-            if isinstance(last.get("step"), int):
-                self.last_step = last["step"] if self.last_step is None else max(self.last_step, last["step"])
+            self._seen(last.get("time"), last.get("step"))
+
+    def extend_block(self, data: bytes) -> int:
+        """Add a block of complete lines as read from ``events.jsonl``; returns garbage skipped.
+
+        Step lines are decoded straight into columns (the fast path); other lines, or a block
+        whose step lines do not all fit the schema, are decoded the generic way.
+        """
+        if not data:
+            return 0
+        step_data, step_lines, other_lines = _split_step_lines(data)
+        columns = _step_columns(step_data, step_lines) if step_lines else None
+        if step_lines and columns is None:
+            return self._extend_generic(data)
+        events, skipped = decode_lines(other_lines)
+        if columns is not None and any(e["kind"] == KIND_STEP for e in events):
+            return self._extend_generic(data)  # step events the other way too: keep their order
+        if columns is not None:
+            self._add(KIND_STEP, step_lines, columns)
+            self._seen(float(columns["time"][-1]), int(columns["step"][-1]))
+        self.extend(events)
+        return skipped
+
+    def _extend_generic(self, data: bytes) -> int:
+        events, skipped = decode_lines(data.split(b"\n"))
+        self.extend(events)
+        return skipped
+
+    def _add(self, kind: str, n: int, columns: dict[str, np.ndarray]) -> None:
+        chunks = self._chunks.setdefault(kind, [])
+        chunks.append((n, columns))
+        self.count += n
+        self._cache.pop(kind, None)
+        if len(chunks) > 64:  # keep concatenation amortized when following live
+            self.table(kind)
+
+    def _seen(self, t: Any, step: Any) -> None:
+        if t.__class__ is float or t.__class__ is int:
+            self.last_time = t if self.last_time is None else max(self.last_time, t)
+        if step.__class__ is int:
+            self.last_step = step if self.last_step is None else max(self.last_step, step)
 
     def kinds(self) -> list[str]:
         """Kinds that have at least one event."""
@@ -138,8 +390,15 @@ class RunData:
             names.update(dict.fromkeys(cols))
         lengths = [n for n, _ in chunks]
         table = {name: _concat([cols.get(name) for _, cols in chunks], lengths) for name in names}
+        # The concatenated table replaces its chunks, so memory holds each value once.
+        self._chunks[kind] = [(sum(lengths), table)]
         self._cache[kind] = table
         return table
+
+    def compact(self) -> None:
+        """Concatenate every kind's chunks now (what ``table`` would do on first use)."""
+        for kind in list(self._chunks):
+            self.table(kind)
 
     def __len__(self) -> int:
         return self.count
@@ -259,11 +518,10 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     epath = events_path(run_dir)
     if epath.exists():
         try:
-            with open(epath, "rb") as f:
-                for lines, too_long in iter_complete_lines(f):
-                    events, bad = decode_lines(lines)
-                    data.extend(events)
-                    skipped += bad + too_long
+            with open(epath, "rb") as f, gc_paused():
+                for block, too_long in iter_complete_blocks(f):
+                    skipped += data.extend_block(block) + too_long
+                data.compact()
         except OSError as exc:
             raise RunFormatError(f"{epath}: cannot read: {exc.strerror or exc}") from None
     return Run(run_dir, meta, data, skipped)
@@ -285,10 +543,13 @@ def find_runs(path: str | os.PathLike[str]) -> list[Path]:
 
 __all__ = [
     "META_FILE",
+    "LineAssembler",
     "Run",
     "RunData",
     "events_path",
     "find_runs",
+    "gc_paused",
+    "iter_complete_blocks",
     "iter_complete_lines",
     "load_run",
     "run_status",

@@ -22,6 +22,7 @@ from lrtui.runlog.format import (
     META_FILE,
     SCHEMA_VERSION,
     encode_event,
+    encode_events,
     encode_json,
 )
 
@@ -34,6 +35,18 @@ def _flush_all_at_exit() -> None:
 
 
 atexit.register(_flush_all_at_exit)
+
+
+def _forget_writers_in_child() -> None:
+    # A forked child (a DataLoader worker, say) inherits the writers but not their threads, and
+    # maybe a lock held mid-write: it must neither write nor wait. The parent keeps the log.
+    for writer in list(_live_writers):
+        writer._forked = True
+    _live_writers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_writers_in_child)
 
 
 def _report_to_stderr(message: str) -> None:
@@ -88,6 +101,9 @@ class RunWriter:
         self._closed = False
         self._urgent = False
         self._drop_reported = False
+        self._encode_reported = False
+        self._stalled = False
+        self._forked = False
         self._file = None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,6 +114,7 @@ class RunWriter:
             tmp.write_bytes(encode_json(full_meta))
             os.replace(tmp, self.run_dir / META_FILE)
             self._file = open(self.run_dir / EVENTS_FILE, "ab")
+            _end_torn_line(self._file)
         except Exception as exc:  # never raise into the training process
             self._disable(f"cannot create run directory {self.run_dir}: {_describe(exc)}")
             return
@@ -118,20 +135,23 @@ class RunWriter:
 
     def write_event(self, event: dict[str, Any]) -> None:
         """Append an already-built event (it must carry kind, step and time)."""
-        if self.error is not None or self._closed:
+        if self.error is not None or self._closed or self._forked:
             return
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self._urgent = True
                 self._lock.notify_all()
-                deadline = time.monotonic() + self.block_timeout
+                # Once the disk has stalled, drop at once until the writer gets through a batch,
+                # so training pays block_timeout once per stall, not once per event.
+                deadline = time.monotonic() + (0.0 if self._stalled else self.block_timeout)
                 while len(self._pending) >= self.max_pending and self.error is None:
                     left = deadline - time.monotonic()
                     if left <= 0:
+                        self._stalled = True
                         self.dropped += 1
                         if not self._drop_reported:
                             self._drop_reported = True
-                            self.on_error(
+                            self._report(
                                 f"run log {self.run_dir} cannot keep up with the disk; "
                                 "dropping events (counted in the end record)"
                             )
@@ -141,7 +161,7 @@ class RunWriter:
 
     def flush(self, timeout: float | None = 5.0) -> bool:
         """Wait until every event appended so far is written; False on timeout or failure."""
-        if self._file is None:
+        if self._file is None or self._forked:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
@@ -156,7 +176,7 @@ class RunWriter:
 
     def close(self, status: str = "finished", exception: BaseException | None = None) -> None:
         """Write the end record, flush, and stop the writer thread. Safe to call twice."""
-        if self._closed:
+        if self._closed or self._forked:
             return
         end: dict[str, Any] = {"status": status, "events_dropped": self.dropped}
         if exception is not None:
@@ -193,7 +213,7 @@ class RunWriter:
                 closed = self._closed
             if batch and self.error is None:
                 try:
-                    data = b"".join([encode_event(e) for e in batch])
+                    data = self._encode(batch)
                     self._file.write(data)
                     self._file.flush()
                     self.written += len(batch)
@@ -201,19 +221,63 @@ class RunWriter:
                     self._disable(f"cannot write run log {self.run_dir}: {_describe(exc)}")
             with self._lock:
                 self._in_flight = 0
+                self._stalled = False
                 self._flushed.notify_all()
             if closed:
                 return
+
+    def _encode(self, batch: list[dict[str, Any]]) -> bytes:
+        try:
+            return encode_events(batch)
+        except Exception:
+            pass
+        # One event that cannot be encoded (a key that is not text, say) must not cost the others.
+        lines = []
+        for event in batch:
+            try:
+                lines.append(encode_event(event))
+            except Exception as exc:
+                with self._lock:
+                    self.dropped += 1
+                if not self._encode_reported:
+                    self._encode_reported = True
+                    self._report(f"run log {self.run_dir}: cannot encode an event of kind "
+                                 f"{event.get('kind')!r} ({_describe(exc)}); dropped (counted in the end record)")
+        return b"".join(lines)
+
+    def _report(self, message: str) -> None:
+        try:
+            self.on_error(message)
+        except Exception:  # a failing callback must not reach the training loop either
+            pass
 
     def _disable(self, message: str) -> None:
         if self.error is not None:
             return
         self.error = message
-        self._pending = []
+        with self._lock:
+            self._pending = []
+            self._flushed.notify_all()
         try:
             self.on_error(message + "; logging disabled, training continues")
         except Exception:
             pass
+
+
+def _end_torn_line(f: Any) -> None:
+    """Before appending to an existing log, end a last line a crashed writer left unfinished.
+
+    Otherwise the first new event would be glued to it and both would be lost as garbage.
+    """
+    f.seek(0, os.SEEK_END)
+    size = f.tell()
+    if size == 0:
+        return
+    with open(f.name, "rb") as reader:
+        reader.seek(size - 1)
+        if reader.read(1) != b"\n":
+            f.write(b"\n")
+            f.flush()
 
 
 def _describe(exc: BaseException) -> str:

@@ -1,0 +1,185 @@
+"""Round trips through the run-directory format: every event kind, non-finite values, schema checks."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import numpy as np
+import pytest
+
+from lrtui.runlog import KINDS, RunFormatError, RunWriter, load_run, read_meta
+from lrtui.runlog.format import (
+    SCHEMA_VERSION,
+    decode_line,
+    decode_lines,
+    encode_event,
+    encode_json,
+)
+from lrtui.runlog.reader import RunData
+
+NAN, INF = math.nan, math.inf
+
+
+def same(a, b) -> bool:
+    """Equality that treats NaN as equal to NaN, through lists and dicts."""
+    if isinstance(a, float) and isinstance(b, float):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+#: One event of every kind of docs/run-format.md, each holding NaN, +Inf and -Inf somewhere.
+EVENTS = [
+    {"kind": "step", "step": 0, "time": 1.5, "loss": NAN, "grad_norm": INF, "update_norm": -INF,
+     "weight_norm": 1.0, "lr": [0.1, NAN], "effective_lr": [INF, None]},
+    {"kind": "sharpness", "step": 0, "time": 1.6, "method": "hessian", "value": INF, "hvps": 7,
+     "seconds": 0.01, "tolerance": 1e-3, "converged": False, "warm_start": True},
+    {"kind": "activations", "step": 0, "time": 1.7, "layers": ["net.1", "net.3"],
+     "zero_fraction": [0.5, NAN]},
+    {"kind": "metric", "step": 0, "time": 1.8, "test_acc": -INF, "test_loss": NAN, "phase": "pre"},
+    {"kind": "system", "step": 0, "time": 1.9, "source": "probe", "cpu_percent": NAN, "rss": 123,
+     "gpu_util": INF},
+    {"kind": "overhead", "step": 0, "time": 2.0, "fraction": NAN, "probe_seconds": 0.1,
+     "wall_seconds": INF, "budget": 0.05},
+    {"kind": "warning", "step": 0, "time": 2.1, "source": "sharpness", "message": "value was NaN"},
+    {"kind": "end", "step": None, "time": 2.2, "status": "failed", "exception": "FloatingPointError",
+     "message": "loss is -inf", "events_dropped": 0},
+]
+
+
+def test_every_kind_is_covered() -> None:
+    assert {e["kind"] for e in EVENTS} == set(KINDS)
+
+
+@pytest.mark.parametrize("event", EVENTS, ids=[e["kind"] for e in EVENTS])
+def test_line_round_trip_keeps_non_finite_values(event: dict) -> None:
+    line = encode_event(event)
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    json.loads(line, parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert same(decode_line(line.rstrip(b"\n")), event)
+
+
+def test_run_round_trip_through_files(tmp_path) -> None:
+    meta = {"name": "nf", "optimizer": {"class": "SGD", "param_groups": [{"lr": INF, "momentum": NAN}]},
+            "extra": {"neg": -INF, "list": [NAN, 1.0]}}
+    with RunWriter(tmp_path / "run", meta) as writer:
+        for event in EVENTS[:-1]:
+            writer.write_event(dict(event))
+    run = load_run(tmp_path / "run")
+    assert run.meta["schema"] == SCHEMA_VERSION
+    assert same(run.meta["optimizer"], meta["optimizer"]) and same(run.meta["extra"], meta["extra"])
+    step = run.table("step")
+    assert math.isnan(step["loss"][0]) and step["grad_norm"][0] == INF and step["update_norm"][0] == -INF
+    assert np.isnan(step["lr"][0, 1]) and step["effective_lr"][0, 0] == INF and np.isnan(step["effective_lr"][0, 1])
+    sharp = run.table("sharpness")
+    assert sharp["value"][0] == INF and sharp["converged"][0] == 0.0 and list(sharp["method"]) == ["hessian"]
+    assert np.isnan(run.table("activations")["zero_fraction"][0, 1])
+    assert run.table("system")["gpu_util"][0] == INF and np.isnan(run.table("overhead")["fraction"][0])
+    assert same(run.records("metric")[0], EVENTS[3])
+    assert run.records("warning")[0]["message"] == "value was NaN"
+    assert run.end["status"] == "finished" and run.status() == "finished"
+    assert run.skipped_lines == 0 and run.data.count == len(EVENTS)
+
+
+def test_numpy_values_are_written_as_numbers(tmp_path) -> None:
+    with RunWriter(tmp_path / "run", {"name": "np", "seed": np.int64(3)}) as writer:
+        writer.write("step", 0, loss=np.float32(0.5), grad_norm=np.float64("nan"),
+                     lr=np.array([0.1, 0.2]), effective_lr=[np.float64("inf"), None])
+    run = load_run(tmp_path / "run")
+    assert run.meta["seed"] == 3
+    step = run.table("step")
+    assert step["loss"][0] == 0.5 and np.isnan(step["grad_norm"][0])
+    assert step["lr"][0].tolist() == [0.1, 0.2] and step["effective_lr"][0, 0] == INF
+
+
+def _generic(path) -> RunData:
+    data = RunData()
+    events, _ = decode_lines((path / "events.jsonl").read_bytes().split(b"\n")[:-1])
+    data.extend(events)
+    return data
+
+
+def test_fast_step_path_equals_the_generic_decoder(tmp_path) -> None:
+    """The loader's typed path for step lines must give exactly what the plain decoder gives."""
+    rng = random.Random(1)
+    specials = [NAN, INF, -INF, None, 0.25, 3]
+    with RunWriter(tmp_path / "run", {"name": "mix"}) as writer:
+        for i in range(3000):
+            fields = {"loss": rng.choice(specials), "grad_norm": rng.random(),
+                      "lr": [0.1, rng.choice(specials)], "effective_lr": [None, None]}
+            if i % 7 == 0:
+                del fields["grad_norm"]  # a missing field is NaN
+            if i == 1500:
+                fields["custom"] = "text"  # a field the schema does not know
+            writer.write("step", i, **fields)
+            if i % 40 == 0:
+                writer.write("sharpness", i, method="batch", value=rng.random(), converged=True)
+    with open(tmp_path / "run" / "events.jsonl", "ab") as f:
+        f.write(b'{"step":3000,"kind":"step","time":9.0,"loss":1.0}\n')  # another writer's key order
+        f.write(b'{"kind":"step","step":-1,"time":9.0}\nnot json\n{"kind":"step","step":3001,"time":"x"}\n')
+        f.write(b'{"kind":"step","step":3002,"time":9.5,"loss":"0.5"}\n')  # a string is not a number
+    run = load_run(tmp_path / "run")
+    generic = _generic(tmp_path / "run")
+    assert run.skipped_lines == 3
+    assert set(run.data.kinds()) == set(generic.kinds()) == {"step", "sharpness", "end"}
+    for kind in generic.kinds():
+        fast, slow = run.table(kind), generic.table(kind)
+        assert fast.keys() == slow.keys()
+        for name in fast:
+            if fast[name].dtype == object:
+                assert [repr(v) for v in fast[name]] == [repr(v) for v in slow[name]], name
+            else:
+                assert np.array_equal(fast[name], slow[name], equal_nan=True), name
+    loss = run.table("step")["loss"]
+    assert len(loss) == 3002 and run.table("step")["step"][-2] == 3000
+    assert run.table("step")["loss"][-1] == "0.5" and run.table("step")["custom"][1500] == "text"
+
+
+def test_newer_major_schema_is_refused_in_one_line(tmp_path) -> None:
+    run = tmp_path / "future"
+    run.mkdir()
+    (run / "meta.json").write_bytes(encode_json({"schema": "2.0", "name": "future"}))
+    (run / "events.jsonl").write_bytes(encode_event({"kind": "step", "step": 0, "time": 1.0}))
+    for read in (load_run, read_meta):
+        with pytest.raises(RunFormatError) as err:
+            read(run)
+        message = str(err.value)
+        assert "\n" not in message and "schema 2.0" in message and "upgrade lrtui" in message
+    (run / "meta.json").write_bytes(encode_json({"schema": "1.7", "name": "newer minor"}))
+    assert load_run(run).table("step")["step"].tolist() == [0.0]
+
+
+@pytest.mark.parametrize("content,reason", [
+    (None, "no meta.json"), (b"{not json", "not valid JSON"), (b"[]", "not a JSON object"),
+    (b'{"name":"x"}', "no schema version"), (b'{"schema":"x.y"}', "unreadable schema version"),
+])
+def test_unreadable_meta_is_one_line(tmp_path, content, reason) -> None:
+    run = tmp_path / "bad"
+    run.mkdir()
+    if content is not None:
+        (run / "meta.json").write_bytes(content)
+    with pytest.raises(RunFormatError, match=reason) as err:
+        load_run(run)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_run_directory_is_one_line(tmp_path) -> None:
+    with pytest.raises(RunFormatError, match="no such run directory"):
+        load_run(tmp_path / "nowhere")
+
+
+def test_garbage_and_over_long_lines_are_skipped_and_counted(tmp_path) -> None:
+    with RunWriter(tmp_path / "run", {"name": "g"}) as writer:
+        writer.write("step", 0, loss=1.0)
+    with open(tmp_path / "run" / "events.jsonl", "ab") as f:
+        f.write(b"\x00\xff binary\n[1,2]\n{}\n" + b'{"kind":"step","step":1,"time":1,"x":"' + b"a" * (2 << 20) + b'"}\n')
+        f.write(encode_event({"kind": "step", "step": 2, "time": 2.0, "loss": 0.5}))
+        f.write(b'{"kind":"step","step":3,"time":3.0,"lo')  # still being written: not read, not counted
+    run = load_run(tmp_path / "run")
+    assert run.skipped_lines == 4
+    assert run.table("step")["step"].tolist() == [0.0, 2.0]
