@@ -178,21 +178,22 @@ class RunWriter:
         """Write the end record, flush, and stop the writer thread. Safe to call twice."""
         if self._closed or self._forked:
             return
+        # Flush first, so events that turn out unencodable are in the dropped count.
+        # A disk that did not take the events in 5 s gets no more time for the end record.
+        drained = self.flush(timeout=max(5.0, self.block_timeout))
         end: dict[str, Any] = {"status": status, "events_dropped": self.dropped}
         if exception is not None:
             end["exception"] = type(exception).__name__
             end["message"] = str(exception)[:500]
         self.write(KIND_END, None, **end)
-        self.flush(timeout=max(5.0, self.block_timeout))
+        self.flush(timeout=max(5.0, self.block_timeout) if drained else 0.5)
         with self._lock:
             self._closed = True
             self._lock.notify_all()
         if self._file is not None:
-            self._thread.join(timeout=5.0)
-            try:
-                self._file.close()
-            except Exception:
-                pass
+            # The writer thread closes the file itself: closing it here while the thread is stuck
+            # in a write to a hung disk would wait on the file's lock for as long as the disk.
+            self._thread.join(timeout=5.0 if drained else 0.5)
         _live_writers.discard(self)
 
     def __enter__(self) -> RunWriter:
@@ -224,6 +225,10 @@ class RunWriter:
                 self._stalled = False
                 self._flushed.notify_all()
             if closed:
+                try:
+                    self._file.close()
+                except Exception:
+                    pass
                 return
 
     def _encode(self, batch: list[dict[str, Any]]) -> bytes:
@@ -269,6 +274,8 @@ def _end_torn_line(f: Any) -> None:
 
     Otherwise the first new event would be glued to it and both would be lost as garbage.
     """
+    if not os.path.isfile(f.name):  # a pipe or a device: nothing to repair, nothing to seek
+        return
     f.seek(0, os.SEEK_END)
     size = f.tell()
     if size == 0:
