@@ -235,7 +235,8 @@ class Advisor:
         seg.next_check = next_check(length)
         if v.reached and seg.converged_by is None:
             seg.converged_by = "train_loss"
-        if not seg.confirm.feed(v.regime):
+            self._maybe_raise(seg, self._steps[i], v.means_last)
+        if not seg.confirm.feed(v):
             return
         regime = seg.confirm.confirmed
         step = self._steps[i]
@@ -254,8 +255,6 @@ class Advisor:
             self._recs.append(recommend.lower_lr_chance(step, seg.lr, v.level, initial,
                                                         self.convergence_threshold_lr))
             self._recs.append(recommend.rollback_chance(step, seg.start_step))
-        elif regime == "converging" and v.reached:
-            self._maybe_raise(seg, step, v.level)
 
     def _maybe_raise(self, seg: _Seg, step: int, level: float) -> None:
         if seg.index == 0 and not self._raised:

@@ -11,14 +11,19 @@ needs ⟨x_{k+1}, d_k⟩, which a run does not log):
 - Verdict, in this order: ``converging`` when the last batch mean is below ``CONVERGED_LOSS``
   (1e-2, the paper's test); *stationary* when the interval lies inside ±``STATIONARY_BAND`` (two
   one-sided tests: with 95% confidence the loss changes by less than 10% across the window) —
-  ``chance`` at or above ``CHANCE_FRACTION`` × the initial loss, else ``equilibrium``; ``converging``
+  ``chance`` at or above ``CHANCE_FRACTION`` × the initial loss, else ``equilibrium`` provided the
+  loss has stopped falling: the window's fastest plausible decline is at most ``SLOWDOWN`` = 1/4 of
+  the segment's average decline before it (a short window of a slow steady decline changes by
+  little, but keeps its pace: that is not an equilibrium); ``converging``
   when the interval lies below 0 (falling, one-sided 95%, and not provably by less than 10%: so a
   slow steady decline is never called equilibrium); ``chance`` when the loss is not falling and
-  stays at or above that fraction of the initial loss; otherwise no verdict yet.
+  stays at or above that fraction of the initial loss (judged on the median batch mean, so one
+  catapult spike in the window does not count); otherwise no verdict yet.
 - Tests run at checkpoints spaced geometrically in the segment's length (every ``CHECK_MIN`` logged
   steps, or ``CHECK_GROWTH``-fold), so the work is amortized O(1) per event and identical whether the
   events come one at a time or as columns. A regime is confirmed after ``CONFIRM`` equal verdicts in
-  a row (hysteresis: one noisy window does not flip it).
+  a row (hysteresis: one noisy window does not flip it), and a stationary regime is left for
+  ``converging`` only when the loss falls by more than the band (see ``RegimeConfirmation``).
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ BATCHES = 10
 T_QUANTILE = 1.8595
 #: Relative change across the window that still counts as stationary.
 STATIONARY_BAND = 0.10
+#: Equilibrium also needs the window's decline (its upper confidence bound) to be at most this
+#: fraction of the segment's average decline before the window: the loss has *stopped* falling.
+SLOWDOWN = 0.25
 #: A stationary (or non-falling) loss at or above this fraction of the initial loss is chance level.
 CHANCE_FRACTION = 0.9
 #: Fewest logged steps in a segment before its first test (2 per batch over half the segment).
@@ -59,6 +67,7 @@ class WindowVerdict:
         change: relative change across the window (negative = falling).
         lo, hi: its 90% confidence interval.
         start, stop: the window as logged-step indices [start, stop).
+        means_last: mean loss of the window's last batch.
     """
 
     regime: str | None
@@ -69,6 +78,7 @@ class WindowVerdict:
     hi: float
     start: int
     stop: int
+    means_last: float
 
 
 def next_check(length: int) -> int:
@@ -103,10 +113,13 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
     change, half = slope * scale, T_QUANTILE * se * scale
     lo, hi = change - half, change + half
     reached = means[-1] < CONVERGED_LOSS
-    chance_level = initial_loss is not None and initial_loss > 0 and mean >= CHANCE_FRACTION * initial_loss
+    # the median batch: one catapult spike inside the window must not lift the level to chance
+    typical = sorted(means)[BATCHES // 2]
+    chance_level = initial_loss is not None and initial_loss > 0 and typical >= CHANCE_FRACTION * initial_loss
     if reached:
         regime: str | None = "converging"
-    elif -STATIONARY_BAND < lo and hi < STATIONARY_BAND:
+    elif -STATIONARY_BAND < lo and hi < STATIONARY_BAND and (chance_level or _stopped_falling(
+            prefix, start, size, w0, mean, lo)):
         regime = "chance" if chance_level else "equilibrium"
     elif hi < 0.0:
         regime = "converging"
@@ -114,7 +127,17 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
         regime = "chance"
     else:
         regime = None
-    return WindowVerdict(regime, reached, mean, change, lo, hi, w0, stop)
+    return WindowVerdict(regime, reached, mean, change, lo, hi, w0, stop, means[-1])
+
+
+def _stopped_falling(prefix: Sequence[float], start: int, size: int, w0: int, mean: float, lo: float) -> bool:
+    """True when the window's fastest plausible decline is at most ``SLOWDOWN`` × the segment's
+    average decline before it: a slow steady decline keeps its pace and is not an equilibrium."""
+    first = (prefix[start + size] - prefix[start]) / size
+    elapsed = (w0 + BATCHES * size / 2.0) - (start + size / 2.0)
+    average_rate = (first - mean) / elapsed if elapsed > 0 else 0.0
+    window_rate = max(0.0, -lo) * abs(mean) / (BATCHES * size)
+    return average_rate > 0 and window_rate <= SLOWDOWN * average_rate
 
 
 class RegimeConfirmation:
@@ -127,8 +150,17 @@ class RegimeConfirmation:
         self._candidate: str | None = None
         self._count = 0
 
-    def feed(self, regime: str | None) -> bool:
-        """Add one verdict; True when it changed the confirmed regime."""
+    def feed(self, verdict: WindowVerdict) -> bool:
+        """Add one verdict; True when it changed the confirmed regime.
+
+        Leaving a stationary regime (equilibrium, chance) for ``converging`` takes more than a
+        significant slope: the loss must fall by more than ``STATIONARY_BAND`` across the window,
+        or reach the convergence level. Otherwise the tail of a decline flips a regime to and fro.
+        """
+        regime = verdict.regime
+        if (regime == "converging" and self.confirmed in ("equilibrium", "chance") and not verdict.reached
+                and verdict.change > -STATIONARY_BAND):
+            regime = None
         if regime is None or regime == self.confirmed:
             self._candidate, self._count = None, 0
             return False

@@ -1,6 +1,8 @@
 """A sweep: runs that differ in initial LR — their regimes, the convergence threshold, the best band.
 
-Each run is classified by its first segment (pre-training at its initial LR). The convergence
+Each run is classified by its first segment (pre-training at its initial LR). A run *converged* when
+that segment reached the convergence level (mean train loss, or a logged full-train loss, below
+1e-2: the paper's test); one still falling at the end of its budget did not. The convergence
 threshold lies between the largest LR that converged and the smallest LR above it that did not;
 the estimate is their geometric mean. The recommended initial-LR band is ``initial_lr_band`` of it
 (slightly above the threshold, the paper's sub-regime 2A). Where runs log a ``metric`` with
@@ -30,11 +32,13 @@ class SweepRun:
     pretrain_regime: str
     state: AdvisorState
     test_acc: dict[str, float] = field(default_factory=dict)  # phase -> last test_acc
+    converged: bool = False  # pre-training reached the convergence level
 
     def to_json(self) -> dict[str, Any]:
         out = self.state.to_json(self.name)
         out["initial_lr"] = json_number(self.initial_lr)
         out["pretrain_regime"] = self.pretrain_regime
+        out["converged"] = self.converged
         out["test_acc"] = {p: json_number(self.test_acc.get(p)) for p in ("pretrain",) + SECOND_PHASES}
         return out
 
@@ -96,7 +100,7 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
         else:
             adv.update_many(events)
         advisors.append((meta, adv))
-    first: list[tuple[float, str, SweepRun]] = []
+    first: list[tuple[float, bool, SweepRun]] = []
     out_runs: list[SweepRun] = []
     for meta, adv in advisors:
         st = adv.state()
@@ -107,13 +111,14 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
             pre = "diverged"
         run = SweepRun(name, lr, pre, st, _last_test_acc(adv.metric_events))
         out_runs.append(run)
-        if lr is not None and pre != "warmup":
-            first.append((lr, pre, run))
-    converged = [lr for lr, regime, _ in first if regime == "converging"]
+        run.converged = bool(st.segments and st.segments[0].converged_by is not None)
+        if lr is not None and (run.converged or pre != "warmup"):
+            first.append((lr, run.converged, run))
+    converged = [lr for lr, conv, _ in first if conv]
     lo = max(converged) if converged else None
-    not_conv = [lr for lr, regime, _ in first if regime != "converging" and (lo is None or lr > lo)]
+    not_conv = [lr for lr, conv, _ in first if not conv and (lo is None or lr > lo)]
     hi = min(not_conv) if not_conv else None
-    inconsistent = [r.name for lr, regime, r in first if regime != "converging" and lo is not None and lr < lo]
+    inconsistent = [r.name for lr, conv, r in first if not conv and lo is not None and lr < lo]
     threshold = math.sqrt(lo * hi) if lo is not None and hi is not None else None
     band = initial_lr_band(threshold) if threshold is not None else None
     best: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,391 @@
+"""The advisor's rules on constructed curves: threshold, divergence, catapult, regimes, advice, sweep."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from lrtui.advisor import Advisor, analyze_sweep, edge_state, max_stable_lr, stability_threshold
+from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT
+from lrtui.runlog import RunData
+
+SGD = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0, "dampening": 0, "nesterov": False,
+                                          "weight_decay": 0.0}]}
+ADAM = {"class": "AdamW", "param_groups": [{"lr": 1e-3, "betas": [0.9, 0.999], "eps": 1e-8}]}
+
+
+def meta(opt: dict = SGD, name: str = "r") -> dict:
+    return {"schema": "1.0", "name": name, "optimizer": opt}
+
+
+def steps(loss, lr=0.1, grad=None, start=0, stride=1) -> list[dict]:
+    """Step events for a loss curve (lr scalar or per-step array)."""
+    out = []
+    for k, value in enumerate(loss):
+        i = start + k * stride
+        g = 1.0 if grad is None else float(grad[k])
+        r = lr if np.isscalar(lr) else float(lr[k])
+        out.append({"kind": "step", "step": i, "time": float(i), "loss": float(value), "grad_norm": g,
+                    "lr": [float(r)]})
+    return out
+
+
+def advise(events, m=None, **kw):
+    adv = Advisor(m or meta(), **kw)
+    adv.update_many(events)
+    return adv.state()
+
+
+def bulk(events, m=None, **kw):
+    data = RunData()
+    data.extend(events)
+    return Advisor(m or meta(), **kw).update_data(data).state()
+
+
+def actions(st):
+    return [r.action for r in st.recommendations]
+
+
+rng = np.random.default_rng(1234)
+
+
+def decay_to(level, n, noise, tau=None, seed=0):
+    r = np.random.default_rng(seed)
+    t = np.arange(n)
+    tau = tau or n / 20
+    return level + (1.0 - level) * np.exp(-t / tau) + noise * level * r.standard_normal(n)
+
+
+# -- stability threshold ------------------------------------------------------------------------
+
+
+def test_threshold_formulas():
+    sgd = lambda **g: {"class": "SGD", "param_groups": [g]}  # noqa: E731
+    assert stability_threshold(sgd(), 0.1) == pytest.approx(20.0)
+    assert stability_threshold(sgd(momentum=0.9), 0.1) == pytest.approx(38.0)
+    assert stability_threshold(sgd(momentum=0.9, dampening=0.5), 0.1) == pytest.approx(76.0)
+    assert stability_threshold(sgd(momentum=0.9, nesterov=True), 0.1) == pytest.approx(3.8 / 2.8 / 0.1)
+    assert stability_threshold(ADAM, 1e-3) == pytest.approx(38_000.0)
+    assert stability_threshold({"class": "LBFGS", "param_groups": [{}]}, 0.1) is None
+    assert stability_threshold(None, 0.1) is None
+    lrs = np.array([0.1, 0.2, 0.0])
+    v = stability_threshold(sgd(momentum=0.9), lrs)
+    assert v[:2] == pytest.approx([38.0, 19.0]) and math.isnan(v[2])
+    assert max_stable_lr(sgd(momentum=0.9), 38.0) == pytest.approx(0.1)
+    assert edge_state(0.5) == "below" and edge_state(1.05) == "at_edge" and edge_state(1.5) == "above"
+
+
+@pytest.mark.parametrize("group", [dict(), dict(momentum=0.9), dict(momentum=0.9, dampening=0.5),
+                                   dict(momentum=0.9, nesterov=True), dict(momentum=0.5, weight_decay=0.3)])
+def test_threshold_matches_real_torch_sgd_on_a_quadratic(group):
+    """Real torch.optim.SGD on 0.5·λ·w²: stable just below the threshold, unstable just above."""
+    torch = pytest.importorskip("torch")
+    torch.set_num_threads(1)
+    lam, lr = 10.0, 0.05
+    opt_meta = {"class": "SGD", "param_groups": [group]}
+    bound = stability_threshold(opt_meta, lr)
+    for factor, stable in ((0.95, True), (1.05, False)):
+        curvature = factor * bound
+        w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+        opt = torch.optim.SGD([w], lr=lr, **group)
+        for _ in range(600):
+            opt.zero_grad()
+            (0.5 * curvature * w.pow(2)).sum().backward()
+            opt.step()
+        assert (abs(w.item()) < 1.0) is stable, (group, factor, w.item())
+    del lam
+
+
+# -- divergence -----------------------------------------------------------------------------------
+
+
+def test_nan_loss_flagged_at_that_step_with_rollback_before_it():
+    loss = decay_to(0.3, 600, 0.05)
+    loss[450:] = np.nan
+    st = advise(steps(loss))
+    assert st.regime == "diverged" and st.diverged_at_step == 450 and st.divergence_flagged_at_step == 450
+    acts = {r.action: r for r in st.recommendations}
+    assert acts["rollback"].numbers["to_step"] <= 450 - 100
+    assert acts["lower_lr"].numbers["new_lr"] == pytest.approx(0.05)
+    assert any(a.severity == "error" for a in st.alerts)
+
+
+def test_infinite_gradient_norm_is_divergence():
+    grad = np.ones(300)
+    grad[200] = np.inf
+    st = advise(steps(decay_to(0.3, 300, 0.02), grad=grad))
+    assert st.diverged_at_step == 200 and "gradient" in st.divergence_reason
+
+
+def test_blow_up_dates_divergence_from_where_the_loss_rose():
+    loss = decay_to(0.2, 1000, 0.05, tau=50)
+    loss[600:] *= np.exp(np.arange(400) / 40)  # grows 20x by step 720, never non-finite
+    st = advise(steps(loss))
+    assert st.regime == "diverged" and st.divergence_reason == "loss blow-up"
+    assert 600 <= st.diverged_at_step <= 680
+    assert st.divergence_flagged_at_step == st.diverged_at_step + 100
+
+
+def test_exponential_blow_up_then_nan_is_dated_from_the_rise():
+    loss = decay_to(0.2, 800, 0.05, tau=50)
+    loss[600:] *= np.exp(np.arange(200) / 5)
+    loss[700:] = np.inf
+    st = advise(steps(loss))
+    assert st.divergence_flagged_at_step == 700 and 600 <= st.diverged_at_step < 700
+
+
+@pytest.mark.parametrize("height,width", [(10.0, 10), (50.0, 30), (6.0, 60)])
+def test_catapult_is_not_divergence(height, width):
+    loss = decay_to(0.2, 1500, 0.05, tau=50)
+    loss[500:500 + width] *= height
+    grad = np.ones(1500)
+    grad[500:500 + width] *= height * 3
+    st = advise(steps(loss, grad=grad))
+    assert st.diverged_at_step is None and st.regime != "diverged"
+    assert any("catapult" in a.message for a in st.alerts)
+    assert not {"lower_lr", "rollback"} & set(actions(st))
+
+
+def test_sustained_gradient_explosion_is_divergence():
+    grad = np.ones(800)
+    grad[400:] = 1e4
+    st = advise(steps(decay_to(0.3, 800, 0.05), grad=grad))
+    # the mean log norm of the last 10 steps is 100x up once half of them are 10^4x up
+    assert st.divergence_reason == "gradient-norm explosion" and st.diverged_at_step == 404
+
+
+@pytest.mark.parametrize("noise", [0.1, 0.5, 1.0])
+def test_no_false_alarm_when_loss_approaches_zero(noise):
+    t = np.arange(3000)
+    loss = np.exp(-t / 200) * (1 + noise * np.abs(rng.standard_normal(3000))) + 1e-6
+    st = advise(steps(loss))
+    assert st.diverged_at_step is None and st.regime == "converging"
+
+
+# -- regimes --------------------------------------------------------------------------------------
+
+
+def test_warmup_until_enough_steps():
+    st = advise(steps(decay_to(0.3, MIN_SEGMENT - 1, 0.05)))
+    assert st.regime == "warmup" and st.recommendations == []
+
+
+def test_converging_run_reaches_the_convergence_level_and_advises_a_larger_initial_lr():
+    t = np.arange(2000)
+    loss = np.exp(-t / 150) * (1 + 0.2 * rng.standard_normal(2000)) ** 2
+    st = advise(steps(loss, lr=0.05))
+    assert st.regime == "converging" and st.segments[0].converged_by == "train_loss"
+    (raise_,) = [r for r in st.recommendations if r.action == "raise_lr"]
+    assert raise_.numbers["new_lr"] == pytest.approx(0.1)
+    assert np.mean(loss[:raise_.step + 1][-10:]) < 3 * CONVERGED_LOSS
+
+
+@pytest.mark.parametrize("noise", [0.02, 0.05, 0.1])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_slow_steady_decline_is_never_equilibrium(noise, seed):
+    """Loss falls 30% over the run at several noise levels: converging or undecided, never equilibrium."""
+    n = 4000
+    r = np.random.default_rng(seed)
+    loss = 0.8 * (1 - 0.3 * np.arange(n) / n) * (1 + noise * r.standard_normal(n))
+    st = advise(steps(loss))
+    assert "equilibrium" not in [a.message.split()[1] for a in st.alerts if a.message.startswith("regime")]
+    assert st.regime in ("converging", "warmup")
+    assert "drop_lr" not in actions(st)
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.2, 0.5])
+def test_noisy_equilibrium_is_found_and_advised_once(noise):
+    loss = decay_to(0.3, 6000, noise, tau=150, seed=int(noise * 100))
+    st = advise(steps(loss))
+    assert st.regime == "equilibrium"
+    assert actions(st).count("drop_lr") == 1 and actions(st).count("start_averaging") == 1
+    drop = next(r for r in st.recommendations if r.action == "drop_lr")
+    assert drop.step > 450  # after the decay (tau 150) has died out
+    assert drop.numbers["new_lr"] == pytest.approx(0.01)
+    assert drop.numbers["loss_level"] == pytest.approx(0.3, rel=0.1)
+    avg = next(r for r in st.recommendations if r.action == "start_averaging")
+    assert avg.numbers["averaging_steps"] == drop.step and avg.numbers["checkpoints"] == 20
+
+
+def test_equilibrium_label_does_not_flap():
+    loss = decay_to(0.3, 20000, 0.3, tau=150, seed=7)
+    st = advise(steps(loss))
+    changes = [a for a in st.alerts if a.message.startswith("regime")]
+    assert st.regime == "equilibrium" and len(changes) <= 3, [a.message for a in changes]
+
+
+def test_chance_level_is_regime_3_with_lower_lr_and_rollback():
+    loss = np.log(2) * (1 + 0.05 * rng.standard_normal(1500))
+    st = advise(steps(loss, lr=0.5, start=0))
+    assert st.regime == "chance"
+    recs = {r.action: r for r in st.recommendations}
+    assert recs["lower_lr"].numbers["new_lr"] == pytest.approx(0.15)
+    assert recs["rollback"].numbers["to_step"] == 0
+
+
+def test_drop_to_the_threshold_when_known_and_new_segment_judged_on_its_own():
+    first = decay_to(0.3, 3000, 0.1, tau=100)
+    second = 0.05 + 0.25 * np.exp(-np.arange(3000) / 100) + 0.002 * rng.standard_normal(3000)
+    events = steps(first, lr=0.1) + steps(second, lr=0.007, start=3000)
+    st = advise(events, convergence_threshold_lr=0.007)
+    assert [s.lr for s in st.segments] == [0.1, 0.007]
+    assert st.segments[0].regime == "equilibrium" and st.segments[1].start_step == 3000
+    assert st.segments[1].regime == "equilibrium" and st.segments[1].loss_level == pytest.approx(0.05, rel=0.05)
+    drops = [r for r in st.recommendations if r.action == "drop_lr"]
+    assert drops[0].numbers["new_lr"] == 0.007 and drops[0].step < 3000
+    assert drops[1].numbers["new_lr"] == pytest.approx(0.0007) and drops[1].step > 3000
+
+
+def test_full_train_loss_metric_decides_convergence():
+    events = steps(decay_to(0.05, 300, 0.05))
+    events.append({"kind": "metric", "step": 299, "time": 0.0, "phase": "pretrain", "full_train_loss": 0.004})
+    st = advise(events)
+    assert st.regime == "converging" and st.segments[0].converged_by == "full_train_loss"
+    assert "raise_lr" in actions(st)
+
+
+# -- sharpness ------------------------------------------------------------------------------------
+
+
+def sharp(step, value, method):
+    return {"kind": "sharpness", "step": step, "time": 0.0, "method": method, "value": value}
+
+
+def test_sgd_sharpness_against_threshold_and_edge_alert():
+    events = steps(decay_to(0.3, 200, 0.05), lr=0.1)
+    events.insert(50, sharp(49, 5.0, "batch"))
+    events.insert(101, sharp(99, 21.0, "hessian"))
+    st = advise(events, meta({"class": "SGD", "param_groups": [{"momentum": 0.0}]}))
+    assert st.sharpness_method == "hessian" and st.sharpness == 21.0
+    assert st.sharpness_threshold == pytest.approx(20.0) and st.stability_ratio == pytest.approx(1.05)
+    assert st.edge == "at_edge" and st.max_stable_lr == pytest.approx(2 / 21)
+    assert any("edge of stability" in a.message for a in st.alerts)
+
+
+def test_adam_uses_preconditioned_sharpness_only():
+    events = steps(decay_to(0.3, 100, 0.05), lr=1e-3)
+    events += [sharp(99, 5e4, "hessian"), sharp(99, 5e4, "preconditioned"), sharp(99, 1.0, "hessian")]
+    st = advise(events, meta(ADAM))
+    assert st.sharpness_method == "preconditioned" and st.sharpness_threshold == pytest.approx(38_000)
+    assert st.edge == "above" and any(a.severity == "warning" for a in st.alerts)
+
+
+def test_unknown_optimizer_gives_nulls():
+    st = advise(steps(decay_to(0.3, 100, 0.05)) + [sharp(99, 3.0, "hessian")],
+                meta({"class": "LBFGS", "param_groups": [{"lr": 1}]}))
+    js = st.to_json("x")
+    assert js["sharpness"] is None and js["sharpness_threshold"] is None and js["max_stable_lr"] is None
+
+
+# -- the two paths agree ----------------------------------------------------------------------------
+
+
+def agreement_runs():
+    base = decay_to(0.3, 3000, 0.2, tau=100)
+    nan = base.copy()
+    nan[2500:] = np.nan
+    cat = base.copy()
+    cat[1000:1030] *= 20
+    blow = base.copy()
+    blow[2000:] *= np.exp(np.arange(1000) / 50)
+    drop = steps(base[:1500], lr=0.1) + steps(base[1500:] * 0.3, lr=0.01, start=1500)
+    with_side = steps(base)
+    for k in range(0, 3000, 100):
+        with_side.insert(k + k // 100 + 1, sharp(k, 19.0 + k / 100, "hessian"))
+    with_side.append({"kind": "metric", "step": 2999, "time": 0.0, "phase": "pretrain", "full_train_loss": 0.001,
+                      "test_acc": 0.8})
+    with_side.append({"kind": "end", "step": None, "time": 0.0, "status": "finished"})
+    conv = np.exp(-np.arange(3000) / 100) * (1 + 0.3 * rng.standard_normal(3000)) ** 2
+    chance = np.log(2) * (1 + 0.05 * rng.standard_normal(2000))
+    return [steps(base), steps(nan), steps(cat), steps(blow), drop, with_side, steps(conv), steps(chance),
+            steps(base[:5]), []]
+
+
+@pytest.mark.parametrize("k", range(10))
+def test_bulk_and_incremental_paths_agree(k):
+    events = agreement_runs()[k]
+    a, b = advise(events), bulk(events)
+    assert a.to_json("r") == b.to_json("r")
+
+
+def test_bulk_then_incremental_equals_incremental():
+    events = agreement_runs()[4] + steps(np.full(500, 0.09), lr=0.01, start=3000)
+    cut = 2000
+    data = RunData()
+    data.extend(events[:cut])
+    adv = Advisor(meta()).update_data(data)
+    adv.update_many(events[cut:])
+    assert adv.state().to_json("r") == advise(events).to_json("r")
+
+
+def test_prefix_sums_are_bitwise_identical():
+    events = steps(decay_to(0.3, 5000, 0.3))
+    a = Advisor(meta())
+    a.update_many(events)
+    data = RunData()
+    data.extend(events)
+    b = Advisor(meta()).update_data(data)
+    assert a._P == b._P and a._G == b._G
+
+
+# -- json ------------------------------------------------------------------------------------------
+
+
+def test_json_schema_strict_and_null_where_unknown():
+    loss = decay_to(0.3, 400, 0.05)
+    loss[300:] = np.nan
+    js = advise(steps(loss)).to_json("run-a")
+    text = json.dumps(js, allow_nan=False)
+    back = json.loads(text)
+    for key in ("run", "step", "regime", "lr", "sharpness", "sharpness_threshold", "stability_ratio",
+                "max_stable_lr", "diverged_at_step", "recommendations"):
+        assert key in back
+    assert back["run"] == "run-a" and back["regime"] == "diverged" and back["diverged_at_step"] == 300
+    assert back["sharpness"] is None and back["stability_ratio"] is None
+    for r in back["recommendations"]:
+        assert {"action", "step", "reason"} <= set(r)
+    assert [r["action"] for r in back["recommendations"] if r["step"] >= 300] == ["lower_lr", "rollback"]
+    assert advise([]).to_json()["step"] is None
+
+
+# -- sweep ------------------------------------------------------------------------------------------
+
+
+def sweep_runs(lrs, threshold):
+    out = []
+    for k, lr in enumerate(lrs):
+        if lr <= threshold:
+            loss = np.exp(-np.arange(3000) / (100 * threshold / lr)) * (1 + 0.2 * rng.standard_normal(3000)) ** 2
+        else:
+            loss = decay_to(0.1 + lr, 3000, 0.1, tau=100, seed=k)
+        events = steps(loss, lr=lr)
+        fine = steps(np.full(300, 0.01) + 0.001 * rng.random(300), lr=lr / 10, start=3000)
+        acc = 0.9 - 10 * abs(math.log(lr / (2 * threshold)))  # best at 2x threshold
+        events += fine + [{"kind": "metric", "step": 3299, "time": 0.0, "phase": "finetune", "test_acc": acc}]
+        out.append((meta(name=f"lr{lr:g}") | {"optimizer": {"class": "SGD", "param_groups": [{"lr": lr}]}}, events))
+    return out
+
+
+def test_sweep_threshold_band_and_winner():
+    lrs = [0.002, 0.004, 0.008, 0.016, 0.032, 0.064]
+    runs = sweep_runs(lrs, threshold=0.006)
+    result = analyze_sweep(runs)
+    assert [r.converged for r in result.runs] == [True, True, False, False, False, False]
+    assert result.threshold_interval == (0.004, 0.008)
+    assert result.convergence_threshold_lr == pytest.approx(math.sqrt(0.004 * 0.008))
+    lo, hi = result.recommended_initial_lr
+    assert lo <= 0.016 * 0.71 and hi >= 0.0113  # contains the 2x-threshold winner region
+    assert result.best["finetune"]["lr"] == 0.008 or result.best["finetune"]["lr"] == 0.016
+    js = json.loads(json.dumps(result.to_json(), allow_nan=False))
+    assert len(js["runs"]) == 6 and js["recommended_initial_lr"] == pytest.approx([lo, hi])
+    bulk_result = analyze_sweep([(m, _data(e)) for m, e in runs])
+    assert bulk_result.to_json() == result.to_json()
+
+
+def _data(events):
+    d = RunData()
+    d.extend(events)
+    return d
