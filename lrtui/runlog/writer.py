@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import sys
 import threading
 import time
+import uuid
 import weakref
 from pathlib import Path
 from typing import Any, Callable
@@ -66,7 +68,8 @@ class RunWriter:
 
     Args:
         run_dir: directory to create (parents too); an existing run there is appended to.
-        meta: metadata fields; ``schema`` and ``started_at`` are filled in when missing.
+        meta: metadata fields; ``run_id``, ``name``, ``started_at``, ``host``, ``pid`` and
+            ``argv`` are filled in when missing, ``schema`` always.
         flush_interval: seconds between background writes (the format promises <= 0.5).
         max_pending: events held in memory before ``write`` waits for the disk.
         block_timeout: longest a ``write`` waits for room; after that the event is dropped,
@@ -107,7 +110,16 @@ class RunWriter:
         self._file = None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            full_meta = {"schema": SCHEMA_VERSION, "started_at": time.time()}
+            # The fields every run has, unless the caller (the probe) says more precisely.
+            full_meta = {
+                "schema": SCHEMA_VERSION,
+                "run_id": uuid.uuid4().hex,
+                "name": self.run_dir.name,
+                "started_at": time.time(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "argv": list(sys.argv),
+            }
             full_meta.update(meta or {})
             full_meta["schema"] = SCHEMA_VERSION
             tmp = self.run_dir / (META_FILE + ".tmp")
