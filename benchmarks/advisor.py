@@ -66,7 +66,8 @@ def main() -> None:
         t_bulk = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "lrtui.cli", "advise", "--json", str(path)],
+        proc = subprocess.run([sys.executable, "-c", "import sys; from lrtui.cli import main; sys.exit(main())",
+                               "advise", "--json", str(path)],
                               capture_output=True, text=True)
         t_cli = time.perf_counter() - t0
 

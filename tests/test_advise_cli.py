@@ -1,0 +1,148 @@
+"""``lrtui advise`` as a real subprocess on run directories written with RunWriter."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrtui.runlog import RunWriter
+
+OPT = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.9, "dampening": 0, "nesterov": False,
+                                         "weight_decay": 0.0}]}
+
+
+#: The ``lrtui`` command as its console script runs it (``python -m lrtui.cli`` would load the
+#: cli module twice, as ``__main__`` and as ``lrtui.cli``).
+LRTUI = [sys.executable, "-c", "import sys; from lrtui.cli import main; sys.exit(main())"]
+
+
+def lrtui(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([*LRTUI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def write_run(path: Path, loss: np.ndarray, lr: float = 0.1, finetune_acc: float | None = None) -> Path:
+    meta = {"name": path.name, "optimizer": {"class": "SGD", "param_groups": [{"lr": lr, "momentum": 0.9}]}}
+    with RunWriter(path, meta) as w:
+        for i, value in enumerate(loss):
+            w.write("step", i, loss=float(value), grad_norm=1.0, lr=[lr])
+            if i % 100 == 99:
+                w.write("sharpness", i, method="hessian", value=30.0, hvps=4, seconds=0.01, tolerance=1e-3,
+                        converged=True, warm_start=True)
+        if finetune_acc is not None:
+            w.write("metric", len(loss), phase="finetune", test_acc=finetune_acc)
+    return path
+
+
+def equilibrium(n=2000, seed=0):
+    r = np.random.default_rng(seed)
+    t = np.arange(n)
+    return 0.3 + 0.7 * np.exp(-t / 100) + 0.05 * r.standard_normal(n)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    eq = write_run(root / "eq", equilibrium())
+    bad = equilibrium()
+    bad[1500:] = np.nan
+    div = write_run(root / "div", bad)
+    sweep = root / "sweep"
+    for k, lr in enumerate([0.01, 0.02, 0.04, 0.08]):
+        if lr <= 0.02:
+            loss = np.exp(-np.arange(2000) / 150) + 1e-4
+        else:
+            loss = equilibrium(seed=k) * (lr / 0.04)
+        write_run(sweep / f"lr{lr:g}", loss, lr=lr, finetune_acc=0.9 - abs(np.log(lr / 0.04)))
+    return {"eq": eq, "div": div, "sweep": sweep, "root": root}
+
+
+def test_human_output_and_exit_0(runs):
+    p = lrtui("advise", str(runs["eq"]))
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    assert "regime equilibrium" in out and "threshold 38" in out and "below the edge" in out
+    assert "recommend drop_lr" in out and "recommend start_averaging" in out and "new_lr" not in out
+    assert len(out.splitlines()) <= 8
+
+
+def test_json_schema_and_exit_3_when_diverged(runs):
+    p = lrtui("advise", "--json", str(runs["div"]))
+    assert p.returncode == 3, p.stderr
+    js = json.loads(p.stdout)
+    assert js["run"] == "div" and js["regime"] == "diverged" and js["diverged_at_step"] == 1500
+    assert js["lr"] == 0.1 and js["sharpness"] == 30.0 and js["sharpness_threshold"] == pytest.approx(38.0)
+    assert js["stability_ratio"] == pytest.approx(30 / 38) and js["max_stable_lr"] == pytest.approx(38 / 300)
+    acts = {r["action"]: r for r in js["recommendations"]}
+    assert acts["rollback"]["to_step"] <= 1400 and acts["lower_lr"]["new_lr"] == pytest.approx(0.05)
+    assert all(r["reason"] and isinstance(r["step"], int) for r in js["recommendations"])
+
+
+def test_sweep_json(runs):
+    p = lrtui("advise", "--json", str(runs["sweep"]))
+    assert p.returncode == 0, p.stderr
+    js = json.loads(p.stdout)
+    assert [r["initial_lr"] for r in js["runs"]] == [0.01, 0.02, 0.04, 0.08]
+    assert [r["converged"] for r in js["runs"]] == [True, True, False, False]
+    assert js["convergence_threshold_lr"] == pytest.approx((0.02 * 0.04) ** 0.5)
+    lo, hi = js["recommended_initial_lr"]
+    assert lo < 0.04 < hi and js["best"]["finetune"]["lr"] == 0.04
+    human = lrtui("advise", str(runs["sweep"]))
+    assert "convergence threshold" in human.stdout and "best after finetune: lr 0.04" in human.stdout
+
+
+def test_bad_input_exit_2(runs, tmp_path):
+    for args in (["advise", str(tmp_path / "missing")], ["advise", str(tmp_path)],
+                 ["advise", "--follow", str(runs["sweep"])]):
+        p = lrtui(*args)
+        assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, (args, p.stderr)
+    bad = tmp_path / "badmeta"
+    bad.mkdir()
+    (bad / "meta.json").write_text("{not json")
+    p = lrtui("advise", str(bad))
+    assert p.returncode == 2 and "not valid JSON" in p.stderr
+
+
+WRITER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from lrtui.runlog import RunWriter
+    path, diverge = sys.argv[1], sys.argv[2] == "1"
+    r = np.random.default_rng(0)
+    t = np.arange(1500)
+    loss = 0.3 + 0.7 * np.exp(-t / 100) + 0.05 * r.standard_normal(1500)
+    if diverge:
+        loss[1200:] = np.inf
+    w = RunWriter(path, {"name": "live", "optimizer": {"class": "SGD", "param_groups": [{"lr": 0.1}]}},
+                  flush_interval=0.05)
+    for i in range(1500):
+        w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[0.1])
+        if i % 100 == 0:
+            time.sleep(0.1)
+    w.close()
+""")
+
+
+@pytest.mark.parametrize("diverge", [False, True])
+def test_follow_prints_recommendations_as_they_arise(tmp_path, diverge):
+    run = tmp_path / "live"
+    script = tmp_path / "writer.py"
+    script.write_text(WRITER)
+    run.mkdir()  # the run exists; its files come later
+    follow = subprocess.Popen([*LRTUI, "advise", "--json", "--follow", "--poll",
+                               str(run)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.run([sys.executable, str(script), str(run), "1" if diverge else "0"], timeout=120)
+    assert writer.returncode == 0
+    out, err = follow.communicate(timeout=60)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert follow.returncode == (3 if diverge else 0), err
+    actions = [r["action"] for r in lines]
+    assert actions[:2] == ["drop_lr", "start_averaging"] and all(r["run"] == "live" for r in lines)
+    if diverge:
+        assert actions[2:] == ["lower_lr", "rollback"] and lines[2]["step"] == 1200
+    else:
+        assert len(actions) == 2
