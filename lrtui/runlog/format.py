@@ -187,7 +187,7 @@ def decode_line(line: bytes) -> dict[str, Any] | None:
     """One complete line to an event with floats restored, or None if it is not a valid event."""
     try:
         obj = _decoder.decode(line)
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         return None
     if not is_valid_event(obj):
         return None
@@ -211,12 +211,12 @@ def decode_lines(lines: list[bytes]) -> tuple[list[dict[str, Any]], int]:
         objs = _decoder.decode(b"[" + b"\n,".join(lines) + b"\n]")
         if len(objs) != len(lines):
             raise ValueError("a line held more than one value")
-    except (msgspec.DecodeError, ValueError):
+    except (msgspec.DecodeError, ValueError, RecursionError):
         objs = []
         for line in lines:
             try:
                 objs.append(_decoder.decode(line))
-            except (msgspec.DecodeError, ValueError):
+            except (msgspec.DecodeError, ValueError, RecursionError):
                 objs.append(None)
     events = [o for o in objs if is_valid_event(o)]
     return events, len(objs) - len(events)

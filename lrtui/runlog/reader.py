@@ -256,7 +256,7 @@ def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
             if found is None or len(extra) >= _MAX_EXTRA_STEP_FIELDS or found.group(1) in extra:
                 return None
             extra = (*extra, found.group(1))
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):  # nested deeper than the decoder goes
             return None
     if len(rows) != lines:  # a line held more or less than one object
         return None
@@ -275,7 +275,7 @@ def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
                 if columns[name].ndim != 2:
                     raise ValueError("not one list per line")
                 continue
-            except (ValueError, TypeError):
+            except (ValueError, TypeError, OverflowError):
                 pass
         columns[name] = _column(values)
     return columns
