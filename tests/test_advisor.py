@@ -247,6 +247,13 @@ def test_full_train_loss_metric_decides_convergence():
     assert "raise_lr" in actions(st)
 
 
+def test_averaged_model_loss_does_not_count_as_the_runs_convergence():
+    events = steps(decay_to(0.05, 300, 0.05))
+    events.append({"kind": "metric", "step": 299, "time": 0.0, "phase": "swa", "full_train_loss": 0.004})
+    st = advise(events)
+    assert st.segments[0].converged_by is None and "raise_lr" not in actions(st)
+
+
 # -- sharpness ------------------------------------------------------------------------------------
 
 

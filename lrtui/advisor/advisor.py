@@ -33,6 +33,8 @@ from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method,
 
 #: Metric fields that hold a loss over the whole training set (the paper's convergence test).
 FULL_TRAIN_LOSS_FIELDS = ("full_train_loss", "train_loss_full")
+#: Metric phases that evaluate an averaged copy of the model (SWA/EMA), not the trained weights.
+AVERAGED_PHASES = ("swa", "ema", "averaged")
 #: Most alerts kept (oldest dropped); recommendations are few by construction.
 MAX_ALERTS = 200
 
@@ -293,6 +295,8 @@ class Advisor:
     def _on_metric(self, event: dict[str, Any], i: int) -> None:
         self.metric_events.append(event)
         if self._divergence is not None or i < 0:
+            return
+        if event.get("phase") in AVERAGED_PHASES:  # the averaged model's loss is not the run's
             return
         full = None
         for name in FULL_TRAIN_LOSS_FIELDS:
