@@ -90,3 +90,15 @@ async def wait_for(pilot: Any, condition: Any, timeout: float = 10.0, what: str 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         await pilot.pause(0.05)
+
+
+def headless(test: Any) -> Any:
+    """Run an ``async def`` test (driving the app with its Pilot) in a fresh event loop."""
+    import asyncio
+    import functools
+
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        asyncio.run(test(*args, **kwargs))
+
+    return run

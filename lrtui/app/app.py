@@ -9,6 +9,7 @@ import numpy as np
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.widget import Widget
 from textual.widgets import Footer, Static
 
 from lrtui.app.chart import ChartSpec, Series
@@ -131,7 +132,7 @@ class LrtuiApp(App[int]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#replay-bar").display = self.mode == "replay"
+        self._part("#replay-bar").display = self.mode == "replay"
         runs, self.is_sweep = discover(self.path)
         self.views = [RunView(p) for p in runs]
         if self.mode == "watch" and not self.views and not self.path.is_dir():
@@ -156,6 +157,10 @@ class LrtuiApp(App[int]):
             self.system = (None, None, "local machine not sampled")
         self.set_interval(self.refresh_seconds, self._tick)
         self.redraw()
+
+    def _part(self, selector: str, kind: type[Any] = Widget) -> Any:
+        """A widget of the main screen (queries on the app go to whatever screen is on top)."""
+        return self.screen_stack[0].query_one(selector, kind)
 
     def on_resize(self, event: Any) -> None:
         # Bigger terminals: wider side panel (the .tcss says how much).
@@ -398,27 +403,28 @@ class LrtuiApp(App[int]):
         if curves is not None:
             first = curves.first_step
             last = self.position if (self.mode == "replay" and self.position is not None) else curves.last_step
-            x_range = (first, max(last, first + 1))
+            # never widen the range past the last step shown: a replay must not leak what follows
+            x_range = (first, last) if last > first else (first - 0.5, first + 0.5)
             self._draw_charts(view, curves, x_range)
-            self.query_one("#step-axis", StepAxis).show(x_range)
+            self._part("#step-axis", StepAxis).show(x_range)
         position = self.position if self.mode == "replay" else None
         feed_behind = (self.mode == "replay" and state is not None and position is not None
                        and getattr(state, "step", position) is not None
                        and getattr(state, "step", position) < position - 0.5
                        and self._feeder is not None and self._feeder.feeds.get(view.key) is not None
                        and self._feeder.feeds[view.key].position != position)
-        self.query_one("#advisor", Static).update(
+        self._part("#advisor", Static).update(
             advisor_text(state, error or view.advisor_error, catching_up=feed_behind))
         self._draw_status(view, now)
         self._draw_system(view)
         if self.mode == "replay" and curves is not None and self.position is not None:
-            bar = self.query_one("#replay-bar", Static)
+            bar = self._part("#replay-bar", Static)
             bar.update(replay_bar(self.playing, self.speed, self.position, curves.first_step,
                                   curves.last_step, bar.size.width or 80))
 
     def _show_empty(self) -> None:
         where = f"no runs yet in {self.path}" if self.mode == "watch" else f"no runs in {self.path}"
-        self.query_one("#status", Static).update(status_line(self.path.name, "waiting", None, None, None, None, where))
+        self._part("#status", Static).update(status_line(self.path.name, "waiting", None, None, None, None, where))
 
     def _draw_charts(self, view: RunView, curves: Any, x_range: tuple[float, float]) -> None:
         window = "unsmoothed" if self.smoothing == 1 else f"mean of last {self.smoothing} steps"
@@ -436,20 +442,20 @@ class LrtuiApp(App[int]):
                 Series(curves.loss, "bright_black", "raw", mark_non_finite=True),
                 Series(curves.loss_smooth, "green", "smoothed"),
             ], x_range, self.log_scale, window)
-        self.query_one("#loss-chart", Chart).show(loss)
+        self._part("#loss-chart", Chart).show(loss)
         grad = ChartSpec("gradient norm", [Series(curves.grad_norm, "magenta", "", mark_non_finite=True)],
                          x_range, self.log_scale)
-        self.query_one("#grad-chart", Chart).show(grad)
+        self._part("#grad-chart", Chart).show(grad)
         sharp_series = [Series(c, CYCLE[(k + 2) % len(CYCLE)], method)
                         for k, (method, c) in enumerate(curves.sharpness.items())]
         if curves.threshold is not None:
             sharp_series.append(Series(curves.threshold, "red", "stability threshold"))
         note = "" if curves.sharpness else "not measured"
-        self.query_one("#sharpness-chart", Chart).show(
+        self._part("#sharpness-chart", Chart).show(
             ChartSpec("sharpness", sharp_series, x_range, self.log_scale, note))
         lr_series = [Series(c, CYCLE[g % len(CYCLE)], f"group {g}" if len(curves.lr) > 1 else "")
                      for g, c in enumerate(curves.lr)]
-        self.query_one("#lr-chart", Chart).show(ChartSpec("learning rate", lr_series, x_range, False))
+        self._part("#lr-chart", Chart).show(ChartSpec("learning rate", lr_series, x_range, False))
 
     def _draw_status(self, view: RunView, now: float) -> None:
         with view.lock:
@@ -487,7 +493,7 @@ class LrtuiApp(App[int]):
             extra = f"{view.skipped} bad lines skipped"
         if len(self.views) > 1:
             extra = f"run {self.selected + 1}/{len(self.views)} " + extra
-        self.query_one("#status", Static).update(
+        self._part("#status", Static).update(
             status_line(view.name, word, step, steps_per_s, elapsed, since, extra))
 
     def _draw_system(self, view: RunView) -> None:
@@ -511,7 +517,7 @@ class LrtuiApp(App[int]):
                 job_step = int(steps[upto - 1])
         del records
         gpus, host, error = self.system
-        self.query_one("#system", Static).update(system_text(gpus, host, error, job, job_step))
+        self._part("#system", Static).update(system_text(gpus, host, error, job, job_step))
 
 
 def _scalar(value: Any) -> Any:

@@ -7,6 +7,7 @@ from typing import Any
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
+from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
@@ -47,26 +48,21 @@ class StepAxis(Widget):
 
 
 HELP_TEXT = """\
-[b]lrtui[/b] — learning-rate monitor
-
-[b]Charts[/b] share one step axis: loss (raw and smoothed), gradient norm,
-sharpness with its stability threshold (the advisor's, for this optimizer,
-moving with the LR), and the learning rate of each param group.
-Long curves keep each column's min and max, so spikes stay visible;
-an [red]x[/red] over a column marks NaN or infinite values.
-
+[b]Charts[/b] share one step axis: loss (raw, and smoothed over the stated
+window), gradient norm, sharpness with the advisor's stability threshold
+for this optimizer (it moves with the LR), and each param group's LR.
+Long curves keep every column's min and max, so spikes stay visible;
+a red [b]x[/b] marks NaN or infinite values.
 [b]Keys[/b]
-  q          quit                      ?  this help
-  l          loss on a log scale       s  smoothing window (off, 10, 50, 200)
-  o          overlay the sweep's loss  r  list of runs (Enter switches)
-  ] / [      next / previous run       d  dark / light colours
- Replay
-  space      play / pause              + / -  faster / slower
-  home / end jump to start / end       ← / →  one logged step
-  pgup/pgdn  one twentieth of the run
-
-The advisor panel shows the state at the replay position (live: now).
-Press escape or ? to close."""
+ q      quit               ?      this help
+ l      log scale          s      smoothing (50, 200, off, 10 steps)
+ r      list of runs       ] \\[    next / previous run
+ o      overlay sweep      d      dark / light colours
+[b]Replay[/b] (the advisor shows its state at the replay position)
+ space  play / pause       + -    faster / slower
+ home   jump to start      end    jump to end
+ ← →    one logged step    pgup pgdn  1/20 of the run
+escape closes this help."""
 
 
 class HelpScreen(ModalScreen[None]):
@@ -77,7 +73,8 @@ class HelpScreen(ModalScreen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        yield Static(HELP_TEXT, id="help-text")
+        with VerticalScroll(id="help"):
+            yield Static(HELP_TEXT, id="help-text")
 
 
 class RunsScreen(ModalScreen[str | None]):
