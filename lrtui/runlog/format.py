@@ -124,24 +124,42 @@ def to_json_value(value: Any) -> Any:
     return str(value)
 
 
+def _plain(value: Any) -> bool:
+    """True when msgspec can write ``value`` as it is, exactly (the common case, checked fast)."""
+    cls = value.__class__
+    if cls is float:
+        return value - value == 0.0  # False for NaN and the infinities
+    if cls is int or cls is str or value is None or cls is bool:
+        return True
+    if cls is list:
+        for x in value:
+            c = x.__class__
+            if c is float:
+                if x - x != 0.0:
+                    return False
+            elif not (c is int or x is None or c is str or c is bool):
+                return False
+        return True
+    return False
+
+
 def _event_to_json(event: dict[str, Any]) -> dict[str, Any]:
-    # Inlined fast path for the common case (flat dict of floats, ints, strings): this runs for
-    # every event the training process writes.
-    out = {}
-    for key, value in event.items():
-        cls = value.__class__
-        if cls is float:
-            if value - value != 0.0:  # NaN or an infinity
-                value = NON_FINITE_TO_TEXT[repr(value)]
-        elif not (cls is int or cls is str or value is None or cls is bool):
-            value = to_json_value(value)
-        out[key if key.__class__ is str else str(key)] = value
-    return out
+    # This runs for every event the training process writes: most events are flat dicts of
+    # finite floats, ints, strings and short lists of them, which msgspec writes as they are,
+    # so only an event that holds something else is copied and converted.
+    for value in event.values():
+        if not _plain(value):
+            return {(k if k.__class__ is str else str(k)): v if _plain(v) else to_json_value(v)
+                    for k, v in event.items()}
+    return event
 
 
 def encode_event(event: dict[str, Any]) -> bytes:
     """One event as one line of strict JSON (with its newline), non-finite floats as text."""
-    return _encoder.encode(_event_to_json(event)) + b"\n"
+    try:
+        return _encoder.encode(_event_to_json(event)) + b"\n"
+    except TypeError:  # a key that is not text
+        return _encoder.encode(to_json_value(event)) + b"\n"
 
 
 def encode_events(events: list[dict[str, Any]]) -> bytes:

@@ -97,7 +97,7 @@ class RunWriter:
         self.dropped = 0
         self.written = 0
         self._pending: list[dict[str, Any]] = []
-        mutex = threading.Lock()
+        self._mutex = mutex = threading.Lock()
         self._lock = threading.Condition(mutex)  # wakes the writer thread
         self._flushed = threading.Condition(mutex)  # wakes callers waiting for the disk
         self._in_flight = 0
@@ -141,14 +141,17 @@ class RunWriter:
 
     def write(self, kind: str, step: int | None, **fields: Any) -> None:
         """Append one event; ``time`` is now. Never raises, never blocks beyond ``block_timeout``."""
-        event = {"kind": kind, "step": step, "time": time.time()}
-        event.update(fields)
-        self.write_event(event)
+        # kind, step, time first: readers recognise step lines by that start.
+        self.write_event({"kind": kind, "step": step, "time": time.time(), **fields})
 
     def write_event(self, event: dict[str, Any]) -> None:
         """Append an already-built event (it must carry kind, step and time)."""
         if self.error is not None or self._closed or self._forked:
             return
+        with self._mutex:  # the plain lock: cheaper than entering the Condition
+            if len(self._pending) < self.max_pending:
+                self._pending.append(event)
+                return
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self._urgent = True

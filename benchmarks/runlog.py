@@ -1,0 +1,184 @@
+"""Benchmark of the run log: write throughput, full-run load time and peak memory, follow latency.
+
+For 10^4, 10^5 and 10^6 events of a realistic mix (96% step events with three param groups, so
+15 values each; sharpness every 50 steps, system every 100, overhead every 500), measured side by
+side in one run:
+
+- write: ``RunWriter.write`` from a loop like the probe's, until ``close()`` has it all on disk
+  (events/s end to end) and the time the loop itself spends per event (what training pays);
+- load: ``load_run`` in a fresh process per size (wall and CPU seconds, and the peak resident
+  memory the load adds, from ``ru_maxrss`` minus the resident size before it), next to a plain
+  baseline loader in its own fresh process: ``json.loads`` per line, then numpy columns;
+- follow latency: a writer process writes an event every 20 ms with default settings; the time
+  from its ``write`` call to ``RunFollower`` handing the event over, with inotify and polling.
+
+Run: ``python benchmarks/runlog.py`` (about 3 minutes here) or ``--quick`` (10^4 and 10^5 only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+from lrtui.runlog import RunFollower, RunWriter
+
+GROUPS = 3
+
+
+def write_run(path: Path, n: int) -> tuple[float, float]:
+    """Write ``n`` events; returns (events/s until all is on disk, caller microseconds per event)."""
+    meta = {"name": path.name, "optimizer": {"class": "SGD", "param_groups": [{"lr": 0.1}] * GROUPS}}
+    writer = RunWriter(path, meta, max_pending=10_000_000)
+    start = time.perf_counter()
+    step = 0
+    for i in range(n):
+        if i % 100 == 50:
+            writer.write("sharpness", step, method="hessian", value=40.0 + i % 7, hvps=6, seconds=0.004,
+                         tolerance=1e-3, converged=True, warm_start=True)
+        elif i % 100 == 99:
+            writer.write("system", step, source="probe", cpu_percent=97.5, rss=812_000_000)
+        elif i % 500 == 250:
+            writer.write("overhead", step, fraction=0.031, probe_seconds=1.5, wall_seconds=48.0, budget=0.05)
+        else:
+            loss = 2.3 / (1 + step * 1e-3) + (step % 13) * 1e-3
+            writer.write("step", step, loss=loss, grad_norm=1.7 + (step % 5) * 0.01,
+                         update_norm=0.0041 + step * 1e-9, weight_norm=31.6 - step * 1e-6,
+                         lr=[0.1, 0.05, 0.01], effective_lr=[0.1 / 31.6, None, None])
+            step += 1
+    loop = time.perf_counter() - start
+    writer.close()
+    total = time.perf_counter() - start
+    return n / total, loop / n * 1e6
+
+
+LOAD_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+
+    def rss_mb():
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * resource.getpagesize() / 2**20
+
+    how, path = sys.argv[1], sys.argv[2]
+    import numpy as np
+    from lrtui.runlog import load_run
+    before = rss_mb()
+    wall, cpu = time.perf_counter(), time.process_time()
+    if how == "lrtui":
+        run = load_run(path)
+        n = len(run.table("step")["loss"])
+    else:  # the plain way: json.loads per line, then one numpy column per field
+        columns = {}
+        with open(path + "/events.jsonl", "rb") as f:
+            for line in f:
+                event = json.loads(line)
+                kind = columns.setdefault(event["kind"], {})
+                for key, value in event.items():
+                    kind.setdefault(key, []).append(value)
+        def column(values):
+            try:
+                return np.array(values, dtype=float)
+            except (TypeError, ValueError):
+                return np.array(values, dtype=object)
+        tables = {k: {f: column(v) for f, v in fields.items()} for k, fields in columns.items()}
+        n = len(tables["step"]["loss"])
+    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before
+    print(json.dumps({"wall": wall, "cpu": cpu, "peak_mb": peak, "steps": n}))
+""")
+
+
+def load_in_fresh_process(how: str, path: Path, repeats: int) -> dict:
+    """Best of ``repeats`` fresh-process loads (the machine is shared; the best is the least disturbed)."""
+    best = None
+    for _ in range(repeats):
+        out = subprocess.run([sys.executable, "-c", LOAD_CHILD, how, str(path)], capture_output=True,
+                             text=True, check=True)
+        result = json.loads(out.stdout)
+        if best is None or result["wall"] < best["wall"]:
+            best = result
+    return best
+
+
+FOLLOW_WRITER = textwrap.dedent("""
+    import sys, time
+    from lrtui.runlog import RunWriter
+    w = RunWriter(sys.argv[1], {"name": "latency"})  # default flush interval
+    time.sleep(0.5)
+    for i in range(int(sys.argv[2])):
+        w.write("step", i, loss=1.0, lr=[0.1])
+        time.sleep(0.02)
+    w.close()
+""")
+
+
+def follow_latency(root: Path, use_inotify: bool, n: int) -> tuple[float, float, str]:
+    """Median and 95th percentile seconds from write() in another process to the follower."""
+    run = root / f"latency-{'inotify' if use_inotify else 'polling'}"
+    follower = RunFollower(run, use_inotify=use_inotify)
+    child = subprocess.Popen([sys.executable, "-c", FOLLOW_WRITER, str(run), str(n)])
+    delays: list[float] = []
+    done = False
+    deadline = time.monotonic() + 60 + n * 0.1
+    while not done and time.monotonic() < deadline:
+        batch = follower.read_new()
+        now = time.time()
+        for event in batch.events:
+            if event["kind"] == "step":
+                delays.append(now - event["time"])
+            done = done or event["kind"] == "end"
+        if not batch.events:
+            follower.wait()
+    child.wait()
+    mode = follower.mode
+    follower.close()
+    delays.sort()
+    return statistics.median(delays), delays[int(0.95 * (len(delays) - 1))], mode
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 events only, fewer samples")
+    args = parser.parse_args()
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+          f"{os.getloadavg()[0]:.1f} at start", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        for n in sizes:
+            path = root / f"run-{n}"
+            rate, caller_us = write_run(path, n)
+            repeats = 1 if n >= 1_000_000 else (2 if args.quick or n >= 100_000 else 3)
+            ours = load_in_fresh_process("lrtui", path, repeats)
+            plain = load_in_fresh_process("json", path, 1)
+            assert ours["steps"] == plain["steps"]
+            size_mb = (path / "events.jsonl").stat().st_size / 2**20
+            rows.append((n, size_mb, rate, caller_us, ours, plain))
+        samples = 30 if args.quick else 100
+        latency = [follow_latency(root, inotify, samples) for inotify in (True, False)]
+
+    print()
+    print("| events | file MB | write events/s | write µs/event in the loop | load s (CPU s) "
+          "| load peak MB | json.loads load s | load speed-up vs json.loads |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n, size_mb, rate, caller_us, ours, plain in rows:
+        print(f"| {n:,} | {size_mb:.0f} | {rate:,.0f} | {caller_us:.1f} | {ours['wall']:.2f} ({ours['cpu']:.2f}) "
+              f"| {ours['peak_mb']:.0f} | {plain['wall']:.2f} | {plain['wall'] / ours['wall']:.1f}x |")
+    print()
+    print("| follow (default settings: writer flush 0.25 s, follower poll 0.25 s) | median s | p95 s |")
+    print("|---|---:|---:|")
+    for (median, p95, mode) in latency:
+        print(f"| {mode} | {median:.3f} | {p95:.3f} |")
+    print(f"\nload average at end {os.getloadavg()[0]:.1f} (2 cores shared with other work: timings are noisy)")
+
+
+if __name__ == "__main__":
+    main()
