@@ -332,19 +332,25 @@ class Advisor:
         if n:
             self._bulk_steps(tab, n)
         i_last = len(self._steps) - 1
-        steps_np = np.frombuffer(self._steps, dtype=np.int64) if len(self._steps) else np.zeros(0, np.int64)
+        # the index of the last step event at or before each side event's step (one vectorized call)
+        steps_f = np.frombuffer(self._steps, dtype=np.int64).astype(np.float64) if len(self._steps) else np.zeros(0)
         side: list[tuple[int, int, int, Any]] = []
         sharp = data.table("sharpness")
         if sharp and "value" in sharp and "method" in sharp:
-            sv, sm_, ss = sharp["value"], sharp["method"], sharp.get("step")
+            sv, sm_ = sharp["value"], sharp["method"]
+            ss = sharp["step"] if "step" in sharp else np.full(len(sv), np.nan)
+            ss = np.asarray(ss, dtype=np.float64)
+            where = np.searchsorted(steps_f, ss, side="right") - 1
             for k in range(len(sv)):
-                s = ss[k] if ss is not None else math.nan
-                idx = int(np.searchsorted(steps_np, s, side="right")) - 1 if s == s else i_last
-                side.append((idx, 2, len(side), ("sharpness", sm_[k], float(sv[k]),
-                                                 int(s) if s == s else None)))
-        for rec in data.records.get("metric", []):
-            s = rec.get("step")
-            idx = int(np.searchsorted(steps_np, s, side="right")) - 1 if s.__class__ is int else i_last
+                known = ss[k] == ss[k]
+                side.append((int(where[k]) if known else i_last, 2, len(side),
+                             ("sharpness", sm_[k], float(sv[k]), int(ss[k]) if known else None)))
+        metrics = data.records.get("metric", [])
+        msteps = np.array([r.get("step") if r.get("step").__class__ is int else np.nan for r in metrics],
+                          dtype=np.float64)
+        mwhere = np.searchsorted(steps_f, msteps, side="right") - 1
+        for k, rec in enumerate(metrics):
+            idx = int(mwhere[k]) if msteps[k] == msteps[k] else i_last
             side.append((idx, 2, len(side), ("metric", rec)))
         side.sort(key=lambda t: (t[0], t[2]))
         self._bulk_replay(side)

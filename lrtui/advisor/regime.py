@@ -13,7 +13,7 @@ needs ⟨x_{k+1}, d_k⟩, which a run does not log):
   one-sided tests: with 95% confidence the loss changes by less than 10% across the window) —
   ``chance`` at or above ``CHANCE_FRACTION`` × the initial loss, else ``equilibrium`` provided the
   loss has stopped falling: the window's fastest plausible decline is at most ``SLOWDOWN`` = 1/4 of
-  the segment's average decline before it (a short window of a slow steady decline changes by
+  the segment's average decline since its first ``HEAD`` logged steps (a short window of a slow steady decline changes by
   little, but keeps its pace: that is not an equilibrium); ``converging``
   when the interval lies below 0 (falling, one-sided 95%, and not provably by less than 10%: so a
   slow steady decline is never called equilibrium); ``chance`` when the loss is not falling and
@@ -43,6 +43,8 @@ STATIONARY_BAND = 0.10
 #: Equilibrium also needs the window's decline (its upper confidence bound) to be at most this
 #: fraction of the segment's average decline before the window: the loss has *stopped* falling.
 SLOWDOWN = 0.25
+#: Logged steps at the start of a segment whose mean is its starting level for that comparison.
+HEAD = 10
 #: A stationary (or non-falling) loss at or above this fraction of the initial loss is chance level.
 CHANCE_FRACTION = 0.9
 #: Fewest logged steps in a segment before its first test (2 per batch over half the segment).
@@ -133,8 +135,10 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
 def _stopped_falling(prefix: Sequence[float], start: int, size: int, w0: int, mean: float, lo: float) -> bool:
     """True when the window's fastest plausible decline is at most ``SLOWDOWN`` × the segment's
     average decline before it: a slow steady decline keeps its pace and is not an equilibrium."""
-    first = (prefix[start + size] - prefix[start]) / size
-    elapsed = (w0 + BATCHES * size / 2.0) - (start + size / 2.0)
+    # the segment's first few losses: a fast initial fall is not averaged away in a long segment
+    head = min(size, HEAD)
+    first = (prefix[start + head] - prefix[start]) / head
+    elapsed = (w0 + BATCHES * size / 2.0) - (start + head / 2.0)
     average_rate = (first - mean) / elapsed if elapsed > 0 else 0.0
     window_rate = max(0.0, -lo) * abs(mean) / (BATCHES * size)
     return average_rate > 0 and window_rate <= SLOWDOWN * average_rate
