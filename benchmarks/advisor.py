@@ -29,7 +29,8 @@ def write_run(path: Path, steps: int, seed: int = 0) -> None:
     t = np.arange(steps)
     lr = np.where(t < int(0.6 * steps), 0.1, 0.01)
     loss = 0.3 + 0.6 * np.exp(-t / (steps / 50)) + 0.05 * rng.standard_normal(steps)
-    loss[t >= int(0.6 * steps)] -= 0.2
+    after = t >= int(0.6 * steps)  # the LR drop: the loss falls to a lower level
+    loss[after] -= 0.2 * (1 - np.exp(-(t[after] - int(0.6 * steps)) / (steps / 100)))
     c = int(0.3 * steps)
     loss[c:c + 20] *= 8.0  # a catapult
     grad = 1.0 + 0.1 * rng.standard_normal(steps)

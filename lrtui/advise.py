@@ -15,6 +15,8 @@ from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_statu
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
+#: Recommendations shown in the human output (the latest); --json has every one.
+SHOWN_RECOMMENDATIONS = 4
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:
@@ -45,7 +47,9 @@ def describe_state(st: AdvisorState, name: str) -> list[str]:
     shown = [a for a in st.alerts if a.severity != "info"][-3:]
     for a in shown:
         lines.append(f"  {a.severity}: step {a.step}: {a.message}")
-    for r in st.recommendations:
+    if len(st.recommendations) > SHOWN_RECOMMENDATIONS:
+        lines.append(f"  ({len(st.recommendations) - SHOWN_RECOMMENDATIONS} earlier recommendations; --json has all)")
+    for r in st.recommendations[-SHOWN_RECOMMENDATIONS:]:
         lines.append("  " + describe_recommendation(r))
     if not st.recommendations:
         lines.append("  no recommendation yet")
