@@ -183,3 +183,34 @@ def test_garbage_and_over_long_lines_are_skipped_and_counted(tmp_path) -> None:
     run = load_run(tmp_path / "run")
     assert run.skipped_lines == 4
     assert run.table("step")["step"].tolist() == [0.0, 2.0]
+
+
+def test_readme_examples_run(tmp_path) -> None:
+    """The README's writing and loading examples work as printed (the follow loop runs forever)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("<!-- section: format -->"):readme.index("<!-- section: benchmarks -->")]
+    reading, writing = re.findall(r"```python\n(.*?)```", section, re.S)
+    code = writing + reading.split("with RunFollower")[0]
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[:2] == ["my-run finished 0", "0.0 0.69 0.1"]
+
+
+def test_rundata_grows_in_batches_without_changing_tables_already_handed_out() -> None:
+    data = RunData()
+    data.extend([{"kind": "step", "step": 0, "time": 1.0, "loss": "NaN", "lr": [0.1]}])
+    first = data.table("step")
+    for i in range(1, 200):  # past the point where chunks are joined
+        data.extend([{"kind": "step", "step": i, "time": 1.0 + i, "loss": 1.0 / i, "lr": [0.1, 0.2]}])
+    data.extend([{"kind": "step", "step": 200, "time": 201.0, "grad_norm": 3.0}])
+    table = data.table("step")
+    assert list(first) == ["step", "time", "loss", "lr"] and first["lr"].shape == (1, 1)
+    assert table["step"].tolist() == list(range(201)) and np.isnan(table["loss"][0])
+    assert table["lr"].shape == (201, 2) and np.isnan(table["lr"][0, 1]) and np.isnan(table["lr"][200]).all()
+    assert np.isnan(table["grad_norm"][:200]).all() and table["grad_norm"][200] == 3.0
+    assert data.count == len(data) == 201 and data.last_step == 200 and data.last_time == 201.0

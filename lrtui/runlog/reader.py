@@ -33,7 +33,7 @@ from lrtui.runlog.format import (
 )
 
 #: Bytes read per chunk when loading; bounds peak memory whatever the file size.
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 #: A line longer than this is skipped as garbage rather than held in memory.
 MAX_LINE_BYTES = 1 << 20
 #: Seconds without an event after which a run with no end record and a live or unknown
@@ -389,9 +389,14 @@ class RunData:
         for _, cols in chunks:
             names.update(dict.fromkeys(cols))
         lengths = [n for n, _ in chunks]
-        table = {name: _concat([cols.get(name) for _, cols in chunks], lengths) for name in names}
-        # The concatenated table replaces its chunks, so memory holds each value once.
-        self._chunks[kind] = [(sum(lengths), table)]
+        table = {}
+        for name in names:
+            # Each field's chunks are let go as soon as that field is joined, so the peak is the
+            # run plus one column, not the run twice.
+            table[name] = _concat([cols.pop(name, None) for _, cols in chunks], lengths)
+        # The joined table becomes the one chunk (a copy of the dict: the next join pops from
+        # it, and a caller may still hold this table).
+        self._chunks[kind] = [(sum(lengths), dict(table))]
         self._cache[kind] = table
         return table
 
