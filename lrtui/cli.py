@@ -130,12 +130,27 @@ def _load(command: str) -> Callable[[argparse.Namespace], int]:
     return getattr(module, func)
 
 
+def _stdout_gone() -> int:
+    # The reader of our output went away (`lrtui advise RUN | head -1`): not an error. Point
+    # stdout at /dev/null so the flush at interpreter exit does not complain on stderr.
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``lrtui`` command; returns its exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return EXIT_OK
+    try:
+        args = parser.parse_args(argv)
+        if args.command is None:
+            parser.print_help()
+            return EXIT_OK
+    except BrokenPipeError:
+        return _stdout_gone()
     try:
         return int(_load(args.command)(args) or 0)
     except (UserError, RunFormatError) as exc:
@@ -144,7 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return EXIT_OK
+        return _stdout_gone()
     except OSError as exc:
         where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
         print(f"lrtui: {where}{exc.strerror or exc}", file=sys.stderr)

@@ -100,3 +100,4 @@ def test_python_dash_m_entry_point() -> None:
     proc = subprocess.run([sys.executable, "-m", "lrtui.cli", "--version"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and __version__ in proc.stdout
+
