@@ -26,7 +26,6 @@ from lrtui.advisor.regime import (
     WindowVerdict,
     judge_window,
     next_check,
-    out_of_segment,
 )
 from lrtui.advisor.state import AdvisorState, Alert, Recommendation, Segment
 from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method, stability_threshold
@@ -44,15 +43,15 @@ _isfinite = math.isfinite
 class _Seg:
     """Book-keeping of one constant-LR segment (the public view is ``Segment``)."""
 
-    __slots__ = ("index", "start", "stop", "start_step", "lr", "confirm", "next_check", "verdict",
-                 "converged_by", "advised", "edge_alerts", "diverged")
+    __slots__ = ("index", "start", "stop", "start_step", "lr", "lr_above", "lr_below", "confirm",
+                 "next_check", "verdict", "converged_by", "advised", "edge_alerts", "diverged")
 
     def __init__(self, index: int, start: int, start_step: int, lr: float) -> None:
         self.index = index
         self.start = start
         self.stop = start
         self.start_step = start_step
-        self.lr = lr
+        self.set_lr(lr)
         self.confirm = RegimeConfirmation()
         self.next_check = MIN_SEGMENT
         self.verdict: WindowVerdict | None = None
@@ -60,6 +59,12 @@ class _Seg:
         self.advised: set[str] = set()
         self.edge_alerts: set[str] = set()
         self.diverged = False
+
+    def set_lr(self, lr: float) -> None:
+        """The segment's LR and the bounds outside which a new segment starts (``out_of_segment``)."""
+        self.lr = lr
+        self.lr_above = lr * (1.0 + SEGMENT_TOLERANCE)
+        self.lr_below = lr / (1.0 + SEGMENT_TOLERANCE)
 
     def regime(self) -> str:
         if self.diverged:
@@ -97,6 +102,7 @@ class Advisor:
         self._last_x = 0.0
         self._last_lg = 0.0
         self._lrs: list[float] = []
+        self._lrs_raw: Any = None
         self._segs: list[_Seg] = []
         self._seg_starts: list[int] = []
         self._det = DivergenceDetector(self._P, None)
@@ -141,19 +147,20 @@ class Advisor:
             self.update(e)
 
     def _on_step(self, step: int, loss: float, grad: Any, lrs: list[Any]) -> None:
+        # the hot path (every logged step): plain attribute and float work only
         i = len(self._steps)
-        lr0 = lrs[0] if lrs and isinstance(lrs[0], (int, float)) else math.nan
-        lr0 = float(lr0)
-        if lrs:
-            self._lrs = [float(v) if isinstance(v, (int, float)) else math.nan for v in lrs]
+        if lrs != self._lrs_raw:
+            self._lrs_raw = lrs
+            self._lrs = [_float(v) for v in lrs]
+        lr0 = self._lrs[0] if self._lrs else math.nan
         segs = self._segs
         if not segs:
             self._new_segment(i, step, lr0)
         elif lr0 == lr0:
             seg = segs[-1]
             if seg.lr != seg.lr:
-                seg.lr = lr0
-            elif out_of_segment(lr0, seg.lr):
+                seg.set_lr(lr0)
+            elif lr0 > seg.lr_above or lr0 < seg.lr_below:  # regime.out_of_segment, inlined
                 self._new_segment(i, step, lr0)
         seg = segs[-1]
         self._steps.append(step)
@@ -163,25 +170,26 @@ class Advisor:
             self._last_x = loss
         else:
             bad = "non-finite loss"
-        self._P.append(self._P[-1] + self._last_x)
+        P = self._P
+        P.append(P[-1] + self._last_x)
         if grad is not _MISSING:
-            if self._G is None:
-                if i == 0:
-                    self._G = array("d", [0.0])
-                    self._det.G = self._G
-            g = grad if isinstance(grad, (int, float)) else math.nan
+            if self._G is None and i == 0:
+                self._G = array("d", [0.0])
+                self._det.G = self._G
+            g = grad if grad.__class__ is float else _float(grad)
             if _isfinite(g):
                 if g > 0:
                     self._last_lg = math.log(g)
             elif bad is None:
                 bad = "non-finite gradient norm"
-        if self._G is not None:
-            self._G.append(self._G[-1] + self._last_lg)
+        G = self._G
+        if G is not None:
+            G.append(G[-1] + self._last_lg)
         seg.stop = i + 1
         if self._divergence is None:
             found = self._det.step(i, bad)
             if found is not None:
-                if isinstance(found, Divergence):
+                if found.__class__ is Divergence:
                     self._on_divergence(found)
                 else:
                     self._on_excursion(found)

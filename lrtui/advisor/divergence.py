@@ -109,7 +109,8 @@ class DivergenceDetector:
             return self.divergence
         if i < SMOOTH - 1:
             return None
-        sm = self.smoothed(i)
+        P = self.P
+        sm = (P[i + 1] - P[i + 1 - SMOOTH]) / SMOOTH  # self.smoothed(i), inlined: this runs every step
         if i == SMOOTH - 1:
             self.initial = self.best = sm
             return None
