@@ -34,6 +34,8 @@ from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method,
 FULL_TRAIN_LOSS_FIELDS = ("full_train_loss", "train_loss_full")
 #: Metric phases that evaluate an averaged copy of the model (SWA/EMA), not the trained weights.
 AVERAGED_PHASES = ("swa", "ema", "averaged")
+#: Catapults alerted one by one; later ones are only counted (``AdvisorState.catapults``).
+CATAPULT_ALERTS = 3
 #: Most alerts kept (oldest dropped); recommendations are few by construction.
 MAX_ALERTS = 200
 
@@ -111,6 +113,7 @@ class Advisor:
         self._recs: list[Recommendation] = []
         self._sharp: dict[str, tuple[float, int | None]] = {}
         self._raised = False
+        self.catapults = 0
         self.metric_events: list[dict[str, Any]] = []
         self.ended = False
         self.end_status: str | None = None
@@ -217,6 +220,9 @@ class Advisor:
             del self._alerts[: len(self._alerts) - MAX_ALERTS]
 
     def _on_excursion(self, exc: Excursion) -> None:
+        self.catapults += 1
+        if self.catapults > CATAPULT_ALERTS:
+            return
         s, e = self._steps[exc.start], self._steps[exc.stop] if exc.stop is not None else None
         what = "loss" if exc.loss else "gradient norm"
         self._alert("info", e, f"catapult: the {what} spiked at step {s} (smoothed loss up to "
@@ -499,6 +505,7 @@ class Advisor:
         st.optimizer = self.optimizer_meta.get("class") if self.optimizer_meta else None
         st.convergence_threshold_lr = self.convergence_threshold_lr
         st.logged_steps = len(self._steps)
+        st.catapults = self.catapults
         st.ended, st.end_status = self.ended, self.end_status
         if self._steps:
             st.step = self._steps[-1]

@@ -3,7 +3,9 @@
 Rules, on the sequence of logged steps (index i):
 
 - ``sm[i]``: mean of the last ``SMOOTH`` logged losses; ``initial`` = ``sm[SMOOTH-1]``, the initial
-  loss level; ``best`` = the lowest ``sm`` since then.
+  loss level; ``best`` = the lowest mean of ``REFERENCE`` consecutive logged losses so far (fewer at
+  the start). A longer mean for the reference matters: mini-batch losses near the edge of stability
+  are heavy-tailed, and the luckiest 10-step mean of a long run lies far below its typical level.
 - Non-finite loss or gradient norm: diverged at that step, flagged at once.
 - Blow-up: ``sm[i] >= BLOWUP × max(best, FLOOR × initial)`` (the LR-range test's 4×, with a floor so a
   loss that has reached ~0 is not "4× its best" through noise).
@@ -28,6 +30,8 @@ import numpy as np
 
 #: Logged steps in the smoothing window (and the warm-up before ``best`` is tracked).
 SMOOTH = 10
+#: Logged steps in the mean whose lowest value is the reference ``best``.
+REFERENCE = 100
 #: Smoothed loss at this multiple of its best (LR-range tests use 4-5x) is a blow-up.
 BLOWUP = 4.0
 #: ``best`` is never taken below this fraction of the initial loss when judging a blow-up.
@@ -111,8 +115,10 @@ class DivergenceDetector:
             return None
         P = self.P
         sm = (P[i + 1] - P[i + 1 - SMOOTH]) / SMOOTH  # self.smoothed(i), inlined: this runs every step
+        k = i + 1 if i < REFERENCE else REFERENCE
+        ref = (P[i + 1] - P[i + 1 - k]) / k
         if i == SMOOTH - 1:
-            self.initial = self.best = sm
+            self.initial, self.best = sm, ref
             return None
         initial = self.initial
         if self.best > 0 and initial is not None and initial > 0:
@@ -124,8 +130,8 @@ class DivergenceDetector:
         if self.G is not None:
             g = self.G
             grad_up = (g[i + 1] - g[i + 1 - SMOOTH]) / SMOOTH - g[i + 1 - SMOOTH] / (i + 1 - SMOOTH) >= LOG_GRAD_EXPLOSION
-        if sm < self.best:
-            self.best = sm
+        if ref < self.best:
+            self.best = ref
         if loss_up or grad_up:
             ratio = sm / level if level > 0 and math.isfinite(level) else 0.0
             if self.excursion_start is None:
@@ -170,8 +176,10 @@ def detect_divergence(
     lo = idx + 1 - k
     sm = (P[idx + 1] - P[lo]) / k
     initial = float(sm[SMOOTH - 1])
-    # best before step i: min of sm over [SMOOTH-1, i-1]
-    run_min = np.minimum.accumulate(sm[SMOOTH - 1:])
+    kr = np.minimum(idx + 1, REFERENCE)
+    ref = (P[idx + 1] - P[idx + 1 - kr]) / kr
+    # best before step i: min of ref over [SMOOTH-1, i-1]
+    run_min = np.minimum.accumulate(ref[SMOOTH - 1:])
     best_before = run_min[:-1]  # aligned with i = SMOOTH .. n-1
     sm_i = sm[SMOOTH:]
     if initial > 0:
@@ -230,6 +238,7 @@ __all__ = [
     "Excursion",
     "FLOOR",
     "GRAD_EXPLOSION",
+    "REFERENCE",
     "SMOOTH",
     "WINDOW",
     "detect_divergence",

@@ -134,6 +134,7 @@ class AdvisorState:
         alerts, recommendations: everything raised so far, oldest first.
         segments: the constant-LR segments so far.
         loss_level: mean loss of the current segment's last test window.
+        catapults: loss spikes that recovered (the first few are also alerts).
         ended: the run wrote its end record (``end_status`` finished or failed).
     """
 
@@ -158,6 +159,7 @@ class AdvisorState:
     optimizer: str | None = None
     convergence_threshold_lr: float | None = None
     logged_steps: int = 0
+    catapults: int = 0
     ended: bool = False
     end_status: str | None = None
 
@@ -187,6 +189,7 @@ class AdvisorState:
             "loss_level": json_number(self.loss_level),
             "convergence_threshold_lr": json_number(self.convergence_threshold_lr),
             "logged_steps": self.logged_steps,
+            "catapults": self.catapults,
             "ended": self.ended,
             "end_status": self.end_status,
             "alerts": [a.to_json() for a in self.alerts],
