@@ -267,8 +267,11 @@ def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
         values = list(map(attrgetter(name), rows))
         if name not in extra and name not in STEP_LIST_FIELDS:
             # The typed decoder let through only numbers, null and the non-finite strings.
-            columns[name] = np.array(values, dtype=np.float64)
-            continue
+            try:
+                columns[name] = np.array(values, dtype=np.float64)
+                continue
+            except OverflowError:  # an integer too large for a float: _column makes it +-inf
+                pass
         if name in STEP_LIST_FIELDS:
             try:
                 columns[name] = np.array(values, dtype=np.float64)
