@@ -9,6 +9,7 @@ import numpy as np
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.widget import Widget
 from textual.widgets import Footer, Static
 
@@ -22,7 +23,7 @@ from lrtui.app.runs import (
     RunView,
     SystemSource,
     discover,
-    load_view,
+    load_into,
     wall_clock,
 )
 from lrtui.app.widgets import Chart, HelpScreen, RunsScreen, StepAxis
@@ -178,17 +179,13 @@ class LrtuiApp(App[int]):
         self._sources.append(source)
 
     def _load_recorded(self) -> None:
-        """Load every recorded run (the first shown run first), in a worker thread."""
+        """Load every recorded run (the first shown run first) chunk by chunk, in a worker thread."""
         assert self._feeder is not None
         for i, view in enumerate(list(self.views)):
-            loaded = load_view(view.path)
-            with view.lock:
-                view.meta, view.data, view.skipped = loaded.meta, loaded.data, loaded.skipped
-                view.error, view.loaded, view.version = loaded.error, True, view.version + 1
             self._feeder.add(view)
             if i == 0:
                 self._feeder.start()
-            self._notify(view.key)
+            load_into(view, lambda key=view.key: self._notify(key))
 
     def on_unmount(self) -> None:
         for source in self._sources:
@@ -200,7 +197,8 @@ class LrtuiApp(App[int]):
         self._dirty = True
         view = self.view
         if self.mode == "replay" and view is not None and message.key == view.key and self.position is None:
-            curves = view.curves(self.smoothing)
+            # the start is known from the first chunk; the end only once the run is read
+            curves = view.curves(self.smoothing) if (view.complete or not self.start_at_end) else None
             if curves is not None:
                 self.position = curves.last_step if self.start_at_end else curves.first_step
                 self._seek()
@@ -222,10 +220,18 @@ class LrtuiApp(App[int]):
     # -- the clock ---------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        try:
+            self._advance_and_draw()
+        except NoMatches:  # the screen is being torn down (quitting): nothing left to draw on
+            pass
+
+    def _advance_and_draw(self) -> None:
         if self.mode == "replay" and self.playing and self.position is not None:
             self._move(self._replay_stride() * self.speed)
-        if self._dirty or self.mode == "watch":
+        if self._dirty:
             self.redraw()
+        elif self.mode == "watch" and self.view is not None:
+            self._draw_status(self.view, self.clock())  # "last event ... ago" keeps counting
 
     @property
     def view(self) -> RunView | None:

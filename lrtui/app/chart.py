@@ -11,6 +11,8 @@ from lrtui.app.curves import Columns, Curve, nice_range
 
 #: Bit of each dot in a braille cell, indexed [row within cell (0-3), column within cell (0-1)].
 _BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int64)
+#: Every braille character, indexed by its dot bits.
+_BRAILLE = np.array([chr(0x2800 + b) for b in range(256)])
 #: Width of the y-axis labels to the left of the plot.
 GUTTER = 8
 
@@ -135,7 +137,7 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
         out.append("\n")
         out.append(labels[r].rjust(GUTTER - 1)[: GUTTER - 1] + "┤" if labels[r] else " " * (GUTTER - 1) + "│",
                    style="dim")
-        row_chars = [chr(0x2800 + int(b)) for b in bits[r]]
+        row_chars = _BRAILLE[bits[r]].tolist()
         key = owner[r].copy()
         if r == 0 and marks.any():
             key[marks] = -2

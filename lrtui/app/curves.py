@@ -34,9 +34,11 @@ def column_index(x: np.ndarray, x_min: float, x_max: float, width: int) -> np.nd
     if not span > 0:
         return np.where(x == x_min, 0, np.where(x < x_min, -1, width)).astype(np.int64)
     scaled = np.floor((x - x_min) * (width / span))
-    # x == x_max belongs to the last column, not one past it.
+    # x == x_max belongs to the last column, not one past it; NaN (no x) falls outside.
     scaled[x == x_max] = width - 1
-    return np.nan_to_num(scaled, nan=-1.0, posinf=width, neginf=-1).astype(np.int64)
+    np.clip(scaled, -1, width, out=scaled)
+    scaled[np.isnan(scaled)] = -1
+    return scaled.astype(np.int64)
 
 
 #: The arrays of one level of a curve's pyramid, one entry per block of points.

@@ -16,7 +16,9 @@ from typing import Any, Callable
 import numpy as np
 
 from lrtui.app.curves import Curve, moving_average
-from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, load_run, run_status
+from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, read_meta, run_status
+from lrtui.runlog.format import decode_lines
+from lrtui.runlog.reader import events_path, iter_complete_lines
 from lrtui.system import SystemSampler
 
 try:  # the advisor is the one home of every rule; the screen only shows what it says
@@ -69,6 +71,7 @@ class RunView:
     resets: int = 0
     version: int = 0
     loaded: bool = False
+    complete: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     _curves: tuple[tuple[int, int], ChartCurves] | None = None
 
@@ -262,19 +265,68 @@ class DirectoryScanner:
 
 
 def load_view(path: Path) -> RunView:
-    """A whole recorded run as a view (its columns; the advisor is fed separately)."""
+    """A whole recorded run as a view at once (its columns; the advisor is fed separately)."""
     view = RunView(path)
-    try:
-        run = load_run(path)
-    except RunFormatError as exc:
-        view.error = str(exc)
-        return view
-    view.meta = run.meta
-    view.data = run.data
-    view.skipped = run.skipped_lines
-    view.loaded = True
-    view.version = 1
+    load_into(view, lambda: None)
     return view
+
+
+def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 4 << 20) -> None:
+    """Load a recorded run into ``view`` chunk by chunk, calling ``on_chunk`` after each.
+
+    The same steps as lrtui.runlog.load_run, one chunk at a time, so the first screen of a
+    long replay shows as soon as its beginning is read.
+    """
+    try:
+        meta = read_meta(view.path)
+        epath = events_path(view.path)
+    except RunFormatError as exc:
+        with view.lock:
+            view.error, view.loaded, view.complete = str(exc), True, True
+            view.version += 1
+        on_chunk()
+        return
+    with view.lock:
+        view.meta = meta
+        view.version += 1
+    try:
+        if epath.exists():
+            with open(epath, "rb") as f:
+                for lines, too_long in iter_complete_lines(f, chunk_bytes):
+                    events, bad = decode_lines(lines)
+                    with view.lock:
+                        view.data.extend(events)
+                        view.skipped += bad + too_long
+                        view.loaded = True
+                        view.version += 1
+                    on_chunk()
+    except OSError as exc:
+        with view.lock:
+            view.error = f"{epath}: cannot read: {exc.strerror or exc}"
+    with view.lock:
+        view.loaded = view.complete = True
+        view.version += 1
+    on_chunk()
+
+
+class FrozenData:
+    """The columns and records of a run at one moment (what a reading thread may keep using
+    while the run goes on growing)."""
+
+    def __init__(self, data: RunData) -> None:
+        self._tables = {kind: data.table(kind) for kind in data.kinds()}
+        self.records = {kind: list(recs) for kind, recs in data.records.items()}
+        self.last_step = data.last_step
+        self._count = data.count
+
+    def table(self, kind: str) -> dict[str, np.ndarray]:
+        return self._tables.get(kind, {})
+
+    def kinds(self) -> list[str]:
+        return list(self._tables)
+
+    def __len__(self) -> int:
+        return self._count
 
 
 class RunPrefix:
@@ -284,7 +336,7 @@ class RunPrefix:
     vectorized pass instead of feeding every event again.
     """
 
-    def __init__(self, data: RunData, step: float) -> None:
+    def __init__(self, data: RunData | FrozenData, step: float) -> None:
         self._data = data
         self.step = step
         self._tables: dict[str, dict[str, np.ndarray]] = {}
@@ -323,7 +375,7 @@ def _at_or_before(step: Any, position: float, kind: str, last: int | None) -> bo
 _EVENT_RANK = {"step": 0}
 
 
-def events_between(data: RunData, after: float, upto: float) -> list[dict[str, Any]]:
+def events_between(data: RunData | FrozenData, after: float, upto: float) -> list[dict[str, Any]]:
     """The step, sharpness and metric events with ``after < step <= upto``, in step order
     (a step's own event before the other events of that step), rebuilt from the columns."""
     rows: list[tuple[float, int, int, dict[str, Any]]] = []
@@ -377,7 +429,7 @@ class AdvisorFeed:
         if view.meta is None:
             return True
         with view.lock:
-            data = view.data
+            data = FrozenData(view.data)
         steps = data.table("step").get("step") if data.table("step") else None
         between = 0 if steps is None else int(np.count_nonzero((steps > self.position) & (steps <= step)))
         if self.advisor is None or step < self.position or between > self.BULK_AFTER:
@@ -520,6 +572,8 @@ __all__ = [
     "SystemSource",
     "build_curves",
     "discover",
+    "FrozenData",
+    "load_into",
     "load_view",
     "wall_clock",
 ]

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
+from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
@@ -16,20 +18,45 @@ from lrtui.app.chart import ChartSpec, render_chart, render_step_axis
 
 
 class Chart(Widget):
-    """One braille chart; the app hands it a ChartSpec and it draws at whatever size it has."""
+    """One braille chart; the app hands it a ChartSpec and it draws at whatever size it has.
+
+    It draws through Textual's line API: the chart's rows become strips of Rich segments once
+    per change, which is several times cheaper than handing Textual a Text to lay out.
+    """
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 - Textual's name
         super().__init__(id=id)
         self.spec: ChartSpec | None = None
+        self._strips: list[Strip] | None = None
+        self._strips_size: tuple[int, int] = (0, 0)
 
     def show(self, spec: ChartSpec) -> None:
         self.spec = spec
+        self._strips = None
         self.refresh()
 
     def render(self) -> Text:
+        """The chart as one Text (what the line API draws, row by row)."""
         if self.spec is None:
             return Text("")
         return render_chart(self.spec, self.size.width, self.size.height)
+
+    def render_line(self, y: int) -> Strip:
+        size = (self.size.width, self.size.height)
+        if self._strips is None or self._strips_size != size:
+            self._strips = self._make_strips()
+            self._strips_size = size
+        return self._strips[y] if y < len(self._strips) else Strip.blank(size[0], self.rich_style)
+
+    def _make_strips(self) -> list[Strip]:
+        width = self.size.width
+        base = self.rich_style
+        console = self.app.console
+        strips = []
+        for line in self.render().split("\n", allow_blank=True):
+            segments = Segment.apply_style(line.render(console), base)
+            strips.append(Strip(segments).adjust_cell_length(width, base))
+        return strips
 
 
 class StepAxis(Widget):
