@@ -141,6 +141,7 @@ def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.
                 break
     if advisor is None:
         return EXIT_OK
+    advisor.flush()  # a crashed run has no end record to release the last side events
     st = advisor.state()
     if not as_json:
         _emit(out, "\n".join(describe_state(st, name)))

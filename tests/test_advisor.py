@@ -242,6 +242,8 @@ def test_drop_to_the_threshold_when_known_and_new_segment_judged_on_its_own():
 def test_full_train_loss_metric_decides_convergence():
     events = steps(decay_to(0.05, 300, 0.05))
     events.append({"kind": "metric", "step": 299, "time": 0.0, "phase": "pretrain", "full_train_loss": 0.004})
+    assert advise(events).segments[0].converged_by is None  # it waits for a later step or the end
+    events.append({"kind": "end", "step": None, "time": 0.0, "status": "finished"})
     st = advise(events)
     assert st.regime == "converging" and st.segments[0].converged_by == "full_train_loss"
     assert "raise_lr" in actions(st)
@@ -274,7 +276,8 @@ def test_sgd_sharpness_against_threshold_and_edge_alert():
 
 def test_adam_uses_preconditioned_sharpness_only():
     events = steps(decay_to(0.3, 100, 0.05), lr=1e-3)
-    events += [sharp(99, 5e4, "hessian"), sharp(99, 5e4, "preconditioned"), sharp(99, 1.0, "hessian")]
+    events += [sharp(99, 5e4, "hessian"), sharp(99, 5e4, "preconditioned"), sharp(99, 1.0, "hessian"),
+               {"kind": "end", "step": None, "time": 0.0, "status": "finished"}]
     st = advise(events, meta(ADAM))
     assert st.sharpness_method == "preconditioned" and st.sharpness_threshold == pytest.approx(38_000)
     assert st.edge == "above" and any(a.severity == "warning" for a in st.alerts)
@@ -309,6 +312,24 @@ def agreement_runs():
     chance = np.log(2) * (1 + 0.05 * rng.standard_normal(2000))
     return [steps(base), steps(nan), steps(cat), steps(blow), drop, with_side, steps(conv), steps(chance),
             steps(base[:5]), []]
+
+
+def probe_order(events):
+    """Events as the probe writes them: step events in batches of 64, side events at once."""
+    out, held = [], []
+    for e in events:
+        (held if e["kind"] == "step" else out).append(e)
+        if len(held) == 64:
+            out += held
+            held = []
+    return out + held
+
+
+def test_side_events_before_their_steps_agree_with_bulk():
+    events = agreement_runs()[5]
+    a = advise(probe_order(events))
+    assert a.to_json("r") == bulk(events).to_json("r") == advise(events).to_json("r")
+    assert a.sharpness_step == 2900
 
 
 @pytest.mark.parametrize("k", range(10))

@@ -118,31 +118,69 @@ class Advisor:
         self.ended = False
         self.end_status: str | None = None
         self.events_seen = 0
+        self._waiting: list[tuple[int, int, int, dict[str, Any]]] = []
 
     # -- feeding -------------------------------------------------------------------------
 
     def update(self, event: dict[str, Any]) -> None:
-        """Take one event (non-finite floats as float nan/inf, as the follower gives them)."""
+        """Take one event (non-finite floats as float nan/inf, as the follower gives them).
+
+        A sharpness or metric event belongs after the last step event at or before its step. The
+        probe writes step events in batches, so such events often arrive *before* their step's
+        event: they wait until a later step (or the end record) arrives, which is also where the
+        bulk path puts them. One that arrives after later steps is taken at once.
+        """
         self.events_seen += 1
         kind = event.get("kind")
         if kind == "step":
             step = event.get("step")
             if step.__class__ is not int:
                 return
+            if self._waiting and self._waiting[0][0] < step:
+                self._release(step)
             lr = event.get("lr")
             if lr.__class__ is not list:
                 lr = [lr] if isinstance(lr, (int, float)) else []
             grad = event.get("grad_norm", _MISSING)
             self._on_step(step, _float(event.get("loss")), grad, lr)
-        elif kind == "sharpness":
-            value = event.get("value")
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._on_sharpness(event.get("method"), float(value), event.get("step"), len(self._steps) - 1)
-        elif kind == "metric":
-            self._on_metric(event, len(self._steps) - 1)
+        elif kind == "sharpness" or kind == "metric":
+            step = event.get("step")
+            if step.__class__ is int and (not self._steps or step >= self._steps[-1]):
+                self._waiting.append((step, 0 if kind == "sharpness" else 1, self.events_seen, event))
+                self._waiting.sort(key=_wait_key)
+            else:
+                i = bisect.bisect_right(self._steps, step) - 1 if step.__class__ is int else len(self._steps) - 1
+                self._side(event, i)
         elif kind == "end":
+            self._release(None)
             self.ended = True
             self.end_status = event.get("status") if isinstance(event.get("status"), str) else None
+
+    def flush(self) -> None:
+        """Take the side events still waiting for a later step: call it when a run is complete but
+        has no end record (a crashed run, or a list of events)."""
+        self._release(None)
+
+    def _release(self, before: int | None) -> None:
+        """Take the waiting side events with a step below ``before`` (all when None), in the bulk
+        path's order: by step position, sharpness before metrics, then arrival."""
+        i = len(self._steps) - 1
+        keep = []
+        ready = []
+        for item in self._waiting:
+            (ready if before is None or item[0] < before else keep).append(item)
+        self._waiting = keep
+        ready.sort(key=lambda t: (t[1], t[2]))
+        for _, _, _, event in ready:
+            self._side(event, i)
+
+    def _side(self, event: dict[str, Any], i: int) -> None:
+        if event.get("kind") == "sharpness":
+            value = event.get("value")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._on_sharpness(event.get("method"), float(value), event.get("step"), i)
+        else:
+            self._on_metric(event, i)
 
     def update_many(self, events: Iterable[dict[str, Any]]) -> None:
         """Take events in file order."""
@@ -558,6 +596,10 @@ class _Missing:
 
 
 _MISSING: Any = _Missing()
+
+
+def _wait_key(item: tuple[int, int, int, Any]) -> tuple[int, int, int]:
+    return item[0], item[1], item[2]
 
 
 def _float(value: Any) -> float:

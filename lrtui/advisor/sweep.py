@@ -99,6 +99,7 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
             adv.update_data(events)
         else:
             adv.update_many(events)
+            adv.flush()
         advisors.append((meta, adv))
     first: list[tuple[float, bool, SweepRun]] = []
     out_runs: list[SweepRun] = []

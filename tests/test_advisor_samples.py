@@ -1,0 +1,146 @@
+"""The advisor on the recorded sample runs: each verdict against the ground truth taken from the run itself.
+
+Ground truth, from each run's own logged numbers (never from the advisor): ``diverged`` when a
+logged loss is not finite; else ``converged`` when the last pre-training full-train loss is below
+1e-2 (the paper's test); else ``chance`` when the mean train accuracy of the last quarter of the
+pre-training evaluations is below 0.6 (balanced binary labels: chance is 0.5); else ``equilibrium``.
+The mean, not the maximum: the maximum of ~8 evaluations on 512 points at chance exceeds 0.6 by
+luck (a preview run at lr 0.1 with accuracies 0.33..0.65 around 0.5 would be "equilibrium").
+``python tests/test_advisor_samples.py`` prints the confusion table that is in the README.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lrtui.advisor import Advisor, analyze_sweep
+from lrtui.runlog import find_runs, load_run
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_runs"
+#: Train accuracy below this stayed at chance (labels are balanced: chance is 0.5).
+CHANCE_ACC = 0.6
+#: Ground truth -> the advisor's name for that regime.
+VERDICT_NAME = {"converged": "converging", "equilibrium": "equilibrium", "chance": "chance",
+                "diverged": "diverged"}
+
+
+def sample_dirs() -> list[Path]:
+    """Every recorded sample run: the sweep's runs and the single runs."""
+    if not SAMPLES.is_dir():
+        return []
+    out = [p for p in find_runs(SAMPLES) if p != SAMPLES]
+    if (SAMPLES / "sweep").is_dir():
+        out += find_runs(SAMPLES / "sweep")
+    return sorted(out)
+
+
+def ground_truth(run) -> str:
+    """The run's regime from its own logged numbers (see the module docstring)."""
+    loss = run.table("step").get("loss", np.array([]))
+    if len(loss) and not np.isfinite(loss).all():
+        return "diverged"
+    pre = [r for r in run.records("metric") if r.get("phase") == "pretrain" and "full_train_loss" in r]
+    if not pre:  # a run with one phase only: its last evaluation
+        pre = [r for r in run.records("metric") if "full_train_loss" in r and r.get("phase") != "swa"]
+    if pre and pre[-1]["full_train_loss"] < 1e-2:
+        return "converged"
+    accs = [r["train_acc"] for r in pre if isinstance(r.get("train_acc"), (int, float))]
+    tail = accs[-max(1, len(accs) // 4):]
+    if tail and sum(tail) / len(tail) < CHANCE_ACC:
+        return "chance"
+    return "equilibrium"
+
+
+def verdict(run) -> tuple[str, Advisor]:
+    """The advisor's regime of the pre-training (first) segment, or ``diverged``."""
+    adv = Advisor.from_run(run)
+    st = adv.state()
+    if st.diverged_at_step is not None:
+        return "diverged", adv
+    first = st.segments[0] if st.segments else None
+    if first is None:
+        return "warmup", adv
+    if first.converged_by is not None:
+        return "converging", adv
+    return first.regime, adv
+
+
+def confusion() -> tuple[list[tuple[str, str, str]], dict[tuple[str, str], int]]:
+    rows, table = [], {}
+    for path in sample_dirs():
+        run = load_run(path)
+        truth, (got, _) = ground_truth(run), verdict(run)
+        rows.append((str(path.relative_to(SAMPLES)), truth, got))
+        table[(truth, got)] = table.get((truth, got), 0) + 1
+    return rows, table
+
+
+def confusion_markdown() -> str:
+    rows, table = confusion()
+    cols = ["converging", "equilibrium", "chance", "diverged", "warmup"]
+    lines = ["| ground truth \\ advisor | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for truth in ("converged", "equilibrium", "chance", "diverged"):
+        lines.append(f"| {truth} | " + " | ".join(str(table.get((truth, c), 0)) for c in cols) + " |")
+    lines.append("")
+    lines.append("| run | ground truth | advisor |")
+    lines.append("|---|---|---|")
+    lines += [f"| {name} | {truth} | {got} |" for name, truth, got in rows]
+    return "\n".join(lines)
+
+
+RUNS = sample_dirs()
+
+
+def test_samples_are_recorded():
+    assert len(RUNS) >= 10, f"no sample runs under {SAMPLES}"
+
+
+@pytest.mark.parametrize("path", RUNS, ids=[p.name for p in RUNS])
+def test_regime_matches_ground_truth(path):
+    run = load_run(path)
+    truth, (got, _) = ground_truth(run), verdict(run)
+    assert got == VERDICT_NAME[truth], f"{path.name}: ground truth {truth}, advisor {got}"
+
+
+@pytest.mark.parametrize("path", RUNS, ids=[p.name for p in RUNS])
+def test_divergence_flagged_near_first_non_finite_loss_and_never_on_stable_runs(path):
+    run = load_run(path)
+    steps = run.table("step")
+    loss = steps.get("loss", np.array([]))
+    st = Advisor.from_run(run).state()
+    bad = np.flatnonzero(~np.isfinite(loss))
+    if not len(bad):
+        assert st.diverged_at_step is None, f"false alarm: {st.divergence_reason} at {st.diverged_at_step}"
+        return
+    logged = steps["step"].astype(int)
+    first_bad = int(bad[0])
+    flagged = int(np.searchsorted(logged, st.divergence_flagged_at_step))
+    assert flagged <= first_bad + 5
+    assert st.diverged_at_step <= logged[first_bad]
+
+
+def test_sweep_band_contains_the_winning_lr():
+    runs = find_runs(SAMPLES / "sweep")
+    assert len(runs) >= 10
+    loaded = [load_run(p) for p in runs]
+    result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded])
+    assert result.recommended_initial_lr is not None
+    lo, hi = result.recommended_initial_lr
+    winners = {phase: best["lr"] for phase, best in result.best.items()}
+    assert winners, "the sweep logs no finetune/swa test accuracy"
+    assert any(lo <= lr <= hi for lr in winners.values()), (result.recommended_initial_lr, winners)
+    # the threshold estimate sits between runs that did and did not converge, by their own truth
+    truths = {r.name: ground_truth(r) for r in loaded}
+    conv = [r.meta["optimizer"]["param_groups"][0]["lr"] for r in loaded if truths[r.name] == "converged"]
+    assert result.threshold_interval[0] == pytest.approx(max(conv))
+    del math
+
+
+if __name__ == "__main__":
+    print(confusion_markdown())
+    sys.exit(0)
