@@ -15,6 +15,8 @@ from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_statu
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
+EDGE_WORDS = {"below": "below the edge of stability", "at_edge": "at the edge of stability",
+              "above": "above the edge of stability"}
 #: Recommendations shown in the human output (the latest); --json has every one.
 SHOWN_RECOMMENDATIONS = 4
 
@@ -36,7 +38,7 @@ def describe_state(st: AdvisorState, name: str) -> list[str]:
         lr += (f" · sharpness {st.sharpness:.4g} ({st.sharpness_method}, step {st.sharpness_step})"
                f" vs threshold {_num(st.sharpness_threshold)}")
         if st.stability_ratio is not None:
-            lr += f" = {st.stability_ratio:.2f}x, {(st.edge or '?').replace('_', ' ')} the edge"
+            lr += f" = {st.stability_ratio:.2f}x, {EDGE_WORDS.get(st.edge or '', 'unknown')}"
         if st.max_stable_lr is not None:
             lr += f"; largest stable lr {st.max_stable_lr:.3g}"
     elif st.sharpness_threshold is not None:

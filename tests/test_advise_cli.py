@@ -66,7 +66,7 @@ def test_human_output_and_exit_0(runs):
     p = lrtui("advise", str(runs["eq"]))
     assert p.returncode == 0, p.stderr
     out = p.stdout
-    assert "regime equilibrium" in out and "threshold 38" in out and "below the edge" in out
+    assert "regime equilibrium" in out and "threshold 38" in out and "below the edge of stability" in out
     assert "recommend drop_lr" in out and "recommend start_averaging" in out and "new_lr" not in out
     assert len(out.splitlines()) <= 8
 

@@ -2,7 +2,10 @@
 
 Ground truth, from each run's own logged numbers (never from the advisor): ``diverged`` when a
 logged loss is not finite; else ``converged`` when the last pre-training full-train loss is below
-1e-2 (the paper's test); else ``chance`` when the mean train accuracy of the last quarter of the
+1e-2 (the paper's test); else ``falling`` when the full-train loss is still falling at the end (it
+fell over each of the last three evaluation intervals: a run that did not reach 1e-2 within a short
+budget, such as the catapult run; a stationary loss does that by chance 1 time in 24); else
+``chance`` when the mean train accuracy of the last quarter of the
 pre-training evaluations is below 0.6 (balanced binary labels: chance is 0.5); else ``equilibrium``.
 The mean, not the maximum: the maximum of ~8 evaluations on 512 points at chance exceeds 0.6 by
 luck (a preview run at lr 0.1 with accuracies 0.33..0.65 around 0.5 would be "equilibrium").
@@ -25,8 +28,8 @@ SAMPLES = Path(__file__).resolve().parent.parent / "sample_runs"
 #: Train accuracy below this stayed at chance (labels are balanced: chance is 0.5).
 CHANCE_ACC = 0.6
 #: Ground truth -> the advisor's name for that regime.
-VERDICT_NAME = {"converged": "converging", "equilibrium": "equilibrium", "chance": "chance",
-                "diverged": "diverged"}
+VERDICT_NAME = {"converged": "converging", "falling": "converging", "equilibrium": "equilibrium",
+                "chance": "chance", "diverged": "diverged"}
 
 
 def sample_dirs() -> list[Path]:
@@ -49,6 +52,10 @@ def ground_truth(run) -> str:
         pre = [r for r in run.records("metric") if "full_train_loss" in r and r.get("phase") != "swa"]
     if pre and pre[-1]["full_train_loss"] < 1e-2:
         return "converged"
+    by_step = {r.get("step"): r["full_train_loss"] for r in pre}  # one value per evaluation step
+    last4 = [by_step[k] for k in sorted(k for k in by_step if k is not None)][-4:]
+    if len(last4) == 4 and all(b < a for a, b in zip(last4, last4[1:])):
+        return "falling"
     accs = [r["train_acc"] for r in pre if isinstance(r.get("train_acc"), (int, float))]
     tail = accs[-max(1, len(accs) // 4):]
     if tail and sum(tail) / len(tail) < CHANCE_ACC:
@@ -84,7 +91,7 @@ def confusion_markdown() -> str:
     rows, table = confusion()
     cols = ["converging", "equilibrium", "chance", "diverged", "warmup"]
     lines = ["| ground truth \\ advisor | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for truth in ("converged", "equilibrium", "chance", "diverged"):
+    for truth in ("converged", "falling", "equilibrium", "chance", "diverged"):
         lines.append(f"| {truth} | " + " | ".join(str(table.get((truth, c), 0)) for c in cols) + " |")
     lines.append("")
     lines.append("| run | ground truth | advisor |")
