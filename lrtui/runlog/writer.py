@@ -44,11 +44,15 @@ def _forget_writers_in_child() -> None:
     # maybe a lock held mid-write: it must neither write nor wait. The parent keeps the log.
     for writer in list(_live_writers):
         writer._forked = True
+        writer._refusing = True
     _live_writers.clear()
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_writers_in_child)
+
+
+_now = time.time
 
 
 def _report_to_stderr(message: str) -> None:
@@ -107,6 +111,7 @@ class RunWriter:
         self._encode_reported = False
         self._stalled = False
         self._forked = False
+        self._refusing = False  # closed, failed or in a forked child: events are discarded
         self._file = None
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -141,17 +146,28 @@ class RunWriter:
 
     def write(self, kind: str, step: int | None, **fields: Any) -> None:
         """Append one event; ``time`` is now. Never raises, never blocks beyond ``block_timeout``."""
+        # The training loop calls this every step: the common path is one dict and one lock.
+        if self._refusing:
+            return
         # kind, step, time first: readers recognise step lines by that start.
-        self.write_event({"kind": kind, "step": step, "time": time.time(), **fields})
+        event = {"kind": kind, "step": step, "time": _now(), **fields}
+        with self._mutex:
+            if len(self._pending) < self.max_pending:
+                self._pending.append(event)
+                return
+        self._write_when_full(event)
 
     def write_event(self, event: dict[str, Any]) -> None:
         """Append an already-built event (it must carry kind, step and time)."""
-        if self.error is not None or self._closed or self._forked:
+        if self._refusing:
             return
         with self._mutex:  # the plain lock: cheaper than entering the Condition
             if len(self._pending) < self.max_pending:
                 self._pending.append(event)
                 return
+        self._write_when_full(event)
+
+    def _write_when_full(self, event: dict[str, Any]) -> None:
         with self._lock:
             if len(self._pending) >= self.max_pending:
                 self._urgent = True
@@ -204,6 +220,7 @@ class RunWriter:
         self.flush(timeout=max(5.0, self.block_timeout) if drained else 0.5)
         with self._lock:
             self._closed = True
+            self._refusing = True
             self._lock.notify_all()
         if self._file is not None:
             # The writer thread closes the file itself: closing it here while the thread is stuck
@@ -275,6 +292,7 @@ class RunWriter:
         if self.error is not None:
             return
         self.error = message
+        self._refusing = True
         with self._lock:
             self._pending = []
             self._flushed.notify_all()
