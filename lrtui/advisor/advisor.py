@@ -17,7 +17,13 @@ from typing import Any, Iterable
 import numpy as np
 
 from lrtui.advisor import recommend
-from lrtui.advisor.divergence import Divergence, DivergenceDetector, Excursion, detect_divergence
+from lrtui.advisor.divergence import (
+    BulkDivergence,
+    Divergence,
+    DivergenceDetector,
+    Excursion,
+    detect_divergence,
+)
 from lrtui.advisor.regime import (
     CONVERGED_LOSS,
     MIN_SEGMENT,
@@ -381,8 +387,7 @@ class Advisor:
         self.events_seen = len(data)
         tab = data.table("step")
         n = len(tab["step"]) if tab and "step" in tab else 0
-        if n:
-            self._bulk_steps(tab, n)
+        found, starts = self._bulk_steps(tab, n) if n else (None, [])
         i_last = len(self._steps) - 1
         # the index of the last step event at or before each side event's step (one vectorized call)
         steps_f = np.frombuffer(self._steps, dtype=np.int64).astype(np.float64) if len(self._steps) else np.zeros(0)
@@ -405,7 +410,7 @@ class Advisor:
             idx = int(mwhere[k]) if msteps[k] == msteps[k] else i_last
             side.append((idx, 2, len(side), ("metric", rec)))
         side.sort(key=lambda t: (t[0], t[2]))
-        self._bulk_replay(side)
+        self._bulk_replay(side, found, starts)
         ends = data.records.get("end", [])
         if ends:
             self.ended = True
@@ -413,7 +418,8 @@ class Advisor:
             self.end_status = st if isinstance(st, str) else None
         return self
 
-    def _bulk_steps(self, tab: dict[str, np.ndarray], n: int) -> None:
+    def _bulk_steps(self, tab: dict[str, np.ndarray], n: int) -> tuple[BulkDivergence, list[int]]:
+        """Fill the step arrays from columns; returns the divergence scan and the segment starts."""
         steps = np.nan_to_num(np.asarray(tab["step"], dtype=np.float64), nan=-1.0).astype(np.int64)
         loss = np.asarray(tab["loss"], dtype=np.float64) if "loss" in tab else np.full(n, np.nan)
         grad = np.asarray(tab["grad_norm"], dtype=np.float64) if "grad_norm" in tab else None
@@ -475,20 +481,22 @@ class Advisor:
                 break
             a = first + 1 + int(np.argmax(mask))
             starts.append(a)
-        self._bulk_starts = starts
-        self._bulk_found = found
+        return found, starts
 
-    def _bulk_replay(self, side: list[tuple[int, int, int, Any]]) -> None:
+    def _bulk_replay(self, side: list[tuple[int, int, int, Any]], found: BulkDivergence | None,
+                     starts: list[int]) -> None:
+        """Run the shared handlers in the order the incremental path would: segments, divergence
+        and catapults, regime checks, then side events, by logged-step index."""
         n = len(self._steps)
         timeline: list[tuple[int, int, int, Any]] = list(side)
         if n:
-            found = self._bulk_found
-            starts = self._bulk_starts
+            assert found is not None
             flag = found.divergence.flagged if found.divergence is not None else n
             for k, a in enumerate(starts):
                 stop = starts[k + 1] if k + 1 < len(starts) else n
-                lr = self._lr0[a]
-                first_finite = next((self._lr0[j] for j in range(a, min(stop, a + 1000)) if self._lr0[j] == self._lr0[j]), lr)
+                # the segment's LR is its first finite one, as the incremental path learns it
+                lrs = self._lr0
+                first_finite = next((lrs[j] for j in range(a, min(stop, a + 1000)) if lrs[j] == lrs[j]), lrs[a])
                 timeline.append((a, -1, k, ("segment", a, stop, first_finite)))
                 m = MIN_SEGMENT
                 while a + m - 1 < min(stop, flag):
@@ -521,7 +529,6 @@ class Advisor:
                 while m <= seg.stop - seg.start:
                     m = next_check(m)
                 seg.next_check = m
-            del self._bulk_found, self._bulk_starts
 
     @classmethod
     def from_run(cls, run: Any, **kwargs: Any) -> Advisor:
