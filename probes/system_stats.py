@@ -82,6 +82,11 @@ class SystemStats:
                     if reading is None:
                         self._fail("gpu", f"NVML has no GPU with index {gpu}")
                         gpu = None
+                    elif _unanswered(reading):
+                        # Every read failed (a GPU fallen off the bus, a dead driver): say so once
+                        # rather than log empty GPU fields for the rest of the run.
+                        self._fail("gpu", f"NVML stopped answering for GPU {gpu}")
+                        gpu = None
                     else:
                         fields.update(reading.as_event_fields())
                 self._write("system", self._current_step(), **fields)
@@ -90,3 +95,11 @@ class SystemStats:
         finally:
             if self._own_sampler:
                 sampler.close()
+
+
+def _unanswered(reading: Any) -> bool:
+    """True when NVML gave not one field of a GPU reading."""
+    return all(
+        value is None
+        for value in (reading.name, reading.util, reading.mem_used, reading.mem_total, reading.temp, reading.power)
+    )
