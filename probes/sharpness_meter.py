@@ -74,7 +74,6 @@ class SharpnessMeter:
         self.vectors: dict[str, list[torch.Tensor] | None] = {m: None for m in self.methods}
         self.zero_fractions = ZeroFractions(module)
         self.disabled: set[str] = set()
-        self._graph_checked = False  # the model's graph has the same kinds of nodes every time
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(0)
 
@@ -92,8 +91,9 @@ class SharpnessMeter:
             with self.zero_fractions.recording():
                 loss = self.loss()
             result.layers, result.zero_fraction = self.zero_fractions.result()
-            hessian = HessianOperator(loss, self.params, check_graph=not self._graph_checked)
-            self._graph_checked = True
+            # Checked every time: a model can change mid-run (a fused kernel switched on, a
+            # branch taken) and a once-differentiable node would make every product silently wrong.
+            hessian = HessianOperator(loss, self.params, check_graph=True)
             shared = time.perf_counter() - started
             methods = [m for m in self.methods if m not in self.disabled]
             for method in methods:
