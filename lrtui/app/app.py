@@ -241,11 +241,7 @@ class LrtuiApp(App[int]):
 
     def _steps(self) -> np.ndarray:
         view = self.view
-        if view is None:
-            return np.zeros(0)
-        with view.lock:
-            table = view.data.table("step")
-        return np.unique(table["step"]) if table and "step" in table else np.zeros(0)
+        return view.logged_steps() if view is not None else np.zeros(0)
 
     def _replay_stride(self) -> float:
         return max(1.0, len(self._steps()) / REPLAY_REFRESHES)

@@ -17,8 +17,7 @@ import numpy as np
 
 from lrtui.app.curves import Curve, moving_average
 from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, read_meta, run_status
-from lrtui.runlog.format import decode_lines
-from lrtui.runlog.reader import events_path, iter_complete_lines
+from lrtui.runlog.reader import events_path, gc_paused, iter_complete_blocks
 from lrtui.system import SystemSampler
 
 try:  # the advisor is the one home of every rule; the screen only shows what it says
@@ -74,6 +73,7 @@ class RunView:
     complete: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
     _curves: tuple[tuple[int, int], ChartCurves] | None = None
+    _steps: tuple[int, np.ndarray] | None = None
 
     @property
     def key(self) -> str:
@@ -102,6 +102,23 @@ class RunView:
             return float(self.meta["optimizer"]["param_groups"][0]["lr"])  # type: ignore[index]
         except (KeyError, IndexError, TypeError, ValueError):
             return None
+
+    def logged_steps(self) -> np.ndarray:
+        """The distinct steps with a ``step`` event, sorted (cached until the data changes)."""
+        with self.lock:
+            version = self.version
+            table = self.data.table("step")
+        if self._steps is not None and self._steps[0] == version:
+            return self._steps[1]
+        steps = table.get("step") if table else None
+        if steps is None or steps.size == 0:
+            result = np.zeros(0)
+        elif steps.size < 2 or bool(np.all(steps[1:] > steps[:-1])):
+            result = steps  # the usual case: already increasing, no sort needed
+        else:
+            result = np.unique(steps[np.isfinite(steps)])
+        self._steps = (version, result)
+        return result
 
     def curves(self, smoothing: int) -> ChartCurves | None:
         """Chart curves for the current data (cached until the data or the window changes)."""
@@ -274,7 +291,7 @@ def load_view(path: Path) -> RunView:
 def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 4 << 20) -> None:
     """Load a recorded run into ``view`` chunk by chunk, calling ``on_chunk`` after each.
 
-    The same steps as lrtui.runlog.load_run, one chunk at a time, so the first screen of a
+    The same steps as lrtui.runlog.load_run (extend_block per chunk), one chunk at a time, so the first screen of a
     long replay shows as soon as its beginning is read.
     """
     try:
@@ -291,15 +308,15 @@ def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 4 
         view.version += 1
     try:
         if epath.exists():
-            with open(epath, "rb") as f:
-                for lines, too_long in iter_complete_lines(f, chunk_bytes):
-                    events, bad = decode_lines(lines)
+            with open(epath, "rb") as f, gc_paused():
+                for block, too_long in iter_complete_blocks(f, chunk_bytes):
                     with view.lock:
-                        view.data.extend(events)
-                        view.skipped += bad + too_long
+                        view.skipped += view.data.extend_block(block) + too_long
                         view.loaded = True
                         view.version += 1
                     on_chunk()
+                    # let the screen take its turn between chunks (one GIL for both threads)
+                    time.sleep(0.005)
     except OSError as exc:
         with view.lock:
             view.error = f"{epath}: cannot read: {exc.strerror or exc}"
