@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 
@@ -87,11 +88,11 @@ def test_threshold_matches_real_torch_sgd_on_a_quadratic(group):
     lam, lr = 10.0, 0.05
     opt_meta = {"class": "SGD", "param_groups": [group]}
     bound = stability_threshold(opt_meta, lr)
-    for factor, stable in ((0.95, True), (1.05, False)):
+    for factor, stable in ((0.9, True), (1.1, False)):
         curvature = factor * bound
         w = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
         opt = torch.optim.SGD([w], lr=lr, **group)
-        for _ in range(600):
+        for _ in range(300):
             opt.zero_grad()
             (0.5 * curvature * w.pow(2)).sum().backward()
             opt.step()
@@ -293,6 +294,7 @@ def test_unknown_optimizer_gives_nulls():
 # -- the two paths agree ----------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=1)
 def agreement_runs():
     base = decay_to(0.3, 3000, 0.2, tau=100)
     nan = base.copy()
@@ -340,7 +342,7 @@ def test_bulk_and_incremental_paths_agree(k):
 
 
 def test_bulk_then_incremental_equals_incremental():
-    events = agreement_runs()[4] + steps(np.full(500, 0.09), lr=0.01, start=3000)
+    events = list(agreement_runs()[4]) + steps(np.full(500, 0.09), lr=0.01, start=3000)
     cut = 2000
     data = RunData()
     data.extend(events[:cut])
