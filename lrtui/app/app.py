@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -114,6 +115,7 @@ class LrtuiApp(App[int]):
         self._dirty = True
         self._sources: list[Any] = []
         self._feeder: ReplayFeeder | None = None
+        self._first_shown = threading.Event()  # set once a chart has been drawn
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -185,7 +187,8 @@ class LrtuiApp(App[int]):
             self._feeder.add(view)
             if i == 0:
                 self._feeder.start()
-            load_into(view, lambda key=view.key: self._notify(key))
+            load_into(view, lambda key=view.key: self._notify(key),
+                      first_shown=self._first_shown if i == 0 else None)
 
     def on_unmount(self) -> None:
         for source in self._sources:
@@ -408,6 +411,8 @@ class LrtuiApp(App[int]):
             # never widen the range past the last step shown: a replay must not leak what follows
             x_range = (first, last) if last > first else (first - 0.5, first + 0.5)
             self._draw_charts(view, curves, x_range)
+            if not self._first_shown.is_set():
+                self.call_after_refresh(self._first_shown.set)
             self._part("#step-axis", StepAxis).show(x_range)
         position = self.position if self.mode == "replay" else None
         feed_behind = (self.mode == "replay" and state is not None and position is not None

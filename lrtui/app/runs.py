@@ -288,8 +288,12 @@ def load_view(path: Path) -> RunView:
     return view
 
 
-def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 4 << 20) -> None:
+def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 2 << 20,
+              first_shown: threading.Event | None = None) -> None:
     """Load a recorded run into ``view`` chunk by chunk, calling ``on_chunk`` after each.
+
+    With ``first_shown``, loading pauses after the first chunk until the screen has drawn it
+    (at most 2 s): the two threads share one interpreter lock, and the first screen comes first.
 
     The same steps as lrtui.runlog.load_run (extend_block per chunk), one chunk at a time, so the first screen of a
     long replay shows as soon as its beginning is read.
@@ -315,8 +319,10 @@ def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 4 
                         view.loaded = True
                         view.version += 1
                     on_chunk()
-                    # let the screen take its turn between chunks (one GIL for both threads)
-                    time.sleep(0.005)
+                    if first_shown is not None:
+                        first_shown.wait(2.0)
+                        first_shown = None
+                    time.sleep(0.005)  # let the screen take its turn between chunks
     except OSError as exc:
         with view.lock:
             view.error = f"{epath}: cannot read: {exc.strerror or exc}"
