@@ -56,8 +56,9 @@ async def first_screen(run_dir: Path) -> dict[str, float]:
     async with app.run_test(size=(160, 48)) as pilot:
         chart = app.screen.query_one("#loss-chart", Chart)
         while not (chart.spec is not None and app.view.state is not None):
-            await pilot.pause(0.01)
-        await pilot.pause()  # the frame with the charts is on the screen
+            await asyncio.sleep(0.005)
+        while chart._strips is None:  # the chart has been rendered into the frame
+            await asyncio.sleep(0.005)
         shown = time.perf_counter() - start
         jump = time.perf_counter()
         await pilot.press("end")

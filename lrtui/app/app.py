@@ -198,6 +198,8 @@ class LrtuiApp(App[int]):
 
     def on_run_changed(self, message: RunChanged) -> None:
         self._dirty = True
+        if not self._first_shown.is_set():
+            self.call_later(self.redraw)  # the first screen does not wait for the next refresh
         view = self.view
         if self.mode == "replay" and view is not None and message.key == view.key and self.position is None:
             # the start is known from the first chunk; the end only once the run is read
@@ -424,6 +426,8 @@ class LrtuiApp(App[int]):
             advisor_text(state, error or view.advisor_error, catching_up=feed_behind))
         self._draw_status(view, now)
         self._draw_system(view)
+        if view.curves_behind():
+            self._dirty = True  # come back on the next refresh for the newer data
         if self.mode == "replay" and curves is not None and self.position is not None:
             bar = self._part("#replay-bar", Static)
             bar.update(replay_bar(self.playing, self.speed, self.position, curves.first_step,
@@ -506,7 +510,6 @@ class LrtuiApp(App[int]):
     def _draw_system(self, view: RunView) -> None:
         with view.lock:
             table = view.data.table("system")
-            records = view.data.records
         job: list[dict[str, Any]] = []
         job_step = None
         if table and "step" in table and table["step"].size:
@@ -522,7 +525,6 @@ class LrtuiApp(App[int]):
                     latest.setdefault(event.get("gpu_index"), event)
                 job = list(latest.values())[::-1]
                 job_step = int(steps[upto - 1])
-        del records
         gpus, host, error = self.system
         self._part("#system", Static).update(system_text(gpus, host, error, job, job_step))
 

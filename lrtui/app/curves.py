@@ -49,8 +49,9 @@ def _level0(x: np.ndarray, y: np.ndarray) -> Level:
     """Every point as its own block."""
     finite = np.isfinite(y)
     values = np.where(finite, y, np.nan)
-    return {"x": x, "x_end": x, "low": values, "low_x": x, "high": values, "high_x": x, "last": values,
-            "last_x": x, "nf_x": np.where(finite, np.nan, x), "count": np.ones(x.size, np.int64)}
+    return {"i": np.arange(x.size), "x": x, "x_end": x, "low": values, "low_x": x, "high": values,
+            "high_x": x, "last": values, "last_x": x, "nf_x": np.where(finite, np.nan, x),
+            "count": np.ones(x.size, np.int64)}
 
 
 def _coarsen(level: Level, fan: int) -> Level:
@@ -68,6 +69,7 @@ def _coarsen(level: Level, fan: int) -> Level:
     at_last = fan - 1 - np.argmax(valid[:, ::-1], axis=1)
     at_nf = np.argmax(~np.isnan(nf_x), axis=1)
     return {
+        "i": grid("i")[:, 0],
         "x": grid("x")[:, 0],
         "x_end": grid("x_end")[:, -1],
         "low": low[rows, at_low], "low_x": grid("low_x")[rows, at_low],
@@ -194,7 +196,7 @@ class Curve:
                 idx = ((idx[straddle] * self.fan)[:, None] + np.arange(self.fan)).ravel()
             parts.append({name: a[idx] for name, a in fine.items()})
             level = {name: np.concatenate([p[name] for p in parts]) for name in fine}
-            order = np.argsort(level["x"], kind="stable")
+            order = np.argsort(level["i"])  # back in point order (equal steps keep theirs)
             level = {name: a[order] for name, a in level.items()}
         return _aggregate(level, x_min, x_max, width)
 

@@ -28,6 +28,10 @@ except ImportError:  # pragma: no cover - only while the advisor is not built
 
 Notify = Callable[[str], None]
 
+#: Largest share of one core that rebuilding a growing run's curves may take: after a build
+#: that took t seconds, the next waits at least t / CURVES_CPU_SHARE.
+CURVES_CPU_SHARE = 0.05
+
 
 def _make_advisor(meta: dict[str, Any]) -> tuple[Any, str | None]:
     if Advisor is None:
@@ -74,6 +78,8 @@ class RunView:
     lock: threading.Lock = field(default_factory=threading.Lock)
     _curves: tuple[tuple[int, int], ChartCurves] | None = None
     _steps: tuple[int, np.ndarray] | None = None
+    _built_at: float = 0.0
+    _build_seconds: float = 0.0
 
     @property
     def key(self) -> str:
@@ -120,6 +126,10 @@ class RunView:
         self._steps = (version, result)
         return result
 
+    def curves_behind(self) -> bool:
+        """True when the curves last built are older than the data (rebuilds are rationed)."""
+        return self._curves is not None and self._curves[0][0] != self.version
+
     def curves(self, smoothing: int) -> ChartCurves | None:
         """Chart curves for the current data (cached until the data or the window changes)."""
         with self.lock:
@@ -128,9 +138,17 @@ class RunView:
             sharp = self.data.table("sharpness")
         if self._curves is not None and self._curves[0] == (version, smoothing):
             return self._curves[1]
+        now = time.monotonic()
+        if (self._curves is not None and self._curves[0][1] == smoothing
+                and now - self._built_at < self._build_seconds / CURVES_CPU_SHARE):
+            # A long live run: rebuilding on every batch would eat the CPU; show the curves of
+            # a moment ago and rebuild once the time since the last build allows it.
+            return self._curves[1]
         if not steps or "step" not in steps:
             return None
         curves = build_curves(self.meta or {}, steps, sharp, smoothing)
+        self._build_seconds = time.monotonic() - now
+        self._built_at = now
         self._curves = ((version, smoothing), curves)
         return curves
 
