@@ -22,15 +22,19 @@ class Faults:
         """True while the measurement ``source`` has not failed."""
         return source not in self.disabled
 
-    def fail(self, source: str, exc: BaseException | str) -> None:
-        """Switch ``source`` off; the first time, say so on stderr and in the run log."""
+    def fail(self, source: str, exc: BaseException | str, *, disables: bool = True) -> None:
+        """Switch ``source`` off; the first time, say so on stderr and in the run log.
+
+        With ``disables=False`` it is only a notice (said once, nothing is switched off).
+        """
         if source in self.disabled:
             return
         message = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}"
         message = message.strip().splitlines()[0][:300] if message.strip() else type(exc).__name__
         self.disabled[source] = message
+        line = f"{source} disabled ({message}); training continues" if disables else message
         try:
-            print(f"lrtui probe: {source} disabled ({message}); training continues", file=sys.stderr, flush=True)
+            print(f"lrtui probe: {line}", file=sys.stderr, flush=True)
         except Exception:  # stderr may be closed; training must not notice
             pass
         if self._warn is not None:

@@ -165,7 +165,9 @@ class Probe:
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                self._write_steps(self.steps.finish_step(loss))
+                records = self.steps.finish_step(loss)
+                if records:
+                    self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
         self._probe_seconds += time.perf_counter() - started
@@ -230,7 +232,9 @@ class Probe:
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                self._write_steps(self.steps.before_step())
+                records = self.steps.before_step()
+                if records:
+                    self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
         self._probe_seconds += time.perf_counter() - started
@@ -286,10 +290,23 @@ class Probe:
         if not self.faults.ok("sharpness") or (self.writer is not None and not self.writer.ok):
             return
         now = time.perf_counter()
-        if not self.budget.allows(self._probe_seconds, now - self._wall_start):
+        wall = now - self._wall_start
+        if not self.budget.allows(self._probe_seconds, wall, wall / max(1, self.steps.steps_taken)):
+            if not self.budget.measurements and wall > 30 and self._probe_seconds > self.budget.fraction * wall:
+                # Not a fault, but the user should know why no sharpness ever shows up.
+                self.faults.fail(
+                    "budget",
+                    f"the per-step metrics alone take {100 * self._probe_seconds / wall:.1f}% of wall time, over "
+                    f"sharpness_budget={self.budget.fraction:g}: no sharpness estimate fits; raise the budget or stride",
+                    disables=False,
+                )
             return
+        slack = self.budget.slack(self._probe_seconds, now - self._wall_start)
         try:
-            result = self.sharpness.measure(lambda method, exc: self.faults.fail(method, exc))
+            result = self.sharpness.measure(
+                lambda method, exc: self.faults.fail(method, exc),
+                deadline=None if math.isinf(slack) else now + max(0.0, slack),
+            )
         except Exception as exc:
             self.faults.fail("sharpness", exc)
             self.sharpness = None

@@ -15,13 +15,16 @@ from probes.sharpness import (
     HessianOperator,
     adam_preconditioner,
     batch_sharpness,
-    power_iteration,
+    dot,
     preconditioned_operator,
     random_vector,
+    top_eigenvalue,
 )
 
 #: Optimizers whose preconditioned sharpness λ_max(P⁻¹H) is the edge-of-stability quantity.
 ADAM_LIKE = (torch.optim.Adam, torch.optim.AdamW)
+#: Relative size of the random part added to a warm start.
+WARM_START_NOISE = 1e-2
 
 
 @dataclass
@@ -39,8 +42,8 @@ class SharpnessMeter:
 
     Methods: ``"batch"`` (one product along the batch gradient), ``"hessian"`` (power iteration
     on H) and, for Adam/AdamW, ``"preconditioned"`` (power iteration on P^{-1/2} H P^{-1/2}).
-    Each power iteration starts from its last eigenvector; the first one, or one after a
-    non-finite result, starts from a seeded random vector.
+    Each eigenvalue iteration starts from its last eigenvector plus a 1% random part; the first
+    one, or one after a non-finite result, starts from a seeded random vector.
 
     Args:
         module: the unwrapped model (never a DDP wrapper: no collective may run here).
@@ -77,8 +80,11 @@ class SharpnessMeter:
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(0)
 
-    def measure(self, on_method_error: Callable[[str, BaseException], None]) -> Measurement:
+    def measure(self, on_method_error: Callable[[str, BaseException], None], deadline: float | None = None) -> Measurement:
         """Run every enabled method once. A failing method is reported and skipped from then on.
+
+        ``deadline`` (``time.perf_counter()``) cuts power iterations short (logged unconverged;
+        the next measurement continues from their vectors), so one estimate never blows the budget.
 
         Raises whatever building the gradient graph raises (the loss, double backward): that
         disables all of sharpness, which the caller reports.
@@ -99,7 +105,7 @@ class SharpnessMeter:
             for method in methods:
                 began = time.perf_counter()
                 try:
-                    estimate = self._estimate(method, hessian)
+                    estimate = self._estimate(method, hessian, deadline)
                 except Exception as exc:
                     if method == "batch" or method == "hessian":
                         raise  # a product failed: no method can work
@@ -124,7 +130,7 @@ class SharpnessMeter:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _estimate(self, method: str, hessian: HessianOperator) -> Estimate | None:
+    def _estimate(self, method: str, hessian: HessianOperator, deadline: float | None) -> Estimate | None:
         if method == "batch":
             return batch_sharpness(hessian)
         if method == "hessian":
@@ -136,10 +142,16 @@ class SharpnessMeter:
             apply = preconditioned_operator(hessian, inv_sqrt_p)
         start = self.vectors[method]
         warm = start is not None
+        noise = random_vector(self.params, self._generator)
         if start is None:
-            start = random_vector(self.params, self._generator)
-        estimate = power_iteration(
-            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm
+            start = noise
+        else:
+            # A direction the old eigenvector has exactly no part in (a unit that just died or
+            # woke up) would stay invisible forever; a 1% random part lets it show.
+            scale = WARM_START_NOISE * float(dot(start, start).sqrt() / dot(noise, noise).sqrt())
+            start = [s + scale * n for s, n in zip(start, noise)]
+        estimate = top_eigenvalue(
+            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm, deadline=deadline
         )
         self.vectors[method] = estimate.vector  # None after a non-finite result: start cold again
         return estimate

@@ -12,19 +12,22 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 
-@dataclass
 class _MeasuredStep:
     """What the hooks gathered for one optimizer step, still on the device."""
 
-    step: int
-    lrs: list[float]
-    grad_norms: Sequence[torch.Tensor] = ()  # one per parameter, from the pre-step hook
-    norms: torch.Tensor | None = None  # stacked: N grad norms, N update norms, N weight norms
-    loss: Any = None
-    time: float = 0.0  # Unix time when probe.step saw it
+    __slots__ = ("step", "lrs", "grads", "norms", "loss", "time")
+
+    def __init__(self, step: int, lrs: list[Any], grads: list[torch.Tensor]) -> None:
+        self.step = step
+        self.lrs = lrs  # as the param groups hold them (a tensor LR is read at flush)
+        self.grads: list[torch.Tensor] | None = grads  # references only, until finish_step
+        self.norms: list[torch.Tensor] = []  # N grad norms, N update norms, N weight norms
+        self.loss: Any = None
+        self.time = 0.0  # Unix time when probe.step saw it
 
 
 @dataclass
@@ -101,13 +104,17 @@ class StepMetrics:
         n_groups = len(optimizer.param_groups)
         self.scale_invariant = list(scale_invariant) if scale_invariant is not None else [False] * n_groups
         self.steps_taken = 0  # optimizer steps seen by the post-step hook
+        self._n_groups = n_groups
         self._snapshot: list[torch.Tensor] | None = None
+        self._detached: list[torch.Tensor] = []
         self._current: _MeasuredStep | None = None  # pre-hook ran, probe.step not yet
         self._done: list[_MeasuredStep] = []  # measured, waiting for the host copy
         self._last_flush = time.monotonic()
         self._zero: torch.Tensor | None = None
 
     # -- hooks (the training thread) ---------------------------------------------------------
+    # Per measured step this costs three foreach kernels (copy, subtract, norm) and a few
+    # list operations; everything else waits for the batched flush.
 
     def before_step(self) -> list[StepRecord]:
         """Optimizer pre-step hook. Returns records when a batch reached the host."""
@@ -119,20 +126,19 @@ class StepMetrics:
         step = self.steps_taken
         if step % self.stride:
             return out
-        if len(self.params) != sum(len(g["params"]) for g in self.optimizer.param_groups):
-            self._rebuild()  # add_param_group was called
-        params = self.params
+        if len(self.optimizer.param_groups) != self._n_groups:  # add_param_group was called
+            out = out + self.flush()  # rows measured with the old layout
+            self._rebuild()
         if self._snapshot is None:
-            with torch.no_grad():
-                self._snapshot = [torch.empty_like(p) for p in params]
-            self._zero = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+            self._detached = [p.detach() for p in self.params]  # share storage: see every update
+            self._snapshot = [torch.empty_like(p) for p in self._detached]
+            self._zero = torch.zeros((), dtype=self._detached[0].dtype, device=self._detached[0].device)
         zero = self._zero
-        grads = [p.grad if p.grad is not None else zero for p in params]
-        with torch.no_grad():
-            grad_norms = torch._foreach_norm(grads)
-            torch._foreach_copy_(self._snapshot, params)
-        lrs = [_as_float(g["lr"]) for g in self.optimizer.param_groups]
-        self._current = _MeasuredStep(step=step, lrs=lrs, grad_norms=grad_norms)
+        # The gradients the optimizer is about to use (after any clipping). Their norms are taken
+        # with the others in finish_step: torch optimizers never write to .grad.
+        grads = [p.grad if p.grad is not None else zero for p in self.params]
+        torch._foreach_copy_(self._snapshot, self._detached)
+        self._current = _MeasuredStep(step, [g["lr"] for g in self.optimizer.param_groups], grads)
         return out
 
     def after_step(self) -> None:
@@ -145,14 +151,17 @@ class StepMetrics:
         if current is None:
             return []
         self._current = None
-        with torch.no_grad():
-            torch._foreach_sub_(self._snapshot, self.params)
-            rest = torch._foreach_norm(self._snapshot + self.params)
-            current.norms = torch.stack(list(current.grad_norms) + list(rest))
-        current.grad_norms = ()
-        if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
-        current.loss = loss
+        grads, current.grads = current.grads, None
+        grad_mode = torch.is_grad_enabled()
+        if grad_mode:
+            torch.set_grad_enabled(False)  # .grad made with create_graph=True must not grow a graph
+        try:
+            torch._foreach_sub_(self._snapshot, self._detached)
+            current.norms = torch._foreach_norm(grads + self._snapshot + self._detached)
+        finally:
+            if grad_mode:
+                torch.set_grad_enabled(True)
+        current.loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
         current.time = time.time()
         self._done.append(current)
         if len(self._done) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
@@ -168,45 +177,37 @@ class StepMetrics:
         if not done:
             return []
         with torch.no_grad():
-            norms = torch.stack([d.norms for d in done]).to("cpu", torch.float64)
+            # One stack and one copy for the whole batch; the arithmetic is numpy on the host.
+            flat = torch.stack([n for d in done for n in d.norms]).to("cpu", torch.float64)
             losses = _losses_to_host([d.loss for d in done])
+        sq = np.square(flat.numpy().reshape(len(done), -1))
         n = len(self.params)
-        sq = norms.square()
-        grad_norm = sq[:, :n].sum(1).sqrt().tolist()
-        update_norm = sq[:, n : 2 * n].sum(1).sqrt().tolist()
+        grad_norm = np.sqrt(sq[:, :n].sum(1)).tolist()
+        update_norm = np.sqrt(sq[:, n : 2 * n].sum(1)).tolist()
         weight_sq = sq[:, 2 * n :]
-        weight_norm = weight_sq.sum(1).sqrt().tolist()
-        group_index = torch.tensor(self.group_of)
-        n_groups = len(self.optimizer.param_groups)
-        group_sq = torch.zeros(len(done), n_groups, dtype=torch.float64).index_add_(1, group_index, weight_sq)
-        group_sq_list = group_sq.tolist()
+        weight_norm = np.sqrt(weight_sq.sum(1)).tolist()
+        invariant = [gi for gi, flag in enumerate(self.scale_invariant) if flag]
+        if invariant:
+            group_sq = np.zeros((len(done), self._n_groups))
+            np.add.at(group_sq, (slice(None), np.asarray(self.group_of)), weight_sq)
+            group_sq_list = group_sq.tolist()
         records = []
         for i, d in enumerate(done):
-            eff: list[float | None] = []
-            for gi, lr in enumerate(d.lrs):
-                if gi < len(self.scale_invariant) and self.scale_invariant[gi]:
+            lrs = [_as_float(lr) for lr in d.lrs]
+            eff: list[float | None] = [None] * len(lrs)
+            for gi in invariant:
+                if gi < len(lrs):
                     w2 = group_sq_list[i][gi]
-                    eff.append(lr / w2 if w2 > 0 else math.inf)
-                else:
-                    eff.append(None)
+                    eff[gi] = lrs[gi] / w2 if w2 > 0 else math.inf
             records.append(
-                StepRecord(
-                    step=d.step,
-                    loss=losses[i],
-                    grad_norm=grad_norm[i],
-                    update_norm=update_norm[i],
-                    weight_norm=weight_norm[i],
-                    lr=d.lrs,
-                    effective_lr=eff,
-                    time=d.time,
-                )
+                StepRecord(d.step, losses[i], grad_norm[i], update_norm[i], weight_norm[i], lrs, eff, d.time)
             )
         return records
 
     def _rebuild(self) -> None:
         self.params, self.group_of = trained_parameters(self.optimizer)
         self._snapshot = None
-        n_groups = len(self.optimizer.param_groups)
+        n_groups = self._n_groups = len(self.optimizer.param_groups)
         self.scale_invariant = (self.scale_invariant + [False] * n_groups)[:n_groups]
 
 
@@ -216,7 +217,7 @@ def _losses_to_host(losses: list[Any]) -> list[float | None]:
     at = [i for i, v in enumerate(losses) if isinstance(v, torch.Tensor)]
     if at:
         try:
-            values = torch.stack([losses[i].reshape(()).to(torch.float64) for i in at]).cpu().tolist()
+            values = torch.stack([losses[i] for i in at]).to("cpu", torch.float64).reshape(len(at)).tolist()
         except (RuntimeError, ValueError):  # losses on several devices, or not scalars
             values = [float(losses[i].reshape(-1)[0]) for i in at]
         for i, v in zip(at, values):

@@ -1,0 +1,325 @@
+"""Benchmark of the probe's cost: step-time ratios with/without it, and warm- vs cold-start sharpness.
+
+Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Prints three tables:
+
+(a) step time with the probe (cheap per-step metrics only) / without, on a small CNN (batch 128)
+    and on the paper's synthetic MLP (batch 16);
+(b) the same with sharpness on under the default 5% budget (a fresh probe per timed block, so
+    its start-up is paid every block);
+(c) Hessian-vector products, seconds and error against the exact top eigenvalue per sharpness
+    estimate: the probe's warm start vs the cold-start power iteration of PyHessian/Cockpit
+    (random start, relative tolerance 1e-3, at most 100 iterations, Rayleigh quotient).
+
+Ratios are measured side by side in one process: blocks with and without the probe alternate
+(their order flips every repetition) and the table reports the median of the per-repetition
+ratios and the ratio of the summed times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from probes import Probe
+from probes.sharpness import HessianOperator, random_vector
+from probes.sharpness_meter import SharpnessMeter
+
+
+class PaperMLP(torch.nn.Module):
+    """The synthetic-task MLP of Sadrtdinov et al. 2024: 32 inputs, two bias-free hidden layers of
+    32 units with LayerNorm (no affine) and ReLU, a fixed last layer of norm 10, BCE loss."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hidden = torch.nn.Sequential(
+            torch.nn.Linear(32, 32, bias=False), torch.nn.LayerNorm(32, elementwise_affine=False), torch.nn.ReLU(),
+            torch.nn.Linear(32, 32, bias=False), torch.nn.LayerNorm(32, elementwise_affine=False), torch.nn.ReLU(),
+        )
+        self.head = torch.nn.Linear(32, 1, bias=False)
+        with torch.no_grad():
+            self.head.weight.mul_(10 / self.head.weight.norm())
+        self.head.weight.requires_grad_(False)
+        with torch.no_grad():  # trained weights on the unit sphere, as in the paper
+            project_to_sphere(list(self.hidden.parameters()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.hidden(x)).squeeze(-1)
+
+
+def project_to_sphere(params: list[torch.Tensor]) -> None:
+    """Rescale the trained weights to total norm 1 (the paper does it after every step)."""
+    total = torch.sqrt(sum(p.square().sum() for p in params))
+    for p in params:
+        p.div_(total)
+
+
+def small_cnn() -> torch.nn.Module:
+    """A small CIFAR-shaped CNN (about 25k parameters)."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, 10),
+    )
+
+
+@dataclass
+class Workload:
+    """A model, its optimizer, data and loss, ready to train one step at a time."""
+
+    name: str
+    make_model: Callable[[], torch.nn.Module]
+    make_optimizer: Callable[[torch.nn.Module], torch.optim.Optimizer]
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    hessian_batch: tuple[torch.Tensor, torch.Tensor]
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    after_step: Callable[[torch.nn.Module], None] | None = None
+
+
+def cnn_workload() -> Workload:
+    g = torch.Generator().manual_seed(0)
+    batches = [(torch.randn(128, 3, 32, 32, generator=g), torch.randint(0, 10, (128,), generator=g)) for _ in range(8)]
+    return Workload(
+        "small CNN, batch 128, SGD+momentum",
+        small_cnn,
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+        batches,
+        batches[0],
+        torch.nn.functional.cross_entropy,
+    )
+
+
+def mlp_workload() -> Workload:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(512, 32, generator=g)
+    teacher = torch.randn(32, generator=g)
+    y = (x @ teacher > 0).float()
+    batches = [(x[i : i + 16], y[i : i + 16]) for i in range(0, 512, 16)]
+
+    def after(model: torch.nn.Module) -> None:
+        with torch.no_grad():
+            project_to_sphere(list(model.hidden.parameters()))
+
+    return Workload(
+        "paper's MLP, batch 16, SGD on the sphere",
+        PaperMLP,
+        lambda m: torch.optim.SGD([p for p in m.parameters() if p.requires_grad], lr=0.01),
+        batches,
+        (x, y),  # sharpness on the whole training set, as the paper measures it
+        torch.nn.functional.binary_cross_entropy_with_logits,
+        after,
+    )
+
+
+def train_block(w: Workload, model: torch.nn.Module, optimizer: torch.optim.Optimizer, probe: Probe | None, steps: int, start: int) -> float:
+    """Seconds for ``steps`` training steps (the probe's own calls included)."""
+    began = time.perf_counter()
+    n = len(w.batches)
+    for i in range(start, start + steps):
+        x, y = w.batches[i % n]
+        loss = w.loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if w.after_step is not None:
+            w.after_step(model)
+        if probe is not None:
+            probe.step(loss)
+    return time.perf_counter() - began
+
+
+def fresh_pair(w: Workload) -> tuple[tuple[torch.nn.Module, torch.optim.Optimizer], tuple[torch.nn.Module, torch.optim.Optimizer]]:
+    torch.manual_seed(0)
+    a = w.make_model()
+    b = w.make_model()
+    b.load_state_dict(a.state_dict())
+    return (a, w.make_optimizer(a)), (b, w.make_optimizer(b))
+
+
+def ratios(plain: list[float], probed: list[float]) -> tuple[float, float]:
+    """(median of per-repetition ratios, ratio of sums)."""
+    return statistics.median(p / q for p, q in zip(probed, plain)), sum(probed) / sum(plain)
+
+
+def overhead_cheap(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, float, float]:
+    (m0, o0), (m1, o1) = fresh_pair(w)
+    probe = Probe(m1, o1, runs / f"cheap-{w.name[:5]}", sharpness_budget=0)
+    train_block(w, m0, o0, None, steps, 0)  # warm-up: allocator, caches, first-call costs
+    train_block(w, m1, o1, probe, steps, 0)
+    plain, probed = [], []
+    for r in range(reps):
+        order = [(False, m0, o0), (True, m1, o1)]
+        for with_probe, m, o in order if r % 2 == 0 else order[::-1]:
+            t = train_block(w, m, o, probe if with_probe else None, steps, (r + 1) * steps)
+            (probed if with_probe else plain).append(t)
+    probe.close()
+    median, total = ratios(plain, probed)
+    return median, total, statistics.median(plain) / steps * 1e3, statistics.median(probed) / steps * 1e3
+
+
+def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, int, float]:
+    (m0, o0), (m1, o1) = fresh_pair(w)
+    train_block(w, m0, o0, None, 5, 0)
+    train_block(w, m1, o1, None, 5, 0)
+    plain, probed, measured, fractions = [], [], 0, []
+    for r in range(reps):
+        order = [False, True] if r % 2 == 0 else [True, False]
+        for with_probe in order:
+            if not with_probe:
+                plain.append(train_block(w, m0, o0, None, steps, 5 + r * steps))
+                continue
+            began = time.perf_counter()
+            probe = Probe(m1, o1, runs / f"sharp-{w.name[:5]}-{r}", loss_fn=w.loss_fn, hessian_batch=w.hessian_batch)
+            train_block(w, m1, o1, probe, steps, 5 + r * steps)
+            measured += probe.budget.measurements
+            fractions.append(probe._probe_seconds / (time.perf_counter() - probe._wall_start))
+            probe.close()
+            probed.append(time.perf_counter() - began)
+    median, total = ratios(plain, probed)
+    return median, total, measured, statistics.median(fractions)
+
+
+def exact_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[torch.Tensor]) -> float:
+    """λ_max of the full Hessian, built column by column in float64 (the oracle; small models only)."""
+    x, y = w.hessian_batch
+    model.double()
+    try:
+        hessian = HessianOperator(w.loss_fn(model(x.double()), y.double() if y.is_floating_point() else y), params)
+        n = sum(p.numel() for p in params)
+        columns = []
+        for i in range(n):
+            e = torch.zeros(n, dtype=torch.float64)
+            e[i] = 1.0
+            hv = hessian(_shaped(e, params))
+            columns.append(torch.cat([h.reshape(-1) for h in hv]))
+        matrix = torch.stack(columns)
+        eig = torch.linalg.eigvalsh(0.5 * (matrix + matrix.T))
+    finally:
+        model.float()
+    return float(eig[-1])
+
+
+def _shaped(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor]:
+    out, i = [], 0
+    for p in params:
+        out.append(flat[i : i + p.numel()].view_as(p))
+        i += p.numel()
+    return out
+
+
+def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int) -> dict[str, list[float]]:
+    """Along one training run: per checkpoint, HVPs/seconds/relative error of each start.
+
+    The warm start is the probe's own code (``SharpnessMeter``, method "hessian"); the cold start
+    is PyHessian's loop from a fresh random vector.
+    """
+    torch.manual_seed(0)
+    model = w.make_model()
+    optimizer = w.make_optimizer(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    x, y = w.hessian_batch
+    meter = SharpnessMeter(model, params, lambda: w.loss_fn(model(x), y), optimizer, torch.device("cpu"), tolerance=1e-3, max_iters=100)
+    meter.methods = ["hessian"]
+    out: dict[str, list[float]] = {k: [] for k in ("warm_hvps", "warm_s", "warm_err", "cold_hvps", "cold_s", "cold_err")}
+    generator = torch.Generator().manual_seed(1)
+    train_block(w, model, optimizer, None, burn_in, 0)
+    for c in range(checkpoints + 1):
+        train_block(w, model, optimizer, None, every, burn_in + c * every)
+        exact = exact_top_eigenvalue(model, w, params)
+        began = time.perf_counter()
+        hessian = HessianOperator(w.loss_fn(model(x), y), params)
+        # PyHessian/Cockpit: random start, Rayleigh quotient, rel. tol 1e-3, <= 100 iterations.
+        cold = _pyhessian_power_iteration(hessian, random_vector(params, generator), 1e-3, 100)
+        out["cold_s"].append(time.perf_counter() - began)
+        out["cold_hvps"].append(cold.hvps)
+        out["cold_err"].append(abs(cold.value - exact) / abs(exact))
+        (warm,) = meter.measure(lambda method, exc: None).sharpness
+        if c == 0:
+            continue  # the probe's very first estimate is a cold one: not counted as warm
+        out["warm_s"].append(warm["seconds"])
+        out["warm_hvps"].append(warm["hvps"])
+        out["warm_err"].append(abs(warm["value"] - exact) / abs(exact))
+    return out
+
+
+def _pyhessian_power_iteration(apply: HessianOperator, v: list[torch.Tensor], tol: float, max_iter: int):
+    """PyHessian's ``eigenvalues`` loop for the top eigenvalue (normalize, Hv, Rayleigh quotient, stop on
+    relative change), returning an object with ``value`` and ``hvps``."""
+    from probes.sharpness import Estimate, dot, scaled
+
+    v = scaled(v, 1.0 / dot(v, v).sqrt())
+    eigenvalue = None
+    for i in range(1, max_iter + 1):
+        hv = apply(v)
+        tmp = float(dot(hv, v))
+        v = scaled(hv, 1.0 / dot(hv, hv).sqrt())
+        if eigenvalue is not None and abs(eigenvalue - tmp) / (abs(eigenvalue) + 1e-6) < tol:
+            return Estimate(tmp, i, True, False, None)
+        eigenvalue = tmp
+    return Estimate(eigenvalue, max_iter, False, False, None)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (noisier)")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)  # one core: stable timings on a shared machine
+    quick = args.quick
+    cnn, mlp = cnn_workload(), mlp_workload()
+    print(f"torch {torch.__version__}, 1 thread, {'quick' if quick else 'full'} run")
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = Path(tmp)
+        print("\n(a) cheap per-step metrics: step time with probe / without (target CNN <= 1.02, MLP <= 1.10)")
+        print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'sum':>7}")
+        for w, steps, reps in ((cnn, 6 if quick else 12, 5 if quick else 13), (mlp, 200 if quick else 500, 7 if quick else 21)):
+            median, total, t0, t1 = overhead_cheap(w, steps, reps, runs)
+            print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f}")
+            sys.stdout.flush()
+        print("\n(b) with sharpness under the default 5% budget (fresh probe per block; target <= 1.06)")
+        print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'sum':>7}")
+        # Blocks long enough for the budget to admit estimates (the first waits for ~8 steps' worth
+        # of slack, i.e. ~160 steps at 5%).
+        for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 2), (mlp, 3000 if quick else 10000, 1 if quick else 3)):
+            median, total, measured, fraction = overhead_sharpness(w, steps, reps, runs)
+            print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f}")
+            sys.stdout.flush()
+    print("\n(c) per sharpness estimate: warm start (probe) vs cold start (PyHessian: random, tol 1e-3, <= 100 its)")
+    print(f"{'workload':42} {'start':>5} {'HVPs':>6} {'ms':>8} {'mean err':>9} {'max err':>9}  (err: vs exact λ_max)")
+    tiny_cnn = Workload(
+        "tiny CNN (1.3k params), batch 64",
+        lambda: torch.nn.Sequential(
+            torch.nn.Conv2d(1, 6, 3), torch.nn.ReLU(), torch.nn.Conv2d(6, 8, 3, stride=2), torch.nn.ReLU(),
+            torch.nn.Flatten(), torch.nn.Linear(8 * 3 * 3, 10),
+        ),
+        lambda m: torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9),
+        *(lambda b: (b, b[0]))(
+            [(torch.randn(64, 1, 10, 10, generator=torch.Generator().manual_seed(i)), torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(i + 99))) for i in range(8)]
+        ),
+        torch.nn.functional.cross_entropy,
+    )
+    # Estimates as far apart as the default budget puts them on these models (a few hundred
+    # steps), after a burn-in: the first steps of training move the Hessian fastest.
+    for w, checkpoints, every, burn_in in ((tiny_cnn, 3 if quick else 8, 100, 200), (mlp, 3 if quick else 8, 500, 2000)):
+        r = warm_vs_cold(w, checkpoints, every, burn_in)
+        for kind in ("warm", "cold"):
+            print(
+                f"{w.name:42} {kind:>5} {statistics.mean(r[kind + '_hvps']):6.1f} {1e3 * statistics.mean(r[kind + '_s']):8.2f} "
+                f"{statistics.mean(r[kind + '_err']):9.2e} {max(r[kind + '_err']):9.2e}"
+            )
+        ratio = statistics.mean(r["warm_hvps"]) / statistics.mean(r["cold_hvps"])
+        print(f"{'':42} warm/cold HVPs = {ratio:.2f} (target <= 0.33)")
+        sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
