@@ -1,4 +1,9 @@
-"""The run directory: its format, a writer for the training process, and readers for everyone else."""
+"""The run directory: its format, a writer for the training process, and readers for everyone else.
+
+``format`` is the contract (docs/run-format.md in code), ``writer`` the training side
+(``RunWriter``), ``reader`` whole runs as numpy columns (``load_run``, ``Run``, ``RunData``,
+``run_status``, ``find_runs``), ``follower`` live runs (``RunFollower``, ``Batch``).
+"""
 
 from __future__ import annotations
 
