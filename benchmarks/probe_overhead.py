@@ -18,7 +18,6 @@ ratios and the ratio of the summed times.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -32,6 +31,12 @@ import torch
 from probes import Probe
 from probes.sharpness import HessianOperator, random_vector
 from probes.sharpness_meter import SharpnessMeter
+
+
+#: The clock blocks are timed with: process CPU time by default (all threads, so the probe's
+#: writer and sampler threads count against it), which a machine shared with other jobs
+#: disturbs far less than wall time; ``--wall`` switches to wall time.
+CLOCK: Callable[[], float] = time.process_time
 
 
 class PaperMLP(torch.nn.Module):
@@ -121,8 +126,8 @@ def mlp_workload() -> Workload:
 
 
 def train_block(w: Workload, model: torch.nn.Module, optimizer: torch.optim.Optimizer, probe: Probe | None, steps: int, start: int) -> float:
-    """Seconds for ``steps`` training steps (the probe's own calls included)."""
-    began = time.perf_counter()
+    """Seconds for ``steps`` training steps (the probe's own calls included), by the chosen clock."""
+    began = CLOCK()
     n = len(w.batches)
     for i in range(start, start + steps):
         x, y = w.batches[i % n]
@@ -134,7 +139,7 @@ def train_block(w: Workload, model: torch.nn.Module, optimizer: torch.optim.Opti
             w.after_step(model)
         if probe is not None:
             probe.step(loss)
-    return time.perf_counter() - began
+    return CLOCK() - began
 
 
 def fresh_pair(w: Workload) -> tuple[tuple[torch.nn.Module, torch.optim.Optimizer], tuple[torch.nn.Module, torch.optim.Optimizer]]:
@@ -177,13 +182,13 @@ def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[
             if not with_probe:
                 plain.append(train_block(w, m0, o0, None, steps, 5 + r * steps))
                 continue
-            began = time.perf_counter()
+            began = CLOCK()
             probe = Probe(m1, o1, runs / f"sharp-{w.name[:5]}-{r}", loss_fn=w.loss_fn, hessian_batch=w.hessian_batch)
             train_block(w, m1, o1, probe, steps, 5 + r * steps)
             measured += probe.budget.measurements
             fractions.append(probe._probe_seconds / (time.perf_counter() - probe._wall_start))
             probe.close()
-            probed.append(time.perf_counter() - began)
+            probed.append(CLOCK() - began)
     median, total = ratios(plain, probed)
     return median, total, measured, statistics.median(fractions)
 
@@ -271,11 +276,14 @@ def _pyhessian_power_iteration(apply: HessianOperator, v: list[torch.Tensor], to
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (noisier)")
+    parser.add_argument("--wall", action="store_true", help="time blocks by wall clock instead of process CPU time")
     args = parser.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if args.wall else time.process_time
     torch.set_num_threads(1)  # one core: stable timings on a shared machine
     quick = args.quick
     cnn, mlp = cnn_workload(), mlp_workload()
-    print(f"torch {torch.__version__}, 1 thread, {'quick' if quick else 'full'} run")
+    print(f"torch {torch.__version__}, 1 thread, {'quick' if quick else 'full'} run, {'wall' if args.wall else 'process CPU'} time")
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         print("\n(a) cheap per-step metrics: step time with probe / without (target CNN <= 1.02, MLP <= 1.10)")

@@ -110,16 +110,45 @@ class Probe:
         }
         if self.rank != 0:
             return  # only rank 0 writes; the other ranks cost nothing
+        flags = self._declared_scale_invariance(scale_invariant, len(optimizer.param_groups))
+        try:
+            self._start(
+                loss_fn, hessian_batch, hessian_loss, name, flags, extra, system_stats, gpu,
+            )
+        except Exception as exc:  # the probe must never stop a training run from starting
+            self.faults.fail("probe", exc)  # measuring stops; the log stays open for the end record
+            self._remove_hooks()
+            if self.system is not None:
+                self.system.close()
+            self.steps, self.sharpness, self.system = None, None, None
+        self._probe_seconds += time.perf_counter() - started
+
+    def _start(
+        self,
+        loss_fn: Callable[[Any, Any], torch.Tensor] | None,
+        hessian_batch: tuple[Any, Any] | None,
+        hessian_loss: Callable[[], torch.Tensor] | None,
+        name: str | None,
+        flags: list[bool] | None,
+        extra: dict[str, Any] | None,
+        system_stats: Any,
+        gpu: int | None,
+    ) -> None:
+        """Rank 0's set-up: closures, scale invariance, meta, writer, hooks, sharpness, system thread."""
+        optimizer = self.optimizer
         first = next(iter(self.module.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
-        loss, outputs = self._hessian_closures(loss_fn, hessian_batch, hessian_loss)
+        try:
+            loss, outputs = self._hessian_closures(loss_fn, hessian_batch, hessian_loss)
+        except Exception as exc:
+            self.faults.fail("sharpness", exc)
+            loss = outputs = None
         n_groups = len(optimizer.param_groups)
-        flags = self._declared_scale_invariance(scale_invariant, n_groups)
         self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
         if flags is None:
             flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
         meta = run_meta(
-            model,
+            self.model,
             optimizer,
             name=name or self.run_dir.name,
             world_size=self.world_size,
@@ -130,21 +159,27 @@ class Probe:
         self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
         if not self.writer.ok:
             return  # already reported once; measuring for a dead log would only cost time
-        self.steps = StepMetrics(optimizer, stride=stride, scale_invariant=flags, flush_every=flush_every)
+        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
         self._hooks = [
             optimizer.register_step_pre_hook(self._before_optimizer_step),
             optimizer.register_step_post_hook(self._after_optimizer_step),
         ]
         for source, message in self._early_warnings:
             self._write_warning(source, message)
-        if loss is not None and sharpness_budget > 0:
+        if loss is not None and self.budget.fraction > 0:
             if any(isinstance(m, torch.nn.SyncBatchNorm) for m in self.module.modules()) and self.world_size > 1:
                 # Its forward all-reduces across ranks; on rank 0 alone that would hang.
                 self.faults.fail("sharpness", "SyncBatchNorm needs every rank in its forward pass")
             else:
                 params, _ = trained_parameters(optimizer)
                 self.sharpness = SharpnessMeter(
-                    self.module, params, loss, optimizer, self.device, tolerance=tolerance, max_iters=max_iters
+                    self.module,
+                    params,
+                    loss,
+                    optimizer,
+                    self.device,
+                    tolerance=self.settings["tolerance"],
+                    max_iters=self.settings["max_iters"],
                 )
         if system_stats:
             self.system = SystemStats(
@@ -154,7 +189,6 @@ class Probe:
                 gpu=gpu if gpu is not None else nvml_index(self.device),
                 sampler=None if system_stats is True else system_stats,
             )
-        self._probe_seconds += time.perf_counter() - started
 
     # -- the public API ----------------------------------------------------------------------
 
@@ -204,9 +238,7 @@ class Probe:
         if self._closed:
             return
         self._closed = True
-        for handle in self._hooks:
-            handle.remove()
-        self._hooks = []
+        self._remove_hooks()
         if self.system is not None:
             self.system.close()
         if self.writer is None:
@@ -219,6 +251,11 @@ class Probe:
                 self.faults.fail("step", exc)
         self._write_overhead(time.perf_counter())
         self.writer.close(status, exception)
+
+    def _remove_hooks(self) -> None:
+        for handle in self._hooks:
+            handle.remove()
+        self._hooks = []
 
     def __enter__(self) -> Probe:
         return self
