@@ -160,10 +160,7 @@ class Probe:
         if not self.writer.ok:
             return  # already reported once; measuring for a dead log would only cost time
         self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
-        self._hooks = [
-            optimizer.register_step_pre_hook(self._before_optimizer_step),
-            optimizer.register_step_post_hook(self._after_optimizer_step),
-        ]
+        self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
         for source, message in self._early_warnings:
             self._write_warning(source, message)
         if loss is not None and self.budget.fraction > 0:
@@ -275,9 +272,6 @@ class Probe:
             except Exception as exc:
                 self.faults.fail("step", exc)
         self._probe_seconds += time.perf_counter() - started
-
-    def _after_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self.steps.after_step()
 
     # -- sharpness ---------------------------------------------------------------------------
 

@@ -103,7 +103,7 @@ class StepMetrics:
         self.params, self.group_of = trained_parameters(optimizer)
         n_groups = len(optimizer.param_groups)
         self.scale_invariant = list(scale_invariant) if scale_invariant is not None else [False] * n_groups
-        self.steps_taken = 0  # optimizer steps seen by the post-step hook
+        self.steps_taken = 0  # optimizer steps begun (the pre-step hook counts them)
         self._n_groups = n_groups
         self._snapshot: list[torch.Tensor] | None = None
         self._detached: list[torch.Tensor] = []
@@ -124,6 +124,7 @@ class StepMetrics:
             # while the weights are still those that step produced, without a loss.
             out = self.finish_step(None)
         step = self.steps_taken
+        self.steps_taken += 1  # counted here: a post-step hook would cost a Python call per step
         if step % self.stride:
             return out
         if len(self.optimizer.param_groups) != self._n_groups:  # add_param_group was called
@@ -140,10 +141,6 @@ class StepMetrics:
         torch._foreach_copy_(self._snapshot, self._detached)
         self._current = _MeasuredStep(step, [g["lr"] for g in self.optimizer.param_groups], grads)
         return out
-
-    def after_step(self) -> None:
-        """Optimizer post-step hook."""
-        self.steps_taken += 1
 
     def finish_step(self, loss: Any) -> list[StepRecord]:
         """Called by ``probe.step(loss)``: completes the measured step, if any."""
