@@ -100,6 +100,7 @@ class Estimate:
     converged: bool
     warm_start: bool
     vector: Vector | None  # the eigenvector estimate, to warm-start the next one
+    image: Vector | None = None  # A·vector, when it is known for free
 
 
 def axpy(terms: Sequence[tuple[float, Sequence[torch.Tensor]]]) -> Vector:
@@ -118,6 +119,7 @@ def top_eigenvalue(
     max_iters: int = 20,
     warm_start: bool = False,
     deadline: float | None = None,
+    hint: tuple[Vector, Vector] | None = None,
 ) -> Estimate:
     """The largest eigenvalue of the symmetric operator ``apply``, one product per iteration.
 
@@ -130,6 +132,11 @@ def top_eigenvalue(
     Stops when the estimate changed by at most ``tolerance`` relative to itself (converged), after
     ``max_iters`` products, or at ``deadline`` (``time.perf_counter()``; at least two products are
     always taken): an unconverged vector still warm-starts the next call.
+
+    ``hint`` is a unit vector and its image already computed (the gradient direction and its
+    Hessian product, from batch sharpness): it joins the first search space for free. A warm start
+    sitting on what used to be the top eigenvector cannot see a new top direction it has no part
+    in; the gradient usually has one (it lies mostly in the top Hessian subspace).
     """
     norm = dot(start, start).sqrt()
     if not torch.isfinite(norm) or norm == 0:
@@ -138,8 +145,8 @@ def top_eigenvalue(
     ax = apply(x)
     products = 1
     theta = float(dot(x, ax))
-    p: Vector | None = None  # the previous step direction, unit length, and its image
-    ap: Vector | None = None
+    p: Vector | None = hint[0] if hint is not None else None  # the previous step, and its image
+    ap: Vector | None = hint[1] if hint is not None else None
     while True:
         if not math.isfinite(theta):
             return Estimate(theta, products, False, warm_start, None)
@@ -201,8 +208,10 @@ def batch_sharpness(hessian: HessianOperator) -> Estimate:
     gg = dot(g, g)
     if not torch.isfinite(gg) or gg == 0:
         return Estimate(math.nan if not torch.isfinite(gg) else 0.0, 0, bool(gg == 0), False, None)
-    value = float(dot(g, hessian(g)) / gg)
-    return Estimate(value, 1, True, False, None)
+    hg = hessian(g)
+    value = float(dot(g, hg) / gg)
+    length = float(gg.sqrt())
+    return Estimate(value, 1, True, False, scaled(g, 1.0 / length), scaled(hg, 1.0 / length))
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> Vector | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
@@ -90,6 +91,7 @@ class SharpnessMeter:
         disables all of sharpness, which the caller reports.
         """
         result = Measurement()
+        self._batch = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # time our own work, not the queued training step
         started = time.perf_counter()
@@ -132,9 +134,13 @@ class SharpnessMeter:
 
     def _estimate(self, method: str, hessian: HessianOperator, deadline: float | None) -> Estimate | None:
         if method == "batch":
-            return batch_sharpness(hessian)
+            self._batch = batch_sharpness(hessian)
+            return self._batch
+        hint = None
         if method == "hessian":
             apply = hessian
+            if self._batch is not None and self._batch.vector is not None and self._batch.image is not None:
+                hint = (self._batch.vector, self._batch.image)
         else:
             inv_sqrt_p = adam_preconditioner(self.optimizer, self.params)
             if inv_sqrt_p is None:
@@ -151,7 +157,17 @@ class SharpnessMeter:
             scale = WARM_START_NOISE * float(dot(start, start).sqrt() / dot(noise, noise).sqrt())
             start = [s + scale * n for s, n in zip(start, noise)]
         estimate = top_eigenvalue(
-            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm, deadline=deadline
+            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm, deadline=deadline, hint=hint
         )
+        lower_bound = self._batch.value if method == "hessian" and self._batch is not None else math.nan
+        if warm and estimate.converged and estimate.value < lower_bound * (1 - self.tolerance):
+            # gᵀHg/‖g‖² is a Rayleigh quotient, so λ_max is at least that: the warm start got stuck
+            # on a lower eigenvector. Start over from a random vector and keep the better answer.
+            cold = top_eigenvalue(
+                apply, random_vector(self.params, self._generator), tolerance=self.tolerance,
+                max_iters=self.max_iters, deadline=deadline, hint=hint,
+            )
+            better = cold if cold.value > estimate.value else estimate
+            estimate = Estimate(better.value, estimate.hvps + cold.hvps, better.converged, True, better.vector)
         self.vectors[method] = estimate.vector  # None after a non-finite result: start cold again
         return estimate
