@@ -8,6 +8,7 @@ without our code.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -271,6 +272,10 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
         raise RunFormatError(f"{run_dir}: not a directory")
     if not path.is_file():
         raise RunFormatError(f"{run_dir}: not a run directory (no {META_FILE})")
+    real_dir = os.path.realpath(run_dir)
+    if os.path.commonpath([real_dir, os.path.realpath(path)]) != real_dir:
+        # A reader opens nothing a run merely points at (a link to a file elsewhere).
+        raise RunFormatError(f"{path}: points outside the run directory; refusing to follow it")
     try:
         raw = path.read_bytes()
     except OSError as exc:
