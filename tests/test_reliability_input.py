@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import sys
 import tracemalloc
 from pathlib import Path
@@ -16,8 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "reliability"))
-from runfuzz import Expected, canonical, event_logs, write_meta  # noqa: E402
+from runfuzz import Expected, canonical, event_logs, metas, step_series, to_json_text, write_meta  # noqa: E402
 
+from lrtui.advisor import Advisor  # noqa: E402
 from lrtui.runlog import RunFollower, RunFormatError, find_runs, load_run  # noqa: E402
 
 #: Bounded so the whole file stays within its CI share; LRTUI_FUZZ_EXAMPLES raises it.
@@ -229,3 +231,110 @@ def test_random_binary_file_where_the_log_belongs(tmp_path: Path) -> None:
     newlines = blob.count(b"\n")
     complete = [ln for ln in blob.split(b"\n")[:newlines] if ln.strip()]
     assert run.skipped_lines == len(complete)
+
+
+# -- the advisor, `lrtui advise` and the app on the same hostile runs ------------------------------
+
+
+def _write_fuzzed_run(run_dir: Path, meta: dict[str, Any], data: bytes) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "meta.json").write_text(json.dumps(to_json_text(meta), allow_nan=False))
+    (run_dir / "events.jsonl").write_bytes(data)
+
+
+def _strict_json(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+@FUZZ
+@given(meta=metas(), data=st.one_of(step_series(), event_logs().map(lambda log: log[0])))
+def test_advisor_takes_any_run(tmp_path_factory: Any, meta: dict[str, Any], data: bytes) -> None:
+    run_dir = tmp_path_factory.mktemp("run")
+    _write_fuzzed_run(run_dir, meta, data)
+    run = load_run(run_dir)
+    state = Advisor.from_run(run).state()  # the whole run at once (advise, replay)
+    _strict_json(json.dumps(state.to_json(run.name)))  # what `advise --json` prints is strict JSON
+    live = Advisor(run.meta)  # one event at a time, as the follower hands them over (watch)
+    with RunFollower(run_dir, use_inotify=False) as follower:
+        for _ in range(3):
+            for event in follower.read_new().events:
+                live.update(event)
+    live.flush()
+    live_state = live.state()
+    assert live_state.diverged == state.diverged
+
+
+def _advise(path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lrtui.cli", "advise", str(path), *flags],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _check_cli(done: subprocess.CompletedProcess[str], as_json: bool) -> None:
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr, done.stderr
+    assert done.returncode in (0, 2, 3), (done.returncode, done.stderr)
+    if done.returncode == 2:
+        assert len(done.stderr.strip().splitlines()) == 1 and done.stderr.startswith("lrtui: "), done.stderr
+    elif as_json:
+        _strict_json(done.stdout)
+
+
+@settings(FUZZ, max_examples=max(4, EXAMPLES // 10))
+@given(runs=st.lists(st.tuples(metas(), st.one_of(step_series(), event_logs().map(lambda log: log[0]))),
+                     min_size=1, max_size=4))
+def test_advise_command_on_fuzzed_runs_and_sweeps(tmp_path_factory: Any,
+                                                  runs: list[tuple[dict[str, Any], bytes]]) -> None:
+    sweep = tmp_path_factory.mktemp("sweep")
+    for i, (meta, data) in enumerate(runs):
+        _write_fuzzed_run(sweep / f"run-{i}", meta, data)
+    # Each command is a real process: the sweep, and one run, in both output forms.
+    _check_cli(_advise(sweep, "--json"), as_json=True)
+    _check_cli(_advise(sweep / "run-0"), as_json=False)
+    _check_cli(_advise(sweep / "run-0", "--json"), as_json=True)
+
+
+def _broken_runs(root: Path) -> dict[str, Path]:
+    """Hand-made broken run directories, one per kind of damage."""
+    cases: dict[str, Path] = {}
+
+    def case(name: str) -> Path:
+        cases[name] = root / name
+        return cases[name]
+
+    write_meta(case("empty_log"))
+    (cases["empty_log"] / "events.jsonl").write_bytes(b"")
+    write_meta(case("no_log"))
+    case("no_meta").mkdir()
+    (cases["no_meta"] / "events.jsonl").write_bytes(b'{"kind":"step","step":0,"time":1,"loss":1}\n')
+    write_meta(case("newer_schema"), schema="2.0")
+    write_meta(case("log_is_dir"))
+    (cases["log_is_dir"] / "events.jsonl").mkdir()
+    case("meta_is_dir").mkdir()
+    (cases["meta_is_dir"] / "meta.json").mkdir()
+    write_meta(case("garbage_log"))
+    (cases["garbage_log"] / "events.jsonl").write_bytes(os.urandom(200_000))
+    write_meta(case("nan_everywhere"))
+    (cases["nan_everywhere"] / "events.jsonl").write_bytes(b"".join(
+        b'{"kind":"step","step":%d,"time":%d,"loss":"NaN","grad_norm":"Infinity","lr":["-Infinity"]}\n' % (i, i)
+        for i in range(300)))
+    write_meta(case("huge_line"))
+    with open(cases["huge_line"] / "events.jsonl", "wb") as f:
+        f.write(b'{"kind":"step","step":0,"time":1,"loss":0.5,"lr":[0.1]}\n')
+        f.write(_line_of(100 << 20))
+        f.write(b'{"kind":"step","step":1,"time":2,"loss":0.4,"lr":[0.1]}\n')
+    case("a_file").write_text("not a directory")
+    return cases
+
+
+def test_advise_command_on_broken_runs(tmp_path: Path) -> None:
+    cases = _broken_runs(tmp_path)
+    expect_refusal = {"no_meta", "newer_schema", "log_is_dir", "meta_is_dir", "a_file"}
+    for name, path in cases.items():
+        for flags in ((), ("--json",)):
+            done = _advise(path, *flags)
+            _check_cli(done, as_json=bool(flags))
+            assert (done.returncode == 2) == (name in expect_refusal), (name, done.returncode, done.stderr)
+    assert "upgrade lrtui" in _advise(cases["newer_schema"]).stderr
+    # The whole directory of broken runs as a sweep: the readable ones are advised on.
+    _check_cli(_advise(tmp_path, "--json"), as_json=True)

@@ -171,4 +171,50 @@ def write_meta(run_dir: Path, **fields: Any) -> None:
             "optimizer": {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0, "params": 10}]}}
     meta.update(fields)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "meta.json").write_text(json.dumps(meta))
+    (run_dir / "meta.json").write_text(json.dumps(to_json_text(meta), allow_nan=False))
+
+
+@st.composite
+def metas(draw: Any) -> dict[str, Any]:
+    """A ``meta.json`` of the right schema whose other fields may hold anything at all."""
+    garbage = st.one_of(numbers, text, st.none(), st.booleans(), st.lists(numbers, max_size=3))
+    group = st.fixed_dictionaries({}, optional={
+        "lr": st.one_of(numbers, garbage), "momentum": st.one_of(numbers, garbage),
+        "betas": st.one_of(st.lists(numbers, max_size=3), garbage), "eps": garbage,
+        "nesterov": st.one_of(st.booleans(), garbage), "dampening": garbage,
+        "weight_decay": garbage, "params": garbage, "scale_invariant": garbage})
+    optimizer = st.one_of(
+        st.fixed_dictionaries({"class": st.one_of(st.sampled_from(["SGD", "Adam", "AdamW", "Lion"]), garbage),
+                               "param_groups": st.one_of(st.lists(group, max_size=3), garbage)}),
+        garbage)
+    meta = {"schema": draw(st.sampled_from(["1.0", "1.3"]))}
+    for name, strategy in [("optimizer", optimizer), ("name", st.one_of(text, garbage)),
+                           ("pid", st.one_of(st.integers(-5, 2**70), garbage)),
+                           ("host", st.one_of(st.just(socket.gethostname()), garbage)),
+                           ("started_at", st.one_of(st.floats(), garbage)),
+                           ("probe", st.one_of(st.dictionaries(text, values, max_size=3), garbage)),
+                           ("world_size", garbage)]:
+        if draw(st.booleans()):
+            meta[name] = draw(strategy)
+    return meta
+
+
+@st.composite
+def step_series(draw: Any) -> bytes:
+    """A plausible but hostile training log: real step events whose numbers go anywhere
+    (NaN, inf, huge, negative, out of order, repeated), with sharpness and metric events."""
+    lines = []
+    step = 0
+    for _ in range(draw(st.integers(0, 120))):
+        step = draw(st.one_of(st.just(step + 1), st.just(step), st.integers(0, 200)))
+        event: dict[str, Any] = {"kind": "step", "step": step, "time": 1e9 + step,
+                                 "loss": draw(numbers), "grad_norm": draw(numbers),
+                                 "lr": draw(st.one_of(st.lists(numbers, min_size=1, max_size=2), numbers, text))}
+        lines.append(event)
+        if draw(st.integers(0, 9)) == 0:
+            lines.append({"kind": "sharpness", "step": step, "time": 1e9 + step,
+                          "method": draw(st.sampled_from(["hessian", "preconditioned", "batch", "??"])),
+                          "value": draw(numbers)})
+        if draw(st.integers(0, 19)) == 0:
+            lines.append({"kind": "metric", "step": step, "time": 1e9 + step, "test_acc": draw(values)})
+    return b"".join(json.dumps(to_json_text(e), allow_nan=False).encode() + b"\n" for e in lines)
