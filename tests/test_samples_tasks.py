@@ -1,0 +1,58 @@
+"""The sample tasks produce the documented data and models."""
+
+from __future__ import annotations
+
+import torch
+
+from probes.tasks import (
+    LAST_LAYER_NORM,
+    MARGIN,
+    N_FEATURES,
+    TickMLP,
+    keep_on_unit_sphere,
+    make_digits_data,
+    make_tick_data,
+    tick,
+)
+
+torch.set_num_threads(1)
+
+
+def test_tick_data_shapes_and_feature_zero_separates_with_margin() -> None:
+    data = make_tick_data(seed=0)
+    assert data.x_train.shape == (512, 2 * N_FEATURES) and data.x_test.shape == (2000, 2 * N_FEATURES)
+    assert set(data.y_train.unique().tolist()) == {0.0, 1.0}
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        t, v = x[:, 0], x[:, 1]
+        signed = (v - tick(t)) * (2 * y - 1)  # feature 0: label 1 above the tick, 0 below
+        assert signed.min() >= MARGIN - 1e-6
+    # the noisier features disagree with the label on some points
+    t, v = data.x_train[:, 30], data.x_train[:, 31]
+    assert ((v - tick(t)) * (2 * data.y_train - 1) < 0).any()
+
+
+def test_tick_mlp_fixed_head_and_unit_sphere_after_a_step() -> None:
+    model = TickMLP(seed=0)
+    assert torch.isclose(model.head.weight.norm(), torch.tensor(LAST_LAYER_NORM))
+    assert not model.head.weight.requires_grad
+    params = model.trained_parameters()
+    opt = torch.optim.SGD(params, lr=0.5)
+    keep_on_unit_sphere(opt, params)
+    data = make_tick_data(seed=0)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(data.x_train[:16]), data.y_train[:16])
+    loss.backward()
+    opt.step()
+    total = torch.sqrt(sum((p * p).sum() for p in params))
+    assert torch.isclose(total, torch.tensor(1.0), atol=1e-5)
+    # scale-invariant up to LayerNorm's eps: scaling the trained weights barely moves the output
+    before = model(data.x_test[:8])
+    with torch.no_grad():
+        for p in params:
+            p.mul_(3.0)
+    assert torch.allclose(model(data.x_test[:8]), before, rtol=2e-2, atol=2e-2)
+
+
+def test_digits_split() -> None:
+    data = make_digits_data(seed=0)
+    assert data.x_train.shape == (1200, 1, 8, 8) and len(data.y_test) == 597
+    assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
