@@ -191,6 +191,9 @@ def _what_it_shows(name: str, run: Any) -> str:
     loss = steps.get("loss", np.array([]))
     sharp = run.table("sharpness")
     values = sharp.get("value", np.array([]))
+    if len(values):  # the threshold applies to λ_max(H) (GD, momentum) or λ_max(P⁻¹H) (Adam)
+        method = "preconditioned" if extra.get("optimizer") == "adam" else "hessian"
+        values = values[sharp["method"] == method]
     if name == "diverging":
         bad = np.flatnonzero(~np.isfinite(loss))
         first = int(steps["step"][bad[0]]) if len(bad) else None
