@@ -221,7 +221,7 @@ def train_catapult(run_dir: str | os.PathLike[str], *, lr_times_sharpness: float
             loss.backward()
             optimizer.step()
             probe.step(loss)
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             if not math.isfinite(losses[-1]):
                 break
             if (step + 1) % 100 == 0:
@@ -325,7 +325,7 @@ def train_digits(
             loss.backward()
             optimizer.step()
             probe.step(loss)
-            value = float(loss)
+            value = float(loss.detach())
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 summary["final"] = _log_eval(probe, model, data, loss_fn, "pretrain")
             if not math.isfinite(value) or (on_step is not None and on_step(step, value) is False):
