@@ -15,6 +15,7 @@ luck (a preview run at lr 0.1 with accuracies 0.33..0.65 around 0.5 would be "eq
 from __future__ import annotations
 
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -24,7 +25,8 @@ import pytest
 from lrtui.advisor import Advisor, analyze_sweep
 from lrtui.runlog import find_runs, load_run
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_runs"
+#: The recorded sample runs (LRTUI_SAMPLES names another recording made with make_samples.py --out).
+SAMPLES = Path(os.environ.get("LRTUI_SAMPLES") or Path(__file__).resolve().parent.parent / "sample_runs")
 #: Train accuracy below this stayed at chance (labels are balanced: chance is 0.5).
 CHANCE_ACC = 0.6
 #: Ground truth -> the advisor's name for that regime.
