@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from lrtui.advisor import Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep
-from lrtui.cli import EXIT_DIVERGED, EXIT_OK, UserError
+from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
 from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_status
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).

@@ -9,18 +9,11 @@ import sys
 from typing import Callable, Sequence
 
 from lrtui import __version__
+from lrtui.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, UserError
 from lrtui.runlog.format import RunFormatError
 
-
-class UserError(Exception):
-    """Bad input from the user: reported as one line on stderr with exit status 2."""
-
-
-#: Exit statuses, documented in the README.
-EXIT_OK = 0
-EXIT_BAD_INPUT = 2
-EXIT_DIVERGED = 3
-EXIT_INTERRUPTED = 130
+__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_OK", "UserError",
+           "build_parser", "main"]
 
 
 def _positive_float(text: str) -> float:

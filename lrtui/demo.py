@@ -10,7 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lrtui.cli import UserError
+from lrtui.errors import UserError
 from lrtui.runlog import find_runs
 
 #: The repository root (holds probes/ and sample_runs/ next to the lrtui package).

@@ -17,9 +17,8 @@ OPT = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.9, "dampening"
                                          "weight_decay": 0.0}]}
 
 
-#: The ``lrtui`` command as its console script runs it (``python -m lrtui.cli`` would load the
-#: cli module twice, as ``__main__`` and as ``lrtui.cli``).
-LRTUI = [sys.executable, "-c", "import sys; from lrtui.cli import main; sys.exit(main())"]
+#: The ``lrtui`` command, run from this interpreter (the package may not be on PATH).
+LRTUI = [sys.executable, "-m", "lrtui"]
 
 
 def lrtui(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:

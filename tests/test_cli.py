@@ -96,8 +96,15 @@ def test_newer_schema_is_refused_by_the_command(tmp_path) -> None:
         assert "schema 2.0" in line and "upgrade lrtui" in line
 
 
-def test_python_dash_m_entry_point() -> None:
-    proc = subprocess.run([sys.executable, "-m", "lrtui.cli", "--version"], capture_output=True,
+@pytest.mark.parametrize("module", ["lrtui", "lrtui.cli"])
+def test_python_dash_m_entry_points(tmp_path, module: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", module, "--version"], capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0 and __version__ in proc.stdout
+    # A subcommand's bad input is the same one-line exit 2 (not an "internal error") however the
+    # command was started: every module raises the one UserError the command catches.
+    for command in ("advise", "replay"):
+        proc = subprocess.run([sys.executable, "-m", module, command, str(tmp_path / "missing")],
+                              capture_output=True, text=True, timeout=60)
+        assert "internal error" not in assert_one_line_error(proc)
 

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from lrtui.runlog import load_run
 
-# `python -m lrtui.cli` would make cli a second module (__main__) whose UserError differs from the
-# one lrtui.demo raises; the installed `lrtui` script imports lrtui.cli, so do the same.
-LRTUI = [sys.executable, "-c", "import sys; from lrtui.cli import main; sys.exit(main())"]
+#: The ``lrtui`` command, run from this interpreter (the package may not be on PATH).
+LRTUI = [sys.executable, "-m", "lrtui"]
 
 
 def test_demo_no_app_writes_a_run(tmp_path: Path) -> None:

@@ -6,20 +6,17 @@ import argparse
 from pathlib import Path
 
 from lrtui.app.app import LrtuiApp
+from lrtui.errors import UserError
 from lrtui.runlog import find_runs
 
 
-def _user_error(message: str) -> Exception:
-    from lrtui.cli import UserError  # the cli imports this package lazily; no cycle at import time
-
-    return UserError(message)
 
 
 def watch_main(args: argparse.Namespace) -> int:
     """``lrtui watch RUN_OR_DIR``: follow a run (or every run in a directory) as it is written."""
     path = Path(args.path)
     if path.exists() and not path.is_dir():
-        raise _user_error(f"{path}: not a run directory or a directory of runs")
+        raise UserError(f"{path}: not a run directory or a directory of runs")
     app = LrtuiApp(path, "watch", refresh=args.refresh, poll=args.poll)
     app.run()
     return 0
@@ -29,9 +26,9 @@ def replay_main(args: argparse.Namespace) -> int:
     """``lrtui replay RUN_OR_DIR``: play recorded runs with play/pause, speed and seek."""
     path = Path(args.path)
     if not path.exists():
-        raise _user_error(f"{path}: no such directory")
+        raise UserError(f"{path}: no such directory")
     if not find_runs(path):
-        raise _user_error(f"{path}: no run here (a run directory holds meta.json)")
+        raise UserError(f"{path}: no run here (a run directory holds meta.json)")
     app = LrtuiApp(path, "replay", refresh=args.refresh, speed=args.speed)
     app.run()
     return 0
