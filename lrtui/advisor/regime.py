@@ -7,14 +7,23 @@ needs ⟨x_{k+1}, d_k⟩, which a run does not log):
   into ``BATCHES`` = 10 consecutive batches; their means are nearly independent even though
   successive losses are not.
 - Slope: least squares of the batch means on their index; the loss's relative change across the
-  window is ``slope × BATCHES / mean`` with a 90% t-interval (8 degrees of freedom).
+  window is ``slope × BATCHES / mean`` with a 90% t-interval (8 degrees of freedom). When every
+  loss of the segment is positive, the batch means are of log(loss) (geometric means) and the
+  change is ``exp(slope × BATCHES) - 1``: loss noise is multiplicative, and a few 10x spikes no
+  longer swamp the means. The convergence level and the reported level stay arithmetic.
+- Chance level: the loss of the untrained model — the first logged loss, or the mean of the first
+  ten when lower (a large LR lifts the loss within the first logged steps).
 - Verdict, in this order: ``converging`` when the last batch mean is below ``CONVERGED_LOSS``
   (1e-2, the paper's test); *stationary* when the interval lies inside ±``STATIONARY_BAND`` (two
   one-sided tests: with 95% confidence the loss changes by less than 10% across the window) —
   ``chance`` at or above ``CHANCE_FRACTION`` × the initial loss, else ``equilibrium`` provided the
   loss has stopped falling: the window's fastest plausible decline is at most ``SLOWDOWN`` = 1/4 of
   the segment's average decline since its first ``HEAD`` logged steps (a short window of a slow steady decline changes by
-  little, but keeps its pace: that is not an equilibrium); ``converging``
+  little, but keeps its pace: that is not an equilibrium); else a *plateau* (the window's best
+  batch is less than 10% below the best of the ten batches before it, and that gain is at most
+  ``SLOWDOWN`` of the fall before it: ``ReduceLROnPlateau``'s rule with half the segment as
+  patience) is ``chance`` or ``equilibrium`` the same way — this decides the chaotic equilibrium
+  of a large LR, whose spikes make the interval far wider than the band; ``converging``
   when the interval lies below 0 (falling, one-sided 95%, and not provably by less than 10%: so a
   slow steady decline is never called equilibrium); ``chance`` when the loss is not falling and
   stays at or above that fraction of the initial loss (judged on the median batch mean, so one
@@ -45,6 +54,9 @@ STATIONARY_BAND = 0.10
 SLOWDOWN = 0.25
 #: Logged steps at the start of a segment whose mean is its starting level for that comparison.
 HEAD = 10
+#: Fewest logged steps per batch before the plateau rule applies (the minimum of means of fewer
+#: losses is mostly noise).
+PLATEAU_BATCH = 10
 #: A stationary (or non-falling) loss at or above this fraction of the initial loss is chance level.
 CHANCE_FRACTION = 0.9
 #: Fewest logged steps in a segment before its first test (2 per batch over half the segment).
@@ -93,35 +105,52 @@ def out_of_segment(lr: float, segment_lr: float) -> bool:
     return lr > segment_lr * (1.0 + SEGMENT_TOLERANCE) or lr < segment_lr / (1.0 + SEGMENT_TOLERANCE)
 
 
-def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: float | None) -> WindowVerdict:
+def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: float | None,
+                 log_prefix: Sequence[float] | None = None) -> WindowVerdict:
     """Test the last half of the segment [start, stop) of logged steps.
 
     Args:
         prefix: prefix sums of the (cleaned) loss: ``prefix[i]`` = sum of the first i losses.
         start, stop: the segment so far, as logged-step indices.
         initial_loss: the run's initial loss level (mean of its first logged losses), for chance.
+        log_prefix: prefix sums of the log of the (cleaned) loss, when every loss of the segment is
+            positive. The trend, stationarity and chance tests then run on the log loss (batch
+            geometric means): a loss is positive and its noise multiplicative, so a few spikes of
+            10x — the chaotic equilibrium of a large LR — no longer swamp the batch means. The
+            convergence level and the reported level stay arithmetic means (the paper's test).
     """
     length = stop - start
     size = (length // 2) // BATCHES
     w0 = stop - BATCHES * size
     means = [(prefix[w0 + (k + 1) * size] - prefix[w0 + k * size]) / size for k in range(BATCHES)]
-    mean = sum(means) / BATCHES
+    level = sum(means) / BATCHES
+    reached = means[-1] < CONVERGED_LOSS
+    trend = means if log_prefix is None else [
+        (log_prefix[w0 + (k + 1) * size] - log_prefix[w0 + k * size]) / size for k in range(BATCHES)]
+    mean = sum(trend) / BATCHES
     centre = (BATCHES - 1) / 2.0
     stt = BATCHES * (BATCHES * BATCHES - 1) / 12.0
-    slope = sum((k - centre) * (m - mean) for k, m in enumerate(means)) / stt
-    resid = sum((m - mean - slope * (k - centre)) ** 2 for k, m in enumerate(means))
+    slope = sum((k - centre) * (m - mean) for k, m in enumerate(trend)) / stt
+    resid = sum((m - mean - slope * (k - centre)) ** 2 for k, m in enumerate(trend))
     se = math.sqrt(resid / (BATCHES - 2) / stt)
-    scale = BATCHES / max(abs(mean), 1e-300)
-    change, half = slope * scale, T_QUANTILE * se * scale
-    lo, hi = change - half, change + half
-    reached = means[-1] < CONVERGED_LOSS
+    if log_prefix is None:  # relative change across the window, from the arithmetic means
+        scale = BATCHES / max(abs(mean), 1e-300)
+        change, half = slope * scale, T_QUANTILE * se * scale
+        lo, hi = change - half, change + half
+        typical = sorted(means)[BATCHES // 2]
+    else:  # the same, as a ratio of geometric means: exp(log change) - 1
+        log_change, log_half = slope * BATCHES, T_QUANTILE * se * BATCHES
+        change, lo, hi = (_expm1(log_change), _expm1(log_change - log_half), _expm1(log_change + log_half))
+        typical = math.exp(sorted(trend)[BATCHES // 2])
     # the median batch: one catapult spike inside the window must not lift the level to chance
-    typical = sorted(means)[BATCHES // 2]
     chance_level = initial_loss is not None and initial_loss > 0 and typical >= CHANCE_FRACTION * initial_loss
     if reached:
         regime: str | None = "converging"
     elif -STATIONARY_BAND < lo and hi < STATIONARY_BAND and (chance_level or _stopped_falling(
-            prefix, start, size, w0, mean, lo)):
+            trend, log_prefix if log_prefix is not None else prefix, start, size, w0, lo, log_prefix is not None)):
+        regime = "chance" if chance_level else "equilibrium"
+    elif _plateau(trend, log_prefix if log_prefix is not None else prefix, start, size, w0, level,
+                  log_prefix is not None):
         regime = "chance" if chance_level else "equilibrium"
     elif hi < 0.0:
         regime = "converging"
@@ -129,18 +158,47 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
         regime = "chance"
     else:
         regime = None
-    return WindowVerdict(regime, reached, mean, change, lo, hi, w0, stop, means[-1])
+    return WindowVerdict(regime, reached, level, change, lo, hi, w0, stop, means[-1])
 
 
-def _stopped_falling(prefix: Sequence[float], start: int, size: int, w0: int, mean: float, lo: float) -> bool:
+def _expm1(x: float) -> float:
+    return math.expm1(min(x, 700.0))
+
+
+def _plateau(trend: Sequence[float], prefix: Sequence[float], start: int, size: int, w0: int, level: float,
+             log: bool) -> bool:
+    """True when the loss made no real new low over the last half of the segment: the window's
+    best batch is less than ``STATIONARY_BAND`` below the best of as many batches just before it,
+    and that gain is at most ``SLOWDOWN`` × the fall from the segment's first losses to that
+    earlier best (a steady decline keeps its pace and is not a plateau). The rule of
+    ``ReduceLROnPlateau``, with half the segment as patience. It decides where the loss is too
+    noisy for the slope's interval to fit the band — the chaotic equilibrium of a large LR, whose
+    spikes widen any interval — while a converging loss keeps making new lows."""
+    if size < PLATEAU_BATCH:
+        return False
+    before = [(prefix[w0 - k * size] - prefix[w0 - (k + 1) * size]) / size for k in range(BATCHES)]
+    best_before, best_now = min(before), min(trend)
+    head = min(size, HEAD)
+    first = (prefix[start + head] - prefix[start]) / head
+    gain_now, gain_before = best_before - best_now, first - best_before
+    band = -math.log1p(-STATIONARY_BAND) if log else STATIONARY_BAND * abs(level)
+    return gain_now <= band and gain_now <= SLOWDOWN * max(gain_before, 0.0)
+
+
+def _stopped_falling(trend: Sequence[float], prefix: Sequence[float], start: int, size: int, w0: int,
+                     lo: float, log: bool) -> bool:
     """True when the window's fastest plausible decline is at most ``SLOWDOWN`` × the segment's
-    average decline before it: a slow steady decline keeps its pace and is not an equilibrium."""
+    average decline before it: a slow steady decline keeps its pace and is not an equilibrium.
+    ``prefix`` and ``trend`` (the window's batch means) are of the loss, or of its log."""
+    mean = sum(trend) / len(trend)
     # the segment's first few losses: a fast initial fall is not averaged away in a long segment
     head = min(size, HEAD)
     first = (prefix[start + head] - prefix[start]) / head
     elapsed = (w0 + BATCHES * size / 2.0) - (start + head / 2.0)
     average_rate = (first - mean) / elapsed if elapsed > 0 else 0.0
-    window_rate = max(0.0, -lo) * abs(mean) / (BATCHES * size)
+    # the window's fastest plausible fall per logged step, in the same units
+    fall = -math.log1p(lo) if log and lo > -1.0 else (math.inf if log else max(0.0, -lo) * abs(mean))
+    window_rate = max(0.0, fall) / (BATCHES * size)
     return average_rate > 0 and window_rate <= SLOWDOWN * average_rate
 
 
