@@ -82,8 +82,12 @@ def describe_sweep(result: SweepResult) -> list[str]:
         a, b = result.recommended_initial_lr
         lines.append(f"recommended initial lr: {a:.3g} .. {b:.3g} (slightly above the threshold)")
     for phase, best in result.best.items():
+        where = {True: "in the band", False: "outside the band", None: ""}[result.winner_in_band(phase)]
         lines.append(f"best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), "
-                     f"test_acc {best['test_acc']:.4f}")
+                     f"test_acc {best['test_acc']:.4f}" + (f" - {where}" if where else ""))
+    if any(result.winner_in_band(p) is False for p in result.best):
+        lines.append("note: in this sweep the band above the threshold (the paper's finding) did not "
+                     "hold the best accuracy; trust the winner measured here")
     if result.inconsistent:
         lines.append("note: did not converge below an LR that did: " + ", ".join(result.inconsistent))
     return lines

@@ -45,6 +45,10 @@ CATAPULT_ALERTS = 3
 #: Most alerts kept (oldest dropped); recommendations are few by construction.
 MAX_ALERTS = 200
 
+#: Finite losses are clipped to ±this before any sum: a loss of 1e300 is a divergence all the
+#: same, and the sums and squares of the regime test stay finite.
+LOSS_CAP = 1e100
+
 _isfinite = math.isfinite
 
 
@@ -106,8 +110,13 @@ class Advisor:
         self._steps = array("q")
         self._lr0 = array("d")
         self._P = array("d", [0.0])
+        # prefix sums of log(loss), and the count of non-positive losses (no log; the regime test
+        # then falls back to the arithmetic means of P)
+        self._L = array("d", [0.0])
+        self._Z = array("q", [0])
         self._G: array | None = None
         self._last_x = 0.0
+        self._first_x: float | None = None  # the first finite logged loss: the untrained model's
         self._last_lg = 0.0
         self._lrs: list[float] = []
         self._lrs_raw: Any = None
@@ -140,7 +149,7 @@ class Advisor:
         kind = event.get("kind")
         if kind == "step":
             step = event.get("step")
-            if step.__class__ is not int:
+            if step.__class__ is not int or not _INT64_MIN <= step <= _INT64_MAX:
                 return
             if self._waiting and self._waiting[0][0] < step:
                 self._release(step)
@@ -184,7 +193,7 @@ class Advisor:
         if event.get("kind") == "sharpness":
             value = event.get("value")
             if isinstance(value, (int, float)) and not isinstance(value, bool):
-                self._on_sharpness(event.get("method"), float(value), event.get("step"), i)
+                self._on_sharpness(event.get("method"), _float(value), event.get("step"), i)
         else:
             self._on_metric(event, i)
 
@@ -214,11 +223,22 @@ class Advisor:
         self._lr0.append(lr0)
         bad = None
         if _isfinite(loss):
+            if not -LOSS_CAP <= loss <= LOSS_CAP:
+                loss = LOSS_CAP if loss > 0 else -LOSS_CAP
             self._last_x = loss
+            if self._first_x is None:
+                self._first_x = loss
         else:
             bad = "non-finite loss"
+        x = self._last_x
         P = self._P
-        P.append(P[-1] + self._last_x)
+        P.append(P[-1] + x)
+        if x > 0.0:
+            self._L.append(self._L[-1] + math.log(x))
+            self._Z.append(self._Z[-1])
+        else:
+            self._L.append(self._L[-1])
+            self._Z.append(self._Z[-1] + 1)
         if grad is not _MISSING:
             if self._G is None and i == 0:
                 self._G = array("d", [0.0])
@@ -290,7 +310,8 @@ class Advisor:
 
     def _check(self, seg: _Seg, i: int) -> None:
         length = i + 1 - seg.start
-        v = judge_window(self._P, seg.start, i + 1, self._det.initial)
+        positive = self._Z[i + 1] == self._Z[seg.start]
+        v = judge_window(self._P, seg.start, i + 1, self._chance_reference(), self._L if positive else None)
         seg.verdict = v
         seg.next_check = next_check(length)
         if v.reached and seg.converged_by is None:
@@ -311,10 +332,19 @@ class Advisor:
             self._recs.append(recommend.start_averaging(step, seg.start_step, v.level))
         elif regime == "chance" and "chance" not in seg.advised:
             seg.advised.add("chance")
-            initial = self._det.initial if self._det.initial is not None else v.level
+            initial = self._chance_reference()
+            initial = initial if initial is not None else v.level
             self._recs.append(recommend.lower_lr_chance(step, seg.lr, v.level, initial,
                                                         self.convergence_threshold_lr))
             self._recs.append(recommend.rollback_chance(step, seg.start_step))
+
+    def _chance_reference(self) -> float | None:
+        """The loss of the untrained model: the first logged loss, or the mean of the first few
+        when lower (a large LR may lift the loss within the first logged steps)."""
+        first, early = self._first_x, self._det.initial
+        if first is None or early is None:
+            return early if first is None else first
+        return min(first, early)
 
     def _maybe_raise(self, seg: _Seg, step: int, level: float) -> None:
         if seg.index == 0 and not self._raised:
@@ -386,6 +416,16 @@ class Advisor:
             raise ValueError("update_data needs a fresh Advisor")
         self.events_seen = len(data)
         tab = data.table("step")
+        if tab and "step" in tab:
+            # a step event without an integer step is skipped, as ``update`` skips it
+            raw = tab["step"]
+            if raw.dtype == object:
+                keep = np.array([_int_step(v) for v in raw], dtype=bool)
+            else:
+                raw = raw.astype(np.float64)
+                keep = np.isfinite(raw) & (raw == np.round(raw)) & (np.abs(raw) < 2.0**63)
+            if not keep.all():
+                tab = {k: v[keep] for k, v in tab.items()}
         n = len(tab["step"]) if tab and "step" in tab else 0
         found, starts = self._bulk_steps(tab, n) if n else (None, [])
         i_last = len(self._steps) - 1
@@ -396,14 +436,14 @@ class Advisor:
         if sharp and "value" in sharp and "method" in sharp:
             sv, sm_ = sharp["value"], sharp["method"]
             ss = sharp["step"] if "step" in sharp else np.full(len(sv), np.nan)
-            ss = np.asarray(ss, dtype=np.float64)
+            ss, sv = _floats(np.asarray(ss)), _floats(np.asarray(sv))
             where = np.searchsorted(steps_f, ss, side="right") - 1
             for k in range(len(sv)):
                 known = ss[k] == ss[k]
                 side.append((int(where[k]) if known else i_last, 2, len(side),
                              ("sharpness", sm_[k], float(sv[k]), int(ss[k]) if known else None)))
         metrics = data.records.get("metric", [])
-        msteps = np.array([r.get("step") if r.get("step").__class__ is int else np.nan for r in metrics],
+        msteps = np.array([r.get("step") if _int_step(r.get("step")) else np.nan for r in metrics],
                           dtype=np.float64)
         mwhere = np.searchsorted(steps_f, msteps, side="right") - 1
         for k, rec in enumerate(metrics):
@@ -420,11 +460,13 @@ class Advisor:
 
     def _bulk_steps(self, tab: dict[str, np.ndarray], n: int) -> tuple[BulkDivergence, list[int]]:
         """Fill the step arrays from columns; returns the divergence scan and the segment starts."""
-        steps = np.nan_to_num(np.asarray(tab["step"], dtype=np.float64), nan=-1.0).astype(np.int64)
-        loss = np.asarray(tab["loss"], dtype=np.float64) if "loss" in tab else np.full(n, np.nan)
-        grad = np.asarray(tab["grad_norm"], dtype=np.float64) if "grad_norm" in tab else None
+        raw = tab["step"]
+        steps = (np.array(list(raw), dtype=np.int64) if raw.dtype == object
+                 else np.nan_to_num(raw.astype(np.float64), nan=-1.0).astype(np.int64))
+        loss = _floats(tab["loss"]) if "loss" in tab else np.full(n, np.nan)
+        grad = _floats(tab["grad_norm"]) if "grad_norm" in tab else None
         lr_col = tab.get("lr")
-        if lr_col is None or lr_col.dtype == object:
+        if lr_col is None or lr_col.dtype == object or (lr_col.ndim == 2 and lr_col.shape[1] == 0):
             lr0 = np.full(n, np.nan)
         elif lr_col.ndim == 2:
             lr0 = lr_col[:, 0].astype(np.float64)
@@ -434,9 +476,15 @@ class Advisor:
             self._lrs = [float(lr0[-1])]
         ar = np.arange(n)
         ok = np.isfinite(loss)
+        loss = np.clip(loss, -LOSS_CAP, LOSS_CAP)
         last = np.maximum.accumulate(np.where(ok, ar, -1))
         x = np.where(last >= 0, loss[np.maximum(last, 0)], 0.0)
         P = np.concatenate([[0.0], np.cumsum(x)])
+        if ok.any():
+            self._first_x = float(loss[int(np.argmax(ok))])
+        pos = x > 0.0
+        L = np.concatenate([[0.0], np.cumsum(np.log(np.where(pos, x, 1.0)))])
+        Z = np.concatenate([[0], np.cumsum(~pos)]).astype(np.int64)
         bad_loss = ~ok
         G = None
         bad_grad = np.zeros(n, dtype=bool)
@@ -459,6 +507,8 @@ class Advisor:
         self._steps.frombytes(steps.tobytes())
         self._lr0.frombytes(lr0.tobytes())
         self._P.frombytes(P[1:].tobytes())
+        self._L.frombytes(L[1:].tobytes())
+        self._Z.frombytes(Z[1:].tobytes())
         self._last_x = float(x[-1])
         if G is not None:
             self._G = array("d")
@@ -609,12 +659,32 @@ def _wait_key(item: tuple[int, int, int, Any]) -> tuple[int, int, int]:
     return item[0], item[1], item[2]
 
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _int_step(value: Any) -> bool:
+    """A step the advisor takes: a JSON integer that fits in int64."""
+    return value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX
+
+
 def _float(value: Any) -> float:
     if value.__class__ is float:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond the float range: as infinite as a float gets
+            return math.inf if value > 0 else -math.inf
     return math.nan
+
+
+def _floats(column: np.ndarray) -> np.ndarray:
+    """A reader's column as float64; object columns (huge integers, mixed types) value by value."""
+    if column.dtype != object and column.ndim == 1:
+        return column.astype(np.float64)
+    if column.ndim != 1:
+        return np.full(len(column), np.nan)
+    return np.array([_float(v) for v in column], dtype=np.float64)
 
 
 __all__ = ["Advisor"]

@@ -6,7 +6,9 @@ that segment reached the convergence level (mean train loss, or a logged full-tr
 threshold lies between the largest LR that converged and the smallest LR above it that did not;
 the estimate is their geometric mean. The recommended initial-LR band is ``initial_lr_band`` of it
 (slightly above the threshold, the paper's sub-regime 2A). Where runs log a ``metric`` with
-``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such accuracy is highest won.
+``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such accuracy is highest won,
+and the result says whether that LR lies in the recommended band: the band is the paper's finding,
+the winner is this sweep's own evidence, and where they disagree the user sees both.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ class SweepResult:
     best: dict[str, dict[str, Any]]  # phase -> {"run", "lr", "test_acc"}
     inconsistent: list[str]  # runs that converged above an LR that did not
 
+    def winner_in_band(self, phase: str) -> bool | None:
+        """Whether the LR that won ``phase`` lies in the recommended band (None: unknown)."""
+        best = self.best.get(phase)
+        if best is None or self.recommended_initial_lr is None or best.get("lr") is None:
+            return None
+        lo, hi = self.recommended_initial_lr
+        return bool(lo <= best["lr"] <= hi)
+
     def to_json(self) -> dict[str, Any]:
         return {
             "runs": [r.to_json() for r in self.runs],
@@ -61,7 +71,8 @@ class SweepResult:
             "convergence_threshold_interval": json_number(list(self.threshold_interval)),
             "recommended_initial_lr": json_number(list(self.recommended_initial_lr))
             if self.recommended_initial_lr else None,
-            "best": {p: json_number(v) for p, v in self.best.items()},
+            "best": {p: json_number(v) | {"in_recommended_band": self.winner_in_band(p)}
+                     for p, v in self.best.items()},
             "inconsistent_runs": list(self.inconsistent),
         }
 
