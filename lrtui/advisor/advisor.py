@@ -35,6 +35,7 @@ from lrtui.advisor.regime import (
 )
 from lrtui.advisor.state import AdvisorState, Alert, Recommendation, Segment
 from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method, stability_threshold
+from lrtui.runlog.reader import float_column
 
 #: Metric fields that hold a loss over the whole training set (the paper's convergence test).
 FULL_TRAIN_LOSS_FIELDS = ("full_train_loss", "train_loss_full")
@@ -149,7 +150,7 @@ class Advisor:
         kind = event.get("kind")
         if kind == "step":
             step = event.get("step")
-            if step.__class__ is not int or not _INT64_MIN <= step <= _INT64_MAX:
+            if step.__class__ is not int or not -_STEP_MAX <= step <= _STEP_MAX:
                 return
             if self._waiting and self._waiting[0][0] < step:
                 self._release(step)
@@ -418,12 +419,8 @@ class Advisor:
         tab = data.table("step")
         if tab and "step" in tab:
             # a step event without an integer step is skipped, as ``update`` skips it
-            raw = tab["step"]
-            if raw.dtype == object:
-                keep = np.array([_int_step(v) for v in raw], dtype=bool)
-            else:
-                raw = raw.astype(np.float64)
-                keep = np.isfinite(raw) & (raw == np.round(raw)) & (np.abs(raw) < 2.0**63)
+            raw = float_column(tab["step"])
+            keep = np.isfinite(raw) & (raw == np.round(raw)) & (np.abs(raw) <= _STEP_MAX)
             if not keep.all():
                 tab = {k: v[keep] for k, v in tab.items()}
         n = len(tab["step"]) if tab and "step" in tab else 0
@@ -460,9 +457,7 @@ class Advisor:
 
     def _bulk_steps(self, tab: dict[str, np.ndarray], n: int) -> tuple[BulkDivergence, list[int]]:
         """Fill the step arrays from columns; returns the divergence scan and the segment starts."""
-        raw = tab["step"]
-        steps = (np.array(list(raw), dtype=np.int64) if raw.dtype == object
-                 else np.nan_to_num(raw.astype(np.float64), nan=-1.0).astype(np.int64))
+        steps = float_column(tab["step"]).astype(np.int64)
         loss = _floats(tab["loss"]) if "loss" in tab else np.full(n, np.nan)
         grad = _floats(tab["grad_norm"]) if "grad_norm" in tab else None
         lr_col = tab.get("lr")
@@ -659,12 +654,13 @@ def _wait_key(item: tuple[int, int, int, Any]) -> tuple[int, int, int]:
     return item[0], item[1], item[2]
 
 
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+#: Largest step the advisor takes: every integer up to it is exact in the float64 step columns.
+_STEP_MAX = 2**53
 
 
 def _int_step(value: Any) -> bool:
-    """A step the advisor takes: a JSON integer that fits in int64."""
-    return value.__class__ is int and _INT64_MIN <= value <= _INT64_MAX
+    """A step the advisor takes: a JSON integer of at most ``_STEP_MAX`` in magnitude."""
+    return value.__class__ is int and -_STEP_MAX <= value <= _STEP_MAX
 
 
 def _float(value: Any) -> float:
@@ -679,12 +675,8 @@ def _float(value: Any) -> float:
 
 
 def _floats(column: np.ndarray) -> np.ndarray:
-    """A reader's column as float64; object columns (huge integers, mixed types) value by value."""
-    if column.dtype != object and column.ndim == 1:
-        return column.astype(np.float64)
-    if column.ndim != 1:
-        return np.full(len(column), np.nan)
-    return np.array([_float(v) for v in column], dtype=np.float64)
+    """A scalar field's column as float64 (a list per event is no scalar: NaN)."""
+    return float_column(column) if column.ndim == 1 else np.full(len(column), np.nan)
 
 
 __all__ = ["Advisor"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
+import math
 import os
 import re
 import socket
@@ -181,6 +182,24 @@ def _as_float(x: Any) -> float:
         return float(x)
     except (TypeError, ValueError, OverflowError):
         return float("nan")
+
+
+def float_column(column: np.ndarray) -> np.ndarray:
+    """A column as float64 whatever it holds: numbers as floats (an integer beyond the float
+    range as ±inf), anything else NaN. A 2-D column (a list per event) stays 2-D. Readers of
+    columns (the advisor, the app) use this so an object column never reaches arithmetic."""
+    if column.dtype != object:
+        return column.astype(np.float64, copy=False)
+    out = np.full(column.shape, np.nan)
+    flat, dest = column.reshape(-1), out.reshape(-1)
+    for i, v in enumerate(flat):
+        if v.__class__ is bool or not isinstance(v, (int, float)):
+            continue
+        try:
+            dest[i] = float(v)
+        except OverflowError:
+            dest[i] = np.inf if v > 0 else -np.inf
+    return out
 
 
 def _concat(parts: list[np.ndarray | None], lengths: list[int]) -> np.ndarray:
@@ -373,7 +392,9 @@ class RunData:
 
     def _seen(self, t: Any, step: Any) -> None:
         if t.__class__ is float or t.__class__ is int:
-            self.last_time = t if self.last_time is None else max(self.last_time, t)
+            t = finite_float(t)
+            if t is not None:
+                self.last_time = t if self.last_time is None else max(self.last_time, t)
         if step.__class__ is int:
             self.last_step = step if self.last_step is None else max(self.last_step, step)
 
@@ -397,6 +418,10 @@ class RunData:
             # Each field's chunks are let go as soon as that field is joined, so the peak is the
             # run plus one column, not the run twice.
             table[name] = _concat([cols.pop(name, None) for _, cols in chunks], lengths)
+        for name in ("step", "time"):  # always float64, 1-D: whatever else a line put there is NaN
+            col = table.get(name)
+            if col is not None and (col.dtype == object or col.ndim != 1):
+                table[name] = float_column(col) if col.ndim == 1 else np.full(len(col), np.nan)
         # The joined table becomes the one chunk (a copy of the dict: the next join pops from
         # it, and a caller may still hold this table).
         self._chunks[kind] = [(sum(lengths), dict(table))]
@@ -456,10 +481,21 @@ def run_status(
         if not _pid_alive(pid):
             return "crashed"
     now = time.time() if now is None else now
-    last = last_time if last_time is not None else meta.get("started_at")
-    if isinstance(last, (int, float)) and now - last > stale_after:
+    last = finite_float(last_time if last_time is not None else meta.get("started_at"))
+    if last is not None and now - last > stale_after:
         return "stale"
     return "running"
+
+
+def finite_float(value: Any) -> float | None:
+    """A number as a finite float, else None (text, bool, NaN, infinities, 10**400)."""
+    if value.__class__ is bool or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) else None
 
 
 def _pid_alive(pid: int) -> bool:
@@ -550,6 +586,8 @@ def find_runs(path: str | os.PathLike[str]) -> list[Path]:
 
 
 __all__ = [
+    "finite_float",
+    "float_column",
     "META_FILE",
     "LineAssembler",
     "Run",
