@@ -83,8 +83,9 @@ def test_moving_average_states_its_window_and_skips_non_finite() -> None:
 
 def test_nice_range_is_never_empty() -> None:
     assert nice_range(3.0, 3.0, log=False)[0] < 3.0 < nice_range(3.0, 3.0, log=False)[1]
-    lo, hi = nice_range(1e-3, 1e-3, log=True)
-    assert 0 < lo < 1e-3 < hi
+    lo, hi = nice_range(-3.0, -3.0, log=True)  # decades: a flat curve at 1e-3
+    assert lo < -3.0 < hi
+    assert nice_range(-2.0, 308.25, log=True) == (-2.0, 308.25)  # 1.8e308 without overflow
     assert nice_range(np.nan, np.nan, log=False) == (0.0, 1.0)
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 sys.path.insert(0, str(Path(__file__).parent / "reliability"))
@@ -27,6 +27,13 @@ EXAMPLES = int(os.environ.get("LRTUI_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
                                        HealthCheck.data_too_large])
+
+
+def _as_float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def _expected_column(events: list[dict[str, Any]], kind: str, name: str) -> list[Any]:
@@ -44,9 +51,10 @@ def _check_loaded(run: Any, expected: Expected) -> None:
         # Steps in file order, out-of-order and duplicate ones included; null steps are NaN.
         for g, s in zip(got, steps):
             if s is None:
-                assert g is None or (isinstance(g, float) and math.isnan(g))
+                assert math.isnan(g)
             else:
-                assert g == s or float(g) == float(s)
+                # the step column is float64: an integer beyond the float range reads as inf
+                assert float(g) == _as_float(s)
         for name, column in table.items():
             assert len(column) == len(steps), (kind, name)
     for kind in ("warning", "end", "metric"):
@@ -344,3 +352,55 @@ def test_advise_command_on_broken_runs(tmp_path: Path) -> None:
     assert "upgrade lrtui" in _advise(cases["newer_schema"]).stderr
     # The whole directory of broken runs as a sweep: the readable ones are advised on.
     _check_cli(_advise(tmp_path, "--json"), as_json=True)
+
+
+# -- the app on the same hostile runs: the real Textual app, headless -------------------------------
+
+#: Keys a user presses while looking at a broken run: step, seek, switch runs, toggles, help.
+APP_KEYS = ["right", "end", "home", "left", "right_square_bracket", "l", "s", "o", "question_mark",
+            "escape", "left_square_bracket"]
+
+
+async def _drive_app(path: Path, mode: str) -> str:
+    from app_support import screen_text
+    from lrtui.app import LrtuiApp
+
+    app = LrtuiApp(path, mode, clock=lambda: 1_795_840_100.0, autoplay=False, system_interval=0,
+                   refresh=0.05)
+    async with app.run_test(size=(100, 30)) as pilot:
+        await pilot.pause(0.3)
+        for key in APP_KEYS:
+            await pilot.press(key)
+        await pilot.pause(0.2)
+        text = screen_text(app)
+        await pilot.press("q")
+    return text
+
+
+#: Each example starts the real app twice (~10 s on a slow core): a few by default, no shrinking
+#: (a shrink would replay it hundreds of times); LRTUI_FUZZ_EXAMPLES raises the count.
+@settings(FUZZ, max_examples=max(2, EXAMPLES // 20), phases=[Phase.explicit, Phase.generate])
+@given(runs=st.lists(st.tuples(metas(), st.one_of(step_series(), event_logs().map(lambda log: log[0]))),
+                     min_size=1, max_size=3))
+def test_app_replays_and_watches_fuzzed_runs(tmp_path_factory: Any,
+                                             runs: list[tuple[dict[str, Any], bytes]]) -> None:
+    """Run.run_test re-raises any exception the app met (a crash fails the test); the screen
+    still shows the status line and the keys."""
+    import asyncio
+
+    sweep = tmp_path_factory.mktemp("sweep")
+    for i, (meta, data) in enumerate(runs):
+        _write_fuzzed_run(sweep / f"run-{i}", meta, data)
+    for path, mode in ((sweep, "replay"), (sweep / "run-0", "watch")):
+        text = asyncio.run(_drive_app(path, mode))
+        lines = text.splitlines()
+        assert len(lines) == 30 and "quit" in lines[-1], text
+
+
+def test_app_on_hand_made_broken_runs(tmp_path: Path) -> None:
+    import asyncio
+
+    cases = _broken_runs(tmp_path)
+    for name in ("empty_log", "no_log", "garbage_log", "nan_everywhere", "huge_line"):
+        text = asyncio.run(_drive_app(cases[name], "replay"))
+        assert "quit" in text.splitlines()[-1], (name, text)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -28,6 +29,7 @@ from lrtui.app.runs import (
     wall_clock,
 )
 from lrtui.app.widgets import Chart, HelpScreen, RunsScreen, StepAxis
+from lrtui.runlog.reader import finite_float
 from lrtui.system import GpuReading, SystemSampler
 
 #: Smoothing windows (logged steps) the ``s`` key cycles through; 1 is off.
@@ -483,12 +485,13 @@ class LrtuiApp(App[int]):
                 n = max(n, 1)
             else:
                 n = steps.size
-            step = int(steps[n - 1])
+            step = int(steps[n - 1]) if np.isfinite(steps[n - 1]) else None
             k = max(0, n - 100)
             dt = times[n - 1] - times[k]
             if n - 1 > k and dt > 0:
                 steps_per_s = float((steps[n - 1] - steps[k]) / dt)
-            if isinstance(started, (int, float)):
+            started = finite_float(started)
+            if started is not None:
                 end = times[n - 1] if (self.mode == "replay" or status != "running") else now
                 elapsed = float(end - started)
         if self.mode == "watch" and last_time is not None:
@@ -524,7 +527,8 @@ class LrtuiApp(App[int]):
                     event = {name: _scalar(col[i]) for name, col in table.items()}
                     latest.setdefault(event.get("gpu_index"), event)
                 job = list(latest.values())[::-1]
-                job_step = int(steps[upto - 1])
+                newest = float(steps[upto - 1])
+                job_step = int(newest) if math.isfinite(newest) else None
         gpus, host, error = self.system
         self._part("#system", Static).update(system_text(gpus, host, error, job, job_step))
 

@@ -97,11 +97,7 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
             y_max = max(y_max, float(np.nanmax(cols.high)))
     if spec.log and np.isfinite(y_min):
         y_min = max(y_min, y_max - 12)  # a floor of 1e-300 would flatten everything else
-    if spec.log:
-        lo, hi = nice_range(10.0**y_min, 10.0**y_max, log=True) if np.isfinite(y_min) else (1e-3, 1.0)
-        y_low, y_high = np.log10(lo), np.log10(hi)
-    else:
-        y_low, y_high = nice_range(y_min, y_max, log=False)
+    y_low, y_high = nice_range(y_min, y_max, log=spec.log)
 
     bits = np.zeros((plot_h, plot_w), dtype=np.int64)
     owner = np.full((plot_h, plot_w), -1, dtype=np.int64)
@@ -167,7 +163,10 @@ def _y_labels(y_low: float, y_high: float, rows: int, log: bool) -> list[str]:
 
     def value(frac: float) -> float:
         v = y_low + frac * (y_high - y_low)
-        return 10.0**v if log else v
+        if not log:
+            return v
+        with np.errstate(over="ignore"):
+            return float(np.power(10.0, v))
 
     # The top row covers the top quarter-cell of dots; label it with the top of the range.
     labels[0] = format_number(value(1.0))
@@ -182,9 +181,7 @@ def render_step_axis(x_range: tuple[float, float], width: int) -> Text:
     """One line under the charts with the first, middle and last step of the shared axis."""
     plot_w = max(width - GUTTER, 1)
     low, high = x_range
-    left = f"{int(round(low)):,}"
-    right = f"{int(round(high)):,}"
-    mid = f"{int(round((low + high) / 2)):,}"
+    left, mid, right = (f"{int(round(v)):,}" if np.isfinite(v) else "?" for v in (low, low / 2 + high / 2, high))
     line = [" "] * plot_w
     for text, at in ((left, 0), (mid, plot_w // 2 - len(mid) // 2), (right, plot_w - len(right))):
         for k, ch in enumerate(text):

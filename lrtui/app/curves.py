@@ -212,25 +212,33 @@ def moving_average(y: np.ndarray, window: int) -> np.ndarray:
         return y.copy()
     finite = np.isfinite(y)
     values = np.where(finite, y, 0.0)
-    csum = np.concatenate([[0.0], np.cumsum(values)])
     cnum = np.concatenate([[0], np.cumsum(finite)])
     idx = np.arange(1, y.size + 1)
     start = np.maximum(idx - window, 0)
-    total = csum[idx] - csum[start]
     n = cnum[idx] - cnum[start]
-    with np.errstate(invalid="ignore", divide="ignore"):
+    # Values near 1.8e308 overflow the running sum: those means come out NaN (not drawn).
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        csum = np.concatenate([[0.0], np.cumsum(values)])
+        total = csum[idx] - csum[start]
         return np.where(n > 0, total / np.maximum(n, 1), np.nan)
 
 
+#: log10(2): the room a log-scale range leaves around a flat curve.
+_LOG10_2 = 0.30102999566398120
+
+
 def nice_range(low: float, high: float, log: bool) -> tuple[float, float]:
-    """A y-range that holds [low, high] with a little room, never empty (log: positive)."""
+    """A y-range that holds [low, high] with a little room, never empty.
+
+    With ``log`` the bounds are decades (log10 of the values), so values up to 1.8e308 never
+    overflow: a flat curve gets a factor of 2 either side.
+    """
     if not (np.isfinite(low) and np.isfinite(high)):
-        return (0.0, 1.0) if not log else (1e-3, 1.0)
+        return (0.0, 1.0) if not log else (-3.0, 0.0)
     if log:
-        low = max(low, 1e-300)
         high = max(high, low)
-        if high <= low * 1.0001:
-            return low / 2.0, high * 2.0
+        if high - low < _LOG10_2 * 1e-4:
+            return low - _LOG10_2, high + _LOG10_2
         return low, high
     if high - low <= abs(high) * 1e-9 + 1e-300:
         pad = abs(high) * 0.05 or 0.5

@@ -193,13 +193,18 @@ def system_text(gpus: list[GpuReading] | None, host: dict[str, Any] | None, nvml
     return text
 
 
+def _step_text(step: float) -> str:
+    return f"{int(step):,}" if np.isfinite(step) else "?"
+
+
 def replay_bar(playing: bool, speed: float, position: float, first: float, last: float, width: int) -> Text:
     """Play state, speed, position and a progress bar."""
     text = Text(no_wrap=True, overflow="crop")
     text.append(" ▶ playing" if playing else " ❚❚ paused", style="bold green" if playing else "bold yellow")
-    text.append(f"  ×{speed:g}  step {int(position):,} / {int(last):,}  ")
+    text.append(f"  ×{speed:g}  step {_step_text(position)} / {_step_text(last)}  ")
     room = max(width - text.cell_len - 2, 4)
-    frac = 0.0 if last <= first else (position - first) / (last - first)
+    frac = (position - first) / (last - first) if np.isfinite(last - first) and last > first else 0.0
+    frac = frac if np.isfinite(frac) else 0.0
     filled = int(round(min(max(frac, 0.0), 1.0) * room))
     text.append("█" * filled, style="cyan")
     text.append("─" * (room - filled), style="dim")

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from lrtui.app.curves import Curve, moving_average
-from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, read_meta, run_status
+from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, float_column, read_meta, run_status
 from lrtui.runlog.reader import events_path, gc_paused, iter_complete_blocks
 from lrtui.system import SystemSampler
 
@@ -119,8 +119,9 @@ class RunView:
         steps = table.get("step") if table else None
         if steps is None or steps.size == 0:
             result = np.zeros(0)
-        elif steps.size < 2 or bool(np.all(steps[1:] > steps[:-1])):
-            result = steps  # the usual case: already increasing, no sort needed
+        elif (bool(np.isfinite(steps[0]) and np.isfinite(steps[-1]))
+              and (steps.size < 2 or bool(np.all(steps[1:] > steps[:-1])))):
+            result = steps  # the usual case: finite and already increasing, no sort needed
         else:
             result = np.unique(steps[np.isfinite(steps)])
         self._steps = (version, result)
@@ -155,27 +156,25 @@ class RunView:
 
 def _column(table: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
     col = table.get(name)
-    if col is None or col.dtype == object:
+    if col is None or col.ndim != 1:
         return np.full(n, np.nan)
-    return col
+    return float_column(col)
 
 
 def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict[str, np.ndarray],
                  smoothing: int) -> ChartCurves:
     """Curves for the charts from the ``step`` and ``sharpness`` columns of a run."""
-    x = steps["step"].astype(np.float64)
+    x = float_column(steps["step"])
     n = x.size
     loss = _column(steps, "loss", n)
     lr = steps.get("lr")
-    if lr is None or lr.dtype == object:
-        lr = np.full((n, 1), np.nan)
-    elif lr.ndim == 1:
-        lr = lr[:, None]
+    if lr is None or lr.dtype == object or lr.ndim != 2 or lr.shape[1] == 0:
+        lr = np.full((n, 1), np.nan) if lr is None or lr.ndim != 1 else float_column(lr)[:, None]
     sharpness: dict[str, Curve] = {}
     if sharp and "value" in sharp and "step" in sharp:
         methods = sharp.get("method")
         values = _column(sharp, "value", sharp["step"].size)
-        sx = sharp["step"].astype(np.float64)
+        sx = float_column(sharp["step"])
         if methods is None or methods.dtype != object:
             sharpness["hessian"] = Curve(sx, values)
         else:
@@ -185,7 +184,8 @@ def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict
     threshold = None
     if stability_threshold is not None and meta.get("optimizer"):
         try:
-            threshold = Curve(x, np.asarray(stability_threshold(meta["optimizer"], lr[:, 0]), dtype=np.float64))
+            line = np.broadcast_to(float_column(np.asarray(stability_threshold(meta["optimizer"], lr[:, 0]))), x.shape)
+            threshold = Curve(x, line)
         except Exception:  # an optimizer the advisor has no threshold for: no line, not a crash
             threshold = None
     finite_x = x[np.isfinite(x)]
@@ -424,7 +424,7 @@ def events_between(data: RunData | FrozenData, after: float, upto: float) -> lis
         table = data.table(kind)
         if not table or "step" not in table:
             continue
-        steps = table["step"]
+        steps = float_column(table["step"])
         idx = np.flatnonzero((steps > after) & (steps <= upto))
         for i in idx.tolist():
             event: dict[str, Any] = {"kind": kind}
