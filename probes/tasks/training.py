@@ -18,6 +18,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from probes import Probe
+from probes.sharpness import HessianOperator, random_vector, top_eigenvalue
 from probes.tasks.digits import DigitsCNN, make_digits_data
 from probes.tasks.evaluation import evaluate
 from probes.tasks.ticks import PlainTickMLP, TickMLP, keep_on_unit_sphere, make_tick_data
@@ -167,19 +168,10 @@ def _sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Mo
 
 def top_hessian_eigenvalue(loss_of: Callable[[], torch.Tensor], params: list[nn.Parameter],
                            iters: int = 50, seed: int = 0) -> float:
-    """λ_max of the Hessian of ``loss_of()`` by power iteration (used once, to choose an LR)."""
-    loss = loss_of()
-    grads = torch.autograd.grad(loss, params, create_graph=True)
-    g = torch.Generator().manual_seed(seed)
-    v = [torch.randn(p.shape, generator=g) for p in params]
-    value = 0.0
-    for _ in range(iters):
-        norm = torch.sqrt(sum((x * x).sum() for x in v))
-        v = [x / norm for x in v]
-        hv = torch.autograd.grad(grads, params, v, retain_graph=True)
-        value = float(sum((a * b).sum() for a, b in zip(hv, v)))
-        v = [h.detach() for h in hv]
-    return value
+    """λ_max of the Hessian of ``loss_of()`` (used once, to choose an LR): the probe's own
+    eigensolver, from a seeded random start, run to a tight tolerance."""
+    start_vector = random_vector(params, torch.Generator().manual_seed(seed))
+    return top_eigenvalue(HessianOperator(loss_of(), params), start_vector, tolerance=1e-7, max_iters=iters).value
 
 
 def _pm_one(y: torch.Tensor) -> torch.Tensor:
