@@ -264,3 +264,15 @@ def test_bad_paths_give_one_line_and_exit_2(tmp_path: Path, argv: list[str], mes
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1 and message in done.stderr and "Traceback" not in done.stderr
     assert time.monotonic() - start < 30
+
+
+def test_reading_yields_to_the_screen_only_at_the_live_edge() -> None:
+    """A heavy batch of fresh events makes the reading thread pause (keys stay prompt under a
+    flood); a backlog of old events, or events without a usable time, is read at full speed."""
+    from lrtui.app.runs import LIVE_EDGE_SECONDS, _at_live_edge
+
+    now = time.time()
+    assert _at_live_edge({"kind": "step", "step": 1, "time": now - 1.0})
+    assert not _at_live_edge({"kind": "step", "step": 1, "time": now - 2 * LIVE_EDGE_SECONDS})
+    for bad in ("soon", None, float("nan"), True):
+        assert not _at_live_edge({"kind": "step", "step": 1, "time": bad})

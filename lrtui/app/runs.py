@@ -16,7 +16,8 @@ from typing import Any, Callable
 import numpy as np
 
 from lrtui.app.curves import Curve, moving_average
-from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, float_column, read_meta, run_status
+from lrtui.runlog import (RunData, RunFollower, RunFormatError, find_runs, finite_float, float_column, read_meta,
+                          run_status)
 from lrtui.runlog.reader import events_path, gc_paused, iter_complete_blocks
 from lrtui.system import SystemSampler
 
@@ -31,6 +32,10 @@ Notify = Callable[[str], None]
 #: Largest share of one core that rebuilding a growing run's curves may take: after a build
 #: that took t seconds, the next waits at least t / CURVES_CPU_SHARE.
 CURVES_CPU_SHARE = 0.05
+#: Largest share of one core a live run's reading thread takes while it is catching up.
+READ_CPU_SHARE = 0.5
+#: How far behind the newest event may be for the reading to count as live (see READ_CPU_SHARE).
+LIVE_EDGE_SECONDS = 60.0
 
 
 def _make_advisor(meta: dict[str, Any]) -> tuple[Any, str | None]:
@@ -204,6 +209,11 @@ def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict
 # -- live ------------------------------------------------------------------------------------
 
 
+def _at_live_edge(event: dict[str, Any]) -> bool:
+    written = finite_float(event.get("time"))
+    return written is not None and abs(time.time() - written) < LIVE_EDGE_SECONDS
+
+
 class LiveSource:
     """Follows one run in a thread: appends each batch to the view, updates its advisor, notifies."""
 
@@ -223,7 +233,16 @@ class LiveSource:
         try:
             with RunFollower(view.path, use_inotify=self.use_inotify) as follower:
                 for batch in follower.follow(self.stop):
+                    began = time.thread_time()
                     self.apply(batch.events, batch.meta, batch.reset, batch.skipped)
+                    # At the live edge of a run that logs tens of thousands of events a second,
+                    # leave the interpreter (one lock for all threads) to the screen after a
+                    # heavy batch, so keys are still handled promptly: reading then takes at
+                    # most READ_CPU_SHARE of a core. Reading a backlog (a run joined late, or
+                    # more than LIVE_EDGE_SECONDS behind) goes at full speed.
+                    spent = time.thread_time() - began
+                    if spent > 0.005 and batch.events and _at_live_edge(batch.events[-1]):
+                        self.stop.wait(spent * (1.0 - READ_CPU_SHARE) / READ_CPU_SHARE)
         except RunFormatError as exc:
             with view.lock:
                 view.error = str(exc)

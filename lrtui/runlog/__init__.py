@@ -17,7 +17,7 @@ from lrtui.runlog.format import (
     is_run_dir,
     read_meta,
 )
-from lrtui.runlog.reader import Run, RunData, find_runs, float_column, load_run, run_status
+from lrtui.runlog.reader import Run, RunData, find_runs, finite_float, float_column, load_run, run_status
 from lrtui.runlog.writer import RunWriter
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "RunWriter",
     "SCHEMA_VERSION",
     "find_runs",
+    "finite_float",
     "float_column",
     "is_run_dir",
     "load_run",
