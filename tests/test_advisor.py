@@ -435,3 +435,15 @@ def _data(events):
     d = RunData()
     d.extend(events)
     return d
+
+
+def test_drop_lr_reason_says_how_the_loss_was_found_flat() -> None:
+    """"within ±10%" only when the interval is inside the band; a plateau (chaotic equilibrium,
+    interval far wider) says so instead of claiming a band it does not meet."""
+    from lrtui.advisor.recommend import drop_lr
+
+    tight = drop_lr(100, 0.1, 0.5, (50, 100), (-0.04, 0.03), None)
+    wide = drop_lr(100, 0.1, 0.5, (50, 100), (-0.40, 1.49), None)
+    assert "within ±10%" in tight.reason and "no new low" not in tight.reason
+    assert "within ±10%" not in wide.reason and "no new low" in wide.reason
+    assert wide.numbers["change_lo"] == -0.40 and wide.numbers["new_lr"] == pytest.approx(0.01)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from lrtui.advisor.regime import STATIONARY_BAND
 from lrtui.advisor.state import Recommendation
 
 #: drop_lr without a known convergence threshold: the classic step decay (SASA+ drops x0.1).
@@ -44,8 +45,12 @@ def drop_lr(step: int, lr: float, level: float, window: tuple[int, int], change:
         new_lr, how = convergence_threshold_lr, "the convergence threshold from the sweep"
     else:
         new_lr, how = lr * DROP_FACTOR, f"x{DROP_FACTOR:g}"
+    if -STATIONARY_BAND < change[0] and change[1] < STATIONARY_BAND:
+        how_flat = f"within ±{STATIONARY_BAND:.0%}"
+    else:  # the plateau rule: too noisy for the band, but no new low
+        how_flat = f"too noisy to bound, but no new low {STATIONARY_BAND:.0%} below the best before it"
     reason = (f"loss is stationary at {_fmt(level)} over steps {window[0]}-{window[1]} (change "
-              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI, within ±10%): further steps at lr "
+              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI, {how_flat}): further steps at lr "
               f"{_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")
     return Recommendation("drop_lr", step, reason, {
         "new_lr": new_lr, "current_lr": lr, "loss_level": level, "window_start_step": window[0],
