@@ -96,8 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--replay", action="store_true", help="replay the recorded sample runs instead")
     demo.add_argument("--dir", default=None, metavar="DIR",
                       help="where the demo run is written (default: a new temporary directory)")
-    demo.add_argument("--steps", type=_positive_int, default=3000,
-                      help="training steps of the live demo (default 3000)")
+    demo.add_argument("--steps", type=_positive_int, default=40_000,
+                      help="training steps of the live demo (default 40000: about a minute)")
     demo.add_argument("--no-app", action="store_true",
                       help="only run the training and print where the run is (no screen)")
     return parser

@@ -31,3 +31,44 @@ def test_demo_refuses_an_existing_run(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+def test_demo_run_gets_the_advisors_equilibrium_advice_and_follows_it(tmp_path: Path) -> None:
+    """What a new user should see in the first seconds: drop_lr and start_averaging, then the
+    LR dropped x0.1 for the last quarter of the run."""
+    import json
+
+    run_dir = tmp_path / "demo"
+    proc = subprocess.run([*LRTUI, "demo", "--no-app", "--steps", "4000", "--dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    advice = subprocess.run([*LRTUI, "advise", str(run_dir), "--json"], capture_output=True, text=True, timeout=120)
+    assert advice.returncode == 0, advice.stderr
+    state = json.loads(advice.stdout)
+    actions = {r["action"]: r for r in state["recommendations"]}
+    assert {"drop_lr", "start_averaging"} <= set(actions), state["recommendations"]
+    assert actions["drop_lr"]["step"] < 2000 and actions["drop_lr"]["new_lr"] == state["lr"]
+    first, last = state["segments"][0], state["segments"][-1]
+    assert first["regime"] == "equilibrium" and last["start_step"] == 3000
+    assert len(load_run(run_dir).table("sharpness")["value"]) >= 4
+
+
+def test_demo_training_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    """`lrtui demo` ends its child with SIGTERM when the app quits: the run closes as finished."""
+    import os
+    import signal
+    import time
+
+    run_dir = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    child = subprocess.Popen([sys.executable, "-m", "probes.demo_training", str(run_dir), "--steps", "1000000"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / "events.jsonl").exists() or (run_dir / "events.jsonl").stat().st_size < 10_000:
+        assert child.poll() is None and time.monotonic() < deadline, child.communicate()
+        time.sleep(0.2)
+    child.send_signal(signal.SIGTERM)
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err
+    run = load_run(run_dir)
+    assert run.status() == "finished" and run.table("step")["step"][-1] < 999_999

@@ -85,8 +85,11 @@ def train_ticks(
     log_every: int = 500,
     batch_size: int = 16,
     stride: int = 1,
+    sharpness_budget: float = 0.05,
     seed: int = 0,
     name: str | None = None,
+    extra: dict[str, Any] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """One LR of the paper's sweep: pre-train at ``lr``, then fine-tune and average.
 
@@ -95,7 +98,8 @@ def train_ticks(
     over the last ``average_last`` pre-training steps; the MLP has no BatchNorm, so ``update_bn`` is
     not needed. Its result is logged as phase "swa" at the last pre-training step. Fine-tuning then
     continues from the pre-trained weights with the same optimizer at ``finetune_lr`` (the LR
-    change starts a new segment in the run).
+    change starts a new segment in the run). ``should_stop()`` returning True ends the training
+    after the current step (the demo stops on a signal that way), the run closed cleanly.
     """
     torch.manual_seed(seed)
     data = make_tick_data(seed=0)  # one dataset for the whole sweep
@@ -105,7 +109,7 @@ def train_ticks(
     keep_on_unit_sphere(optimizer, params)  # before the probe, so the probe sees the projected weights
     loss_fn = nn.BCEWithLogitsLoss()
     hessian_batch = (data.x_train[:HESSIAN_POINTS], data.y_train[:HESSIAN_POINTS])
-    extra = {
+    info = {
         "task": "ticks-mlp",
         "lr": lr,
         "optimizer": "SGD",
@@ -117,18 +121,20 @@ def train_ticks(
         "average_last": average_last,
         "average_every": average_every,
         "seed": seed,
+        **(extra or {}),
     }
     sampler = _EpochSampler(len(data.y_train), batch_size, seed + 1)
+    stop = should_stop or (lambda: False)
     averaged = AveragedModel(model)
     averaged_count = 0
     summary: dict[str, Any] = {"lr": lr}
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=hessian_batch,
                name=name or Path(run_dir).name, scale_invariant=True, stride=stride,
-               extra=extra) as probe:
+               sharpness_budget=sharpness_budget, extra=info) as probe:
         step = 0
         history: list[dict[str, float]] = []
         for step in range(pretrain_steps):
-            if not _sgd_step(model, optimizer, loss_fn, data, sampler, probe):
+            if not _sgd_step(model, optimizer, loss_fn, data, sampler, probe) or stop():
                 break
             if step >= pretrain_steps - average_last and (step + 1) % average_every == 0:
                 averaged.update_parameters(model)
@@ -144,8 +150,8 @@ def train_ticks(
         swa = _log_eval(probe, averaged, data, loss_fn, "swa", checkpoints_averaged=averaged_count)
         for group in optimizer.param_groups:
             group["lr"] = finetune_lr
-        for ft_step in range(finetune_steps):
-            if not _sgd_step(model, optimizer, loss_fn, data, sampler, probe):
+        for ft_step in range(finetune_steps if not stop() else 0):
+            if not _sgd_step(model, optimizer, loss_fn, data, sampler, probe) or stop():
                 break
             if (ft_step + 1) % (2 * log_every) == 0 and ft_step + 1 < finetune_steps:
                 _log_eval(probe, model, data, loss_fn, "finetune")
