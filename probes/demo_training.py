@@ -2,9 +2,9 @@
 
 Run as ``python -m probes.demo_training RUN_DIR --steps N``. Plain SGD (batch 16) on the unit
 sphere at η = 0.0285, just above this task's convergence threshold (see the sample sweep): the
-sharpness climbs to the stability threshold 2/η ≈ 70 within a few thousand steps and the loss
-settles into its chaotic equilibrium, so the advisor's `drop_lr` and `start_averaging` appear in
-the first seconds. The last quarter of the steps follows that advice (the LR ×0.1, weights
+sharpness reaches the stability threshold 2/η ≈ 70 within the first hundred steps and hovers
+around and above it, and the loss settles into its chaotic equilibrium, so the advisor's
+`drop_lr` and `start_averaging` appear in the first seconds. The last quarter of the steps follows that advice (the LR ×0.1, weights
 averaged over the last third of the pre-training), and the loss falls again. About a minute on CPU.
 """
 

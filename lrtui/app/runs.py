@@ -32,7 +32,7 @@ Notify = Callable[[str], None]
 #: Largest share of one core that rebuilding a growing run's curves may take: after a build
 #: that took t seconds, the next waits at least t / CURVES_CPU_SHARE.
 CURVES_CPU_SHARE = 0.05
-#: Largest share of one core a live run's reading thread takes while it is catching up.
+#: Largest share of one core a live run's reading thread takes at the run's live edge.
 READ_CPU_SHARE = 0.5
 #: How far behind the newest event may be for the reading to count as live (see READ_CPU_SHARE).
 LIVE_EDGE_SECONDS = 60.0

@@ -287,13 +287,11 @@ def train_digits(
     seed: int = 0,
     name: str | None = None,
     extra: dict[str, Any] | None = None,
-    on_step: Callable[[int, float], bool] | None = None,
 ) -> dict[str, Any]:
     """Full-batch training of the digits CNN ("gd", "momentum" SGD β=0.9, or "adam").
 
     Full batch, so the edge-of-stability thresholds apply as stated: 2/η (GD), 2(1+β)/η = 3.8/η
-    (momentum), and 38/η for Adam's preconditioned sharpness. ``on_step(step, loss)`` may return
-    False to stop early (the demo uses it to stop on a signal).
+    (momentum), and 38/η for Adam's preconditioned sharpness. Stops at a non-finite loss.
     """
     torch.manual_seed(seed)
     data = make_digits_data(seed=0, n_train=n_train)
@@ -326,7 +324,7 @@ def train_digits(
             value = float(loss.detach())
             if (step + 1) % log_every == 0 or step + 1 == steps:
                 summary["final"] = _log_eval(probe, model, data, loss_fn, "pretrain")
-            if not math.isfinite(value) or (on_step is not None and on_step(step, value) is False):
+            if not math.isfinite(value):
                 summary["final"] = _log_eval(probe, model, data, loss_fn, "pretrain")
                 break
     return summary
