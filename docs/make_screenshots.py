@@ -60,10 +60,9 @@ async def take(shot: Shot) -> Path:
     async with app.run_test(size=(160, 48)) as pilot:
         await _settled(app, pilot)
         if shot.run is not None:
-            names = [v.path.name for v in app.views]
+            if shot.run not in [v.path.name for v in app.views]:
+                raise SystemExit(f"no run {shot.run} in {shot.path}")
             while app.view.path.name != shot.run:
-                if shot.run not in names:
-                    raise SystemExit(f"no run {shot.run} in {shot.path}")
                 await pilot.press("right_square_bracket")
         if shot.step is not None:
             app.set_position(shot.step)

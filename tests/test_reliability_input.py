@@ -377,7 +377,7 @@ async def _drive_app(path: Path, mode: str) -> str:
     return text
 
 
-#: Each example starts the real app twice (~10 s on a slow core): a few by default, no shrinking
+#: Each example starts the real app twice (~5 s on a slow core): a few by default, no shrinking
 #: (a shrink would replay it hundreds of times); LRTUI_FUZZ_EXAMPLES raises the count.
 @settings(FUZZ, max_examples=max(2, EXAMPLES // 20), phases=[Phase.explicit, Phase.generate])
 @given(runs=st.lists(st.tuples(metas(), st.one_of(step_series(), event_logs().map(lambda log: log[0]))),

@@ -172,9 +172,12 @@ def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict
     x = float_column(steps["step"])
     n = x.size
     loss = _column(steps, "loss", n)
-    lr = steps.get("lr")
-    if lr is None or lr.dtype == object or lr.ndim != 2 or lr.shape[1] == 0:
-        lr = np.full((n, 1), np.nan) if lr is None or lr.ndim != 1 else float_column(lr)[:, None]
+    lr = steps.get("lr")  # one column per param group; a scalar LR is one group
+    lr = float_column(lr) if lr is not None and lr.ndim in (1, 2) else np.full((n, 1), np.nan)
+    if lr.ndim == 1:
+        lr = lr[:, None]
+    if lr.shape[1] == 0:
+        lr = np.full((n, 1), np.nan)
     sharpness: dict[str, Curve] = {}
     if sharp and "value" in sharp and "step" in sharp:
         methods = sharp.get("method")
