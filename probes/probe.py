@@ -19,7 +19,7 @@ from probes.meta import run_meta
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
-from probes.step_metrics import StepMetrics, StepRecord, trained_parameters
+from probes.step_metrics import StepMetrics, trained_parameters
 from probes.system_stats import SystemStats, nvml_index
 
 #: Seconds between ``overhead`` events.
@@ -51,7 +51,7 @@ class Probe:
         stride: measure every ``stride``-th optimizer step.
         sharpness_budget: the fraction of wall time the probe may spend (default 0.05); sharpness
             estimates are scheduled to stay under it. 0 turns sharpness off.
-        tolerance: relative change of the eigenvalue estimate at which power iteration stops.
+        tolerance: relative error bound (‖r‖²/gap from the residual) at which an eigenvalue estimate stops.
         max_iters: most Hessian-vector products per eigenvalue estimate.
         scale_invariant: ``None`` detects scale-invariant param groups on the hessian batch;
             a bool (all groups) or a list of bools (one per group) declares them.
@@ -353,10 +353,8 @@ class Probe:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write_steps(self, records: list[StepRecord]) -> None:
-        for record in records:
-            event = {"kind": "step", "step": record.step, "time": record.time}
-            event.update(record.fields())
+    def _write_steps(self, events: list[dict[str, Any]]) -> None:
+        for event in events:
             self.writer.write_event(event)
 
     def _write_overhead(self, now: float) -> None:

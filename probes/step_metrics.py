@@ -9,50 +9,178 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from operator import attrgetter, itemgetter
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
 
+#: Most parameter elements for which a CPU model's per-step norms are taken by ``_HostNorms``.
+#: A torch call costs ~3-5 µs of dispatch and a CPU foreach kernel visits its tensors one by one
+#: (~4 µs per norm, three norms per parameter); copies into one numpy buffer and batched BLAS
+#: dots at flush cost less. On CUDA the fused foreach kernels stay.
+FLAT_MAX_ELEMENTS = 1 << 22
+#: Bytes of copies (gradients, weights before and after) ``_HostNorms`` may hold between flushes
+#: (always at least one step's); a model too large for ``flush_every`` steps of them is flushed
+#: more often.
+HOST_BUFFER_BYTES = 32 << 20
+#: Most parameter views ``_HostNorms`` keeps (two per parameter per slot).
+HOST_MAX_VIEWS = 8192
+
+
 class _MeasuredStep:
     """What the hooks gathered for one optimizer step, still on the device."""
 
-    __slots__ = ("step", "lrs", "grads", "norms", "loss", "time")
+    __slots__ = ("step", "slot", "lrs", "grads", "norms", "loss", "time")
 
-    def __init__(self, step: int, lrs: list[Any], grads: list[torch.Tensor]) -> None:
+    def __init__(self, step: int, slot: int, lrs: list[Any], grads: list[Any]) -> None:
         self.step = step
+        self.slot = slot  # its place among the steps waiting for the flush
         self.lrs = lrs  # as the param groups hold them (a tensor LR is read at flush)
-        self.grads: list[torch.Tensor] | None = grads  # references only, until finish_step
-        self.norms: list[torch.Tensor] = []  # N grad norms, N update norms, N weight norms
+        self.grads: list[Any] | None = grads  # references only, until finish_step
+        self.norms: Any = None  # what the norm engine measured (see its ``to_host``)
         self.loss: Any = None
         self.time = 0.0  # Unix time when probe.step saw it
 
 
-@dataclass
-class StepRecord:
-    """One ``step`` event's fields, on the host."""
+class _ForeachNorms:
+    """Per-parameter norms with one ``torch._foreach_*`` call each (fused kernels on CUDA).
 
-    step: int
-    loss: float | None
-    grad_norm: float
-    update_norm: float
-    weight_norm: float
-    lr: list[float]
-    effective_lr: list[float | None] = field(default_factory=list)
-    time: float = 0.0
+    ``before`` copies the weights into a snapshot; ``measure`` turns it into Δw and takes the
+    norms of the gradients, Δw and the weights in one call; ``to_host`` sums them per step.
+    """
 
-    def fields(self) -> dict[str, Any]:
-        """The event fields (without kind, step, time)."""
-        return {
-            "loss": self.loss,
-            "grad_norm": self.grad_norm,
-            "update_norm": self.update_norm,
-            "weight_norm": self.weight_norm,
-            "lr": self.lr,
-            "effective_lr": self.effective_lr,
-        }
+    capacity = 1 << 30  # steps it can hold until a flush: any number
+
+    def __init__(self, params: list[torch.Tensor], group_of: list[int], n_groups: int) -> None:
+        self.detached = [p.detach() for p in params]  # share storage: see every update
+        self.snapshot = [torch.empty_like(p) for p in self.detached]
+        self.zero = torch.zeros((), dtype=self.detached[0].dtype, device=self.detached[0].device)
+        self.group_of = np.asarray(group_of)
+        self.n_groups = n_groups
+
+    def gradients(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
+        zero = self.zero
+        return [zero if (g := p.grad) is None else g for p in params]
+
+    def before(self, slot: int) -> None:
+        torch._foreach_copy_(self.snapshot, self.detached)
+
+    def measure(self, grads: list[torch.Tensor], slot: int, loss: Any) -> tuple[Any, Any]:
+        """(norms to keep until the flush, the loss to keep: a detached tensor or a number)."""
+        torch._foreach_sub_(self.snapshot, self.detached)
+        kept = loss.detach() if isinstance(loss, torch.Tensor) else loss
+        return torch._foreach_norm(grads + self.snapshot + self.detached), kept
+
+    def to_host(self, measured: list[Any], losses: list[Any]) -> tuple[np.ndarray, list[float | None]]:
+        """Rows of (grad norm, update norm, weight norm, each param group's weight norm), and the
+        losses as floats."""
+        k, n = len(measured), len(self.detached)
+        flat = torch.stack([t for norms in measured for t in norms]).to("cpu", torch.float64)
+        sq = np.square(flat.numpy().reshape(k, 3 * n))
+        out = np.empty((k, 3 + self.n_groups))
+        out[:, 0] = sq[:, :n].sum(1)
+        out[:, 1] = sq[:, n : 2 * n].sum(1)
+        out[:, 2] = sq[:, 2 * n :].sum(1)
+        group_sq = np.zeros((k, self.n_groups))
+        np.add.at(group_sq, (slice(None), self.group_of), sq[:, 2 * n :])
+        out[:, 3:] = group_sq
+        return np.sqrt(out), _losses_to_host(losses)
+
+
+class _HostNorms:
+    """The same norms for a CPU model, from copies kept in one numpy buffer until the flush.
+
+    Each measured step has a slot of three rows: the gradients, the weights before the step and
+    the weights after it. Right after a training step every call is slow (its code and data have
+    left the caches), so a step costs two calls: one ``np.concatenate`` of the weights before it,
+    one ``torch._foreach_copy_`` of the gradients and the new weights. The flush turns the rows
+    into Δw and squared norms with one subtraction and one batched BLAS product for all slots.
+    """
+
+    def __init__(self, params: list[torch.Tensor], group_of: list[int], n_groups: int, invariant: list[int], slots: int) -> None:
+        sizes = [p.numel() for p in params]
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self.detached = [p.detach() for p in params]  # share storage: see every update
+        # .numpy() of a CPU tensor shares its memory: these views see every update.
+        self.weights = [p.numpy().reshape(-1) for p in self.detached]
+        row_bytes = 3 * offsets[-1] * self.weights[0].itemsize
+        self.capacity = max(1, min(slots, HOST_BUFFER_BYTES // max(1, row_bytes), HOST_MAX_VIEWS // (2 * len(params))))
+        self.buffer = np.empty((self.capacity, 3, offsets[-1]), dtype=self.weights[0].dtype)
+        rows = torch.from_numpy(self.buffer)
+        # Per slot, rows 0 and 2 seen as one tensor per parameter: the destinations of its copy.
+        self.targets = [
+            [rows[s, r, a:b].view_as(p) for r in (0, 2) for a, b, p in zip(offsets, offsets[1:], params)]
+            for s in range(self.capacity)
+        ]
+        self.befores = list(self.buffer[:, 1])
+        # Each slot's loss, float64 whatever the model's dtype; the targets with it appended.
+        self.losses = torch.zeros(self.capacity, dtype=torch.float64)
+        self.with_loss = [targets + [self.losses[s]] for s, targets in enumerate(self.targets)]
+        self.zeros = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in params]
+        # Weight norms of the scale-invariant groups (for their effective LR). trained_parameters
+        # lists each group's parameters together, so a group is one span of the buffer.
+        self.spans = [
+            (offsets[group_of.index(g)], offsets[len(group_of) - group_of[::-1].index(g)], g)
+            for g in invariant
+            if g in group_of
+        ]
+        self.n_groups = n_groups
+
+    @staticmethod
+    def fits(params: list[torch.Tensor]) -> bool:
+        """True when every parameter is a dense, contiguous CPU float32/float64 tensor of one dtype."""
+        if not params or sum(p.numel() for p in params) > FLAT_MAX_ELEMENTS:
+            return False
+        first = params[0]
+        return first.device.type == "cpu" and first.dtype in (torch.float32, torch.float64) and all(
+            p.dtype == first.dtype and p.device == first.device and p.layout == torch.strided and p.is_contiguous()
+            for p in params
+        )
+
+    def gradients(self, params: list[torch.Tensor]) -> list[Any]:
+        return list(map(_GRAD, params))
+
+    def before(self, slot: int) -> None:
+        np.concatenate(self.weights, out=self.befores[slot])
+
+    def measure(self, grads: list[Any], slot: int, loss: Any) -> tuple[Any, Any]:
+        """(the slot, the loss to keep). A scalar CPU loss tensor is copied in the same call."""
+        targets, sources = self.targets[slot], grads + self.detached
+        if isinstance(loss, torch.Tensor) and loss.is_cpu and loss.dim() == 0:
+            targets, sources = self.with_loss[slot], sources + [loss]
+            kept: Any = _IN_SLOT
+        else:
+            kept = loss.detach() if isinstance(loss, torch.Tensor) else loss
+        try:
+            torch._foreach_copy_(targets, sources)
+        except TypeError:  # a parameter without a gradient (None): it counts as zero
+            zeros = self.zeros
+            sources = [zeros[i] if g is None else g for i, g in enumerate(grads)] + sources[len(grads) :]
+            torch._foreach_copy_(targets, sources)
+        return slot, kept
+
+    def to_host(self, measured: list[Any], losses: list[Any]) -> tuple[np.ndarray, list[float | None]]:
+        k = len(measured)
+        # The steps waiting for a flush hold slots 0..k-1 in order (a slot is its place in line).
+        at = slice(0, k) if measured[-1] == k - 1 else measured
+        rows = self.buffer[at]
+        np.subtract(rows[:, 1], rows[:, 2], out=rows[:, 1])  # Δw = before - after
+        out = np.zeros((k, 3 + self.n_groups))
+        out[:, :3] = np.matmul(rows[:, :, None, :], rows[:, :, :, None])[:, :, 0, 0]
+        for a, b, g in self.spans:
+            part = rows[:, 2, a:b]
+            out[:, 3 + g] = np.matmul(part[:, None, :], part[:, :, None])[:, 0, 0]
+        in_slot = self.losses[at].tolist()
+        if any(loss is not _IN_SLOT for loss in losses):  # None, numbers, other tensors
+            others = _losses_to_host([None if loss is _IN_SLOT else loss for loss in losses])
+            in_slot = [v if loss is _IN_SLOT else o for v, o, loss in zip(in_slot, others, losses)]
+        return np.sqrt(out), in_slot
+
+
+#: Marks a loss that ``_HostNorms`` copied into its slot.
+_IN_SLOT = object()
 
 
 def trained_parameters(optimizer: torch.optim.Optimizer) -> tuple[list[torch.Tensor], list[int]]:
@@ -73,12 +201,13 @@ def trained_parameters(optimizer: torch.optim.Optimizer) -> tuple[list[torch.Ten
 class StepMetrics:
     """Measures every ``stride``-th optimizer step through the optimizer's step hooks.
 
-    The pre-step hook takes the gradient norms (the gradients the optimizer is about to use, after
-    any clipping) and copies the weights into a preallocated snapshot; :meth:`finish_step`, called
-    from ``probe.step(loss)``, turns the snapshot into ``w_before - w_after`` and takes its norm and
-    the weight norm. Measuring at ``probe.step`` rather than in the post-step hook means Δw and
-    ‖w‖ include whatever the loop does after ``optimizer.step()`` (a projection onto the sphere,
-    a weight clamp). All norms of one step are one ``torch._foreach_norm`` call and one stack.
+    The pre-step hook keeps references to the gradients the optimizer is about to use (after any
+    clipping) and copies the weights into a preallocated snapshot; :meth:`finish_step`, called
+    from ``probe.step(loss)``, turns the snapshot into ``w_before - w_after`` and takes the
+    gradient, update and weight norms. Measuring at ``probe.step`` rather than in the post-step
+    hook means Δw and ‖w‖ include whatever the loop does after ``optimizer.step()`` (a projection
+    onto the sphere, a weight clamp). The norms are taken by ``_HostNorms`` for small CPU models
+    and by ``_ForeachNorms`` otherwise; they stay on the device until the batched flush.
 
     Args:
         optimizer: the training optimizer.
@@ -105,20 +234,19 @@ class StepMetrics:
         self.scale_invariant = list(scale_invariant) if scale_invariant is not None else [False] * n_groups
         self.steps_taken = 0  # optimizer steps begun (the pre-step hook counts them)
         self._n_groups = n_groups
-        self._snapshot: list[torch.Tensor] | None = None
-        self._detached: list[torch.Tensor] = []
+        self._norms: _HostNorms | _ForeachNorms | None = None  # made at the first measured step
         self._current: _MeasuredStep | None = None  # pre-hook ran, probe.step not yet
         self._done: list[_MeasuredStep] = []  # measured, waiting for the host copy
         self._last_flush = time.monotonic()
-        self._zero: torch.Tensor | None = None
+        self._flush_at = self.flush_every  # fewer when the norm engine holds fewer steps
 
     # -- hooks (the training thread) ---------------------------------------------------------
-    # Per measured step this costs three foreach kernels (copy, subtract, norm) and a few
-    # list operations; everything else waits for the batched flush.
+    # Per measured step this costs the norm engine's few kernels and a few list operations;
+    # everything else waits for the batched flush.
 
-    def before_step(self) -> list[StepRecord]:
-        """Optimizer pre-step hook. Returns records when a batch reached the host."""
-        out: list[StepRecord] = []
+    def before_step(self) -> list[dict[str, Any]]:
+        """Optimizer pre-step hook. Returns ``step`` events when a batch reached the host."""
+        out: list[dict[str, Any]] = []
         if self._current is not None:
             # probe.step() was not called after the previous optimizer step: finish it now,
             # while the weights are still those that step produced, without a loss.
@@ -130,19 +258,19 @@ class StepMetrics:
         if len(self.optimizer.param_groups) != self._n_groups:  # add_param_group was called
             out = out + self.flush()  # rows measured with the old layout
             self._rebuild()
-        if self._snapshot is None:
-            self._detached = [p.detach() for p in self.params]  # share storage: see every update
-            self._snapshot = [torch.empty_like(p) for p in self._detached]
-            self._zero = torch.zeros((), dtype=self._detached[0].dtype, device=self._detached[0].device)
-        zero = self._zero
+        norms = self._norms
+        if norms is None:
+            norms = self._norms = self._norm_engine()
+            self._flush_at = min(self.flush_every, norms.capacity)
         # The gradients the optimizer is about to use (after any clipping). Their norms are taken
         # with the others in finish_step: torch optimizers never write to .grad.
-        grads = [p.grad if p.grad is not None else zero for p in self.params]
-        torch._foreach_copy_(self._snapshot, self._detached)
-        self._current = _MeasuredStep(step, [g["lr"] for g in self.optimizer.param_groups], grads)
+        grads = norms.gradients(self.params)
+        slot = len(self._done)
+        norms.before(slot)
+        self._current = _MeasuredStep(step, slot, list(map(_LR, self.optimizer.param_groups)), grads)
         return out
 
-    def finish_step(self, loss: Any) -> list[StepRecord]:
+    def finish_step(self, loss: Any) -> list[dict[str, Any]]:
         """Called by ``probe.step(loss)``: completes the measured step, if any."""
         current = self._current
         if current is None:
@@ -151,44 +279,34 @@ class StepMetrics:
         grads, current.grads = current.grads, None
         grad_mode = torch.is_grad_enabled()
         if grad_mode:
-            torch.set_grad_enabled(False)  # .grad made with create_graph=True must not grow a graph
+            _set_grad_enabled(False)  # .grad made with create_graph=True must not grow a graph
         try:
-            torch._foreach_sub_(self._snapshot, self._detached)
-            current.norms = torch._foreach_norm(grads + self._snapshot + self._detached)
+            current.norms, current.loss = self._norms.measure(grads, current.slot, loss)
         finally:
             if grad_mode:
-                torch.set_grad_enabled(True)
-        current.loss = loss.detach() if isinstance(loss, torch.Tensor) else loss
+                _set_grad_enabled(True)
         current.time = time.time()
         self._done.append(current)
-        if len(self._done) >= self.flush_every or time.monotonic() - self._last_flush >= self.flush_seconds:
+        if len(self._done) >= self._flush_at or time.monotonic() - self._last_flush >= self.flush_seconds:
             return self.flush()
         return []
 
     # -- host side ---------------------------------------------------------------------------
 
-    def flush(self) -> list[StepRecord]:
-        """Copy every measured step to the host (one device sync) and return the records."""
+    def flush(self) -> list[dict[str, Any]]:
+        """Copy every measured step to the host (one device sync) and return their ``step`` events."""
         done, self._done = self._done, []
         self._last_flush = time.monotonic()
         if not done:
             return []
         with torch.no_grad():
-            # One stack and one copy for the whole batch; the arithmetic is numpy on the host.
-            flat = torch.stack([n for d in done for n in d.norms]).to("cpu", torch.float64)
-            losses = _losses_to_host([d.loss for d in done])
-        sq = np.square(flat.numpy().reshape(len(done), -1))
-        n = len(self.params)
-        grad_norm = np.sqrt(sq[:, :n].sum(1)).tolist()
-        update_norm = np.sqrt(sq[:, n : 2 * n].sum(1)).tolist()
-        weight_sq = sq[:, 2 * n :]
-        weight_norm = np.sqrt(weight_sq.sum(1)).tolist()
+            # One copy for the whole batch; the arithmetic is numpy on the host.
+            norms, losses = self._norms.to_host([d.norms for d in done], [d.loss for d in done])
+        grad_norm, update_norm, weight_norm = norms[:, 0].tolist(), norms[:, 1].tolist(), norms[:, 2].tolist()
         invariant = [gi for gi, flag in enumerate(self.scale_invariant) if flag]
         if invariant:
-            group_sq = np.zeros((len(done), self._n_groups))
-            np.add.at(group_sq, (slice(None), np.asarray(self.group_of)), weight_sq)
-            group_sq_list = group_sq.tolist()
-        records = []
+            group_sq_list = np.square(norms[:, 3:]).tolist()
+        events = []
         for i, d in enumerate(done):
             lrs = [_as_float(lr) for lr in d.lrs]
             eff: list[float | None] = [None] * len(lrs)
@@ -196,16 +314,29 @@ class StepMetrics:
                 if gi < len(lrs):
                     w2 = group_sq_list[i][gi]
                     eff[gi] = lrs[gi] / w2 if w2 > 0 else math.inf
-            records.append(
-                StepRecord(d.step, losses[i], grad_norm[i], update_norm[i], weight_norm[i], lrs, eff, d.time)
-            )
-        return records
+            events.append({
+                "kind": "step", "step": d.step, "time": d.time, "loss": losses[i], "grad_norm": grad_norm[i],
+                "update_norm": update_norm[i], "weight_norm": weight_norm[i], "lr": lrs, "effective_lr": eff,
+            })
+        return events
+
+    def _norm_engine(self) -> _HostNorms | _ForeachNorms:
+        if _HostNorms.fits(self.params):
+            invariant = [gi for gi, flag in enumerate(self.scale_invariant) if flag]
+            return _HostNorms(self.params, self.group_of, self._n_groups, invariant, self.flush_every)
+        return _ForeachNorms(self.params, self.group_of, self._n_groups)
 
     def _rebuild(self) -> None:
         self.params, self.group_of = trained_parameters(self.optimizer)
-        self._snapshot = None
+        self._norms = None
         n_groups = self._n_groups = len(self.optimizer.param_groups)
         self.scale_invariant = (self.scale_invariant + [False] * n_groups)[:n_groups]
+
+
+_GRAD = attrgetter("grad")
+_LR = itemgetter("lr")
+#: Grad mode switched without building a context object (half the cost of torch.set_grad_enabled).
+_set_grad_enabled = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
 
 
 def _losses_to_host(losses: list[Any]) -> list[float | None]:

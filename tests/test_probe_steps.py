@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import pytest
 import torch
 
 from lrtui.runlog import load_run
-from probes import Probe
+from probes import Probe, step_metrics
 
 torch.set_num_threads(1)
 
@@ -95,3 +96,66 @@ def test_context_manager_records_a_failed_run(tmp_path: Path) -> None:
         pass
     end = _events(tmp_path / "run", "end")[0]
     assert end["status"] == "failed" and end["exception"] == "KeyError"
+
+
+@pytest.mark.parametrize("engine", ["host", "host, 2 slots", "foreach"])
+def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
+) -> None:
+    """CPU models take their norms from numpy copies (``_HostNorms``), others from foreach kernels;
+    either must give the hand-computed values through frozen-by-accident parameters (no grad),
+    losses of every kind, a declared scale-invariant group, a group added mid-run and a buffer
+    too small for a whole flush."""
+    if engine == "foreach":
+        monkeypatch.setattr(step_metrics, "FLAT_MAX_ELEMENTS", 0)
+    if engine == "host, 2 slots":
+        row = 3 * (4 * 8 + 8 + 8 * 2) * 4  # three float32 copies of the first two groups' weights
+        monkeypatch.setattr(step_metrics, "HOST_BUFFER_BYTES", 2 * row + 1)
+    torch.manual_seed(3)
+    body = torch.nn.Linear(4, 8)
+    head = torch.nn.Linear(8, 2, bias=False)
+    unused = torch.nn.Linear(2, 2)  # trained by the optimizer, never in the loss: .grad stays None
+    optimizer = torch.optim.SGD(
+        [{"params": list(body.parameters()) + list(unused.parameters()), "lr": 0.05}, {"params": head.parameters(), "lr": 0.1}],
+        momentum=0.5,
+    )
+    extra = torch.nn.Parameter(torch.randn(3))
+    losses: list[object] = []
+    expected = []
+    probe = Probe(body, optimizer, tmp_path / "run", scale_invariant=[False, True], flush_every=5, system_stats=False)
+    for i in range(23):
+        if i == 12:
+            optimizer.add_param_group({"params": [extra], "lr": 0.01})
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        x = torch.randn(16, 4)
+        loss = head(torch.relu(body(x))).square().mean() + (extra.square().sum() if i >= 12 else 0.0)
+        optimizer.zero_grad()
+        loss.backward()
+        grads = [p.grad.double() if p.grad is not None else torch.zeros(p.shape, dtype=torch.float64) for p in params]
+        before = [p.detach().double().clone() for p in params]
+        optimizer.step()
+        given: object = [loss, loss.double(), float(loss.detach()), None, loss.reshape(1)][i % 5]
+        probe.step(given)
+        after = [p.detach().double() for p in params]
+        norm = lambda ts: math.sqrt(sum(float(t.square().sum()) for t in ts))  # noqa: E731
+        head_w2 = float(head.weight.detach().double().square().sum())
+        expected.append((None if given is None else float(loss.detach()), norm(grads), norm([a - b for a, b in zip(after, before)]),
+                         norm(after), [g["lr"] for g in optimizer.param_groups], head_w2))
+    kind, capacity = type(probe.steps._norms).__name__, probe.steps._norms.capacity
+    probe.close()
+    assert kind == ("_ForeachNorms" if engine == "foreach" else "_HostNorms")
+    assert (capacity <= 2) == (engine == "host, 2 slots")
+    steps = _events(tmp_path / "run", "step")
+    assert [e["step"] for e in steps] == list(range(23))
+    for event, (loss, grad, update, weight, lrs, head_w2) in zip(steps, expected):
+        if loss is None:
+            assert event["loss"] is None
+        else:
+            assert math.isclose(event["loss"], loss, rel_tol=1e-6)
+        assert math.isclose(event["grad_norm"], grad, rel_tol=1e-5)
+        assert math.isclose(event["update_norm"], update, rel_tol=1e-4)
+        assert math.isclose(event["weight_norm"], weight, rel_tol=1e-5)
+        assert event["lr"] == lrs
+        assert event["effective_lr"][0] is None
+        assert math.isclose(event["effective_lr"][1], lrs[1] / head_w2, rel_tol=1e-5)
+    assert [len(e["lr"]) for e in steps] == [2] * 12 + [3] * 11
