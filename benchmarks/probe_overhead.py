@@ -225,21 +225,24 @@ def _shaped(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor
     return out
 
 
-def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int) -> dict[str, list[float]]:
+def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int, tolerances: tuple[float, ...] = (1e-3,)) -> dict[str, list[float]]:
     """Along one training run: per checkpoint, HVPs/seconds/relative error of each start.
 
     The warm start is the probe's own code (``SharpnessMeter``, method "hessian", plus the one
-    batch-sharpness product whose gradient direction it reuses, counted in); the cold start is
-    PyHessian's loop from a fresh random vector.
+    batch-sharpness product whose gradient direction it reuses, counted in), once per tolerance
+    (keys ``warm``, ``warm@<tol>``); the cold start is PyHessian's loop from a fresh random vector.
     """
     torch.manual_seed(0)
     model = w.make_model()
     optimizer = w.make_optimizer(model)
     params = [p for p in model.parameters() if p.requires_grad]
     x, y = w.hessian_batch
-    meter = SharpnessMeter(model, params, lambda: w.loss_fn(model(x), y), optimizer, torch.device("cpu"), tolerance=1e-3, max_iters=100)
-    meter.methods = ["batch", "hessian"]  # the batch product's g and Hg seed the search (counted below)
-    out: dict[str, list[float]] = {k: [] for k in ("warm_hvps", "warm_s", "warm_err", "cold_hvps", "cold_s", "cold_err")}
+    meters = {}
+    for i, tol in enumerate(tolerances):
+        meter = SharpnessMeter(model, params, lambda: w.loss_fn(model(x), y), optimizer, torch.device("cpu"), tolerance=tol, max_iters=100)
+        meter.methods = ["batch", "hessian"]  # the batch product's g and Hg seed the search (counted below)
+        meters["warm" if i == 0 else f"warm@{tol:g}"] = meter
+    out: dict[str, list[float]] = {f"{k}_{m}": [] for k in [*meters, "cold"] for m in ("hvps", "s", "err")}
     generator = torch.Generator().manual_seed(1)
     train_block(w, model, optimizer, None, burn_in, 0)
     for c in range(checkpoints + 1):
@@ -252,12 +255,13 @@ def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int) -> dic
         out["cold_s"].append(time.perf_counter() - began)
         out["cold_hvps"].append(cold.hvps)
         out["cold_err"].append(abs(cold.value - exact) / abs(exact))
-        batch, warm = meter.measure(lambda method, exc: None).sharpness
-        if c == 0:
-            continue  # the probe's very first estimate is a cold one: not counted as warm
-        out["warm_s"].append(warm["seconds"] + batch["seconds"])
-        out["warm_hvps"].append(warm["hvps"] + batch["hvps"])
-        out["warm_err"].append(abs(warm["value"] - exact) / abs(exact))
+        for key, meter in meters.items():
+            batch, warm = meter.measure(lambda method, exc: None).sharpness
+            if c == 0:
+                continue  # the probe's very first estimate is a cold one: not counted as warm
+            out[f"{key}_s"].append(warm["seconds"] + batch["seconds"])
+            out[f"{key}_hvps"].append(warm["hvps"] + batch["hvps"])
+            out[f"{key}_err"].append(abs(warm["value"] - exact) / abs(exact))
     return out
 
 
@@ -306,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f}")
             sys.stdout.flush()
     print("\n(c) per sharpness estimate: warm start (probe) vs cold start (PyHessian: random, tol 1e-3, <= 100 its)")
-    print(f"{'workload':42} {'start':>5} {'HVPs':>6} {'ms':>8} {'mean err':>9} {'max err':>9}  (err: vs exact λ_max)")
+    print(f"{'workload':42} {'start':>20} {'HVPs':>6} {'ms':>8} {'mean err':>9} {'max err':>9}  (err: vs exact λ_max)")
     tiny_cnn = Workload(
         "tiny CNN (1.3k params), batch 64",
         lambda: torch.nn.Sequential(
@@ -322,14 +326,18 @@ def main(argv: list[str] | None = None) -> int:
     # Estimates as far apart as the default budget puts them on these models (a few hundred
     # steps), after a burn-in: the first steps of training move the Hessian fastest.
     for w, checkpoints, every, burn_in in ((tiny_cnn, 3 if quick else 8, 100, 200), (mlp, 3 if quick else 8, 500, 2000)):
-        r = warm_vs_cold(w, checkpoints, every, burn_in)
-        for kind in ("warm", "cold"):
+        # The probe's default tolerance bounds the error (‖r‖²/gap <= 1e-3); PyHessian's 1e-3 is a
+        # relative change, which stops with larger errors. The second warm row is the probe at a
+        # looser bound, to compare HVPs at about the cold start's accuracy.
+        r = warm_vs_cold(w, checkpoints, every, burn_in, tolerances=(1e-3, 3e-3))
+        for kind, label in (("warm", "warm"), ("warm@0.003", "warm, tolerance 3e-3"), ("cold", "cold")):
             print(
-                f"{w.name:42} {kind:>5} {statistics.mean(r[kind + '_hvps']):6.1f} {1e3 * statistics.mean(r[kind + '_s']):8.2f} "
+                f"{w.name:42} {label:>20} {statistics.mean(r[kind + '_hvps']):6.1f} {1e3 * statistics.mean(r[kind + '_s']):8.2f} "
                 f"{statistics.mean(r[kind + '_err']):9.2e} {max(r[kind + '_err']):9.2e}"
             )
-        ratio = statistics.mean(r["warm_hvps"]) / statistics.mean(r["cold_hvps"])
-        print(f"{'':42} warm/cold HVPs = {ratio:.2f} (target <= 0.33)")
+        for kind, label in (("warm", "default tolerance"), ("warm@0.003", "tolerance 3e-3")):
+            ratio = statistics.mean(r[kind + "_hvps"]) / statistics.mean(r["cold_hvps"])
+            print(f"{'':42} warm/cold HVPs at the {label} = {ratio:.2f} (target <= 0.33 at equal or better accuracy)")
         sys.stdout.flush()
     return 0
 

@@ -1,9 +1,8 @@
 """Sharpness: the top eigenvalue of the loss Hessian (plain, Adam-preconditioned, along the gradient).
 
 Everything here is Hessian-vector products by double backward (``torch.autograd.grad`` with
-``create_graph=True``, then one more ``autograd.grad`` per product) and an accelerated power
-iteration warm-started from the previous eigenvector, with a stated relative tolerance and
-iteration cap.
+``create_graph=True``, then one more ``autograd.grad`` per product) and a Krylov eigensolver
+warm-started from the previous eigenvector, with a stated relative tolerance and iteration cap.
 """
 
 from __future__ import annotations
@@ -111,6 +110,11 @@ def axpy(terms: Sequence[tuple[float, Sequence[torch.Tensor]]]) -> Vector:
     return out
 
 
+#: Most vectors (each with its image) the eigensolver keeps; beyond, it restarts from its best
+#: vector. Memory is twice this many parameter-sized vectors.
+MAX_BASIS = 6
+
+
 def top_eigenvalue(
     apply: Callable[[Vector], Vector],
     start: Vector,
@@ -123,77 +127,82 @@ def top_eigenvalue(
 ) -> Estimate:
     """The largest eigenvalue of the symmetric operator ``apply``, one product per iteration.
 
-    This is power iteration made locally optimal (LOBPCG with one vector): instead of moving to
-    ``Av``, each step takes the best vector (largest Rayleigh quotient) in the span of the current
-    vector, its residual ``Av - θv`` and the previous step, which costs one product like power
-    iteration but converges like Lanczos when the top eigenvalues are close. Started from last
-    time's eigenvector it typically stops after two or three products.
+    A Krylov method (Lanczos with full reorthogonalization and Rayleigh-Ritz): each product adds
+    the current residual ``Av - θv`` to an orthonormal basis, and the estimate is the top Ritz
+    pair of the operator on that basis. For the same number of products it is never worse than
+    power iteration and much better when the top eigenvalues are close. At ``MAX_BASIS`` vectors
+    it restarts from its best vector, so memory stays bounded on large models.
 
-    Stops when the estimate changed by at most ``tolerance`` relative to itself (converged), after
-    ``max_iters`` products, or at ``deadline`` (``time.perf_counter()``; at least two products are
-    always taken): an unconverged vector still warm-starts the next call.
+    Stops when converged: the Ritz pair's residual ``r`` bounds the error of the estimate by
+    ``‖r‖²/gap`` (gap: to the next Ritz value), and that bound is at most ``tolerance`` relative
+    to the estimate (with ``‖r‖ <= 0.1 |θ|``, so the bound is trusted only near convergence). It
+    also stops after ``max_iters`` products or at ``deadline`` (``time.perf_counter()``; at least
+    two products are always taken): an unconverged vector still warm-starts the next call.
 
     ``hint`` is a unit vector and its image already computed (the gradient direction and its
-    Hessian product, from batch sharpness): it joins the first search space for free. A warm start
-    sitting on what used to be the top eigenvector cannot see a new top direction it has no part
-    in; the gradient usually has one (it lies mostly in the top Hessian subspace).
+    Hessian product, from batch sharpness): it joins the basis for free. A warm start sitting on
+    what used to be the top eigenvector cannot see a new top direction it has no part in; the
+    gradient usually has one (it lies mostly in the top Hessian subspace).
     """
-    norm = dot(start, start).sqrt()
-    if not torch.isfinite(norm) or norm == 0:
-        return Estimate(math.nan, 0, False, warm_start, None)
-    x = scaled(start, 1.0 / float(norm))
-    ax = apply(x)
-    products = 1
-    theta = float(dot(x, ax))
-    p: Vector | None = hint[0] if hint is not None else None  # the previous step, and its image
-    ap: Vector | None = hint[1] if hint is not None else None
-    while True:
-        if not math.isfinite(theta):
-            return Estimate(theta, products, False, warm_start, None)
-        if products >= max(2, max_iters) or (deadline is not None and products >= 2 and time.perf_counter() >= deadline):
-            return Estimate(theta, products, False, warm_start, x)
-        r = axpy([(1.0, ax), (-theta, x)])  # the residual: zero at an eigenvector
-        r_norm = float(dot(r, r).sqrt())
-        if not math.isfinite(r_norm):
-            return Estimate(math.nan, products, False, warm_start, None)
-        if r_norm <= 1e-12 * max(abs(theta), 1e-30):
-            return Estimate(theta, products, True, warm_start, x)
-        w = scaled(r, 1.0 / r_norm)
-        aw = apply(w)
-        products += 1
-        # Orthonormal basis [x, w, p] with the images tracked (A is linear), then Rayleigh-Ritz.
-        basis, images = [x], [ax]
-        for v, av in ((w, aw), (p, ap)):
-            if v is None:
-                continue
-            for b, ab in zip(list(basis), list(images)):
+    basis: list[Vector] = []
+    images: list[Vector] = []
+    products = 0
+
+    def extend(v: Vector, av: Vector | None = None) -> bool:
+        """Orthonormalize ``v`` against the basis (twice, for float32) and add it with its image."""
+        nonlocal products
+        original = float(dot(v, v).sqrt())
+        for _ in range(2):
+            for b, ab in zip(basis, images):
                 c = float(dot(b, v))
                 v = axpy([(1.0, v), (-c, b)])
-                av = axpy([(1.0, av), (-c, ab)])
-            length = float(dot(v, v).sqrt())
-            if length > 1e-6:  # else v is (numerically) in the span already
-                basis.append(scaled(v, 1.0 / length))
-                images.append(scaled(av, 1.0 / length))
+                if av is not None:
+                    av = axpy([(1.0, av), (-c, ab)])
+        length = float(dot(v, v).sqrt())
+        if not math.isfinite(length) or length <= 1e-6 * original:
+            return False  # nothing new: v lies in the span already (or is zero)
+        v = scaled(v, 1.0 / length)
+        if av is None:
+            av = apply(v)
+            products += 1
+        else:
+            av = scaled(av, 1.0 / length)
+        basis.append(v)
+        images.append(av)
+        return True
+
+    norm = dot(start, start).sqrt()
+    if not torch.isfinite(norm) or norm == 0 or not extend(start):
+        return Estimate(math.nan, products, False, warm_start, None)
+    if hint is not None:
+        extend(hint[0], hint[1])
+    while True:
         k = len(basis)
         t = torch.empty(k, k, dtype=torch.float64)
         for i in range(k):
             for j in range(i, k):
                 t[i, j] = t[j, i] = 0.5 * (float(dot(basis[i], images[j])) + float(dot(basis[j], images[i])))
+        if not bool(torch.isfinite(t).all()):
+            return Estimate(math.nan, products, False, warm_start, None)
         values, vectors = torch.linalg.eigh(t)
+        theta = float(values[-1])
         y = vectors[:, -1].tolist()
-        new_theta = float(values[-1])
-        new_x = axpy([(c, b) for c, b in zip(y, basis)])
-        new_ax = axpy([(c, ab) for c, ab in zip(y, images)])
-        if k > 1:  # the step taken: the new vector minus its component along the old one
-            step_norm = math.sqrt(max(0.0, 1.0 - y[0] * y[0]))
-            if step_norm > 1e-12:
-                p = axpy([(c / step_norm, b) for c, b in zip(y[1:], basis[1:])])
-                ap = axpy([(c / step_norm, ab) for c, ab in zip(y[1:], images[1:])])
-        length = float(dot(new_x, new_x).sqrt())
-        x, ax = scaled(new_x, 1.0 / length), scaled(new_ax, 1.0 / length)
-        converged = abs(new_theta - theta) <= tolerance * abs(new_theta)
-        theta = new_theta
-        if converged:
+        x = axpy([(c, b) for c, b in zip(y, basis)])
+        ax = axpy([(c, ab) for c, ab in zip(y, images)])
+        r = axpy([(1.0, ax), (-theta, x)])  # the residual: zero at an eigenvector
+        r_norm = float(dot(r, r).sqrt())
+        if not math.isfinite(r_norm):
+            return Estimate(math.nan, products, False, warm_start, None)
+        scale = max(abs(theta), 1e-30)
+        # |λ - θ| <= ‖r‖ always; <= ‖r‖²/gap near convergence (gap: to the next Ritz value).
+        bound = r_norm if k == 1 else min(r_norm, r_norm * r_norm / max(theta - float(values[-2]), 1e-300))
+        if r_norm <= 1e-12 * scale or (r_norm <= 0.1 * scale and bound <= tolerance * scale):
+            return Estimate(theta, products, True, warm_start, x)
+        if products >= max(2, max_iters) or (deadline is not None and products >= 2 and time.perf_counter() >= deadline):
+            return Estimate(theta, products, False, warm_start, x)
+        if k >= MAX_BASIS:  # restart from the best vector (its image is known)
+            basis, images = [x], [ax]
+        if not extend(r):  # the residual lies in the basis already: as good as it gets
             return Estimate(theta, products, True, warm_start, x)
 
 

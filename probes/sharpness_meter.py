@@ -41,8 +41,8 @@ class Measurement:
 class SharpnessMeter:
     """Measures sharpness of ``loss()`` at the current weights without changing the run.
 
-    Methods: ``"batch"`` (one product along the batch gradient), ``"hessian"`` (power iteration
-    on H) and, for Adam/AdamW, ``"preconditioned"`` (power iteration on P^{-1/2} H P^{-1/2}).
+    Methods: ``"batch"`` (one product along the batch gradient), ``"hessian"`` (top eigenvalue
+    of H) and, for Adam/AdamW, ``"preconditioned"`` (top eigenvalue of P^{-1/2} H P^{-1/2}).
     Each eigenvalue iteration starts from its last eigenvector plus a 1% random part; the first
     one, or one after a non-finite result, starts from a seeded random vector.
 
@@ -52,8 +52,8 @@ class SharpnessMeter:
         loss: no arguments, returns the scalar loss on the fixed batch.
         optimizer: read for Adam's second moments; never written.
         device: the model's device (for the RNG that must be restored).
-        tolerance: relative change at which power iteration stops.
-        max_iters: most products per power iteration.
+        tolerance: relative error bound at which an eigenvalue estimate stops (see ``top_eigenvalue``).
+        max_iters: most products per eigenvalue estimate.
     """
 
     def __init__(
@@ -84,7 +84,7 @@ class SharpnessMeter:
     def measure(self, on_method_error: Callable[[str, BaseException], None], deadline: float | None = None) -> Measurement:
         """Run every enabled method once. A failing method is reported and skipped from then on.
 
-        ``deadline`` (``time.perf_counter()``) cuts power iterations short (logged unconverged;
+        ``deadline`` (``time.perf_counter()``) cuts eigenvalue iterations short (logged unconverged;
         the next measurement continues from their vectors), so one estimate never blows the budget.
 
         Raises whatever building the gradient graph raises (the loss, double backward): that

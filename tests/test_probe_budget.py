@@ -54,6 +54,6 @@ def test_eigenvalue_estimate_stops_at_its_deadline_and_resumes_warm() -> None:
     assert abs(estimate.value - 10.0) < 1e-4
     cold = top_eigenvalue(apply, start, tolerance=1e-6, max_iters=50)
     assert cold.converged and abs(cold.value - 10.0) < 1e-4
-    # Once converged, a warm start from the answer needs only the minimum.
+    # Once converged, a warm start from the answer needs one or two products.
     again = top_eigenvalue(apply, estimate.vector, tolerance=1e-6, max_iters=50, warm_start=True)
-    assert again.hvps == 2 and again.converged
+    assert again.hvps <= 2 and again.converged and abs(again.value - 10.0) < 1e-4
