@@ -126,15 +126,6 @@ def iter_complete_blocks(f: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tup
             yield data, skipped
 
 
-def iter_complete_lines(f: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[list[bytes], int]]:
-    """Yield (complete lines, skipped over-long lines) from a binary file, chunk by chunk.
-
-    A last line without its newline is still being written: it is not yielded.
-    """
-    for data, skipped in iter_complete_blocks(f, chunk_bytes):
-        yield data.split(b"\n")[:-1], skipped
-
-
 # -- columns --------------------------------------------------------------------------------
 
 
@@ -525,34 +516,6 @@ def events_path(run_dir: Path) -> Path:
     return path
 
 
-def iter_complete_lines(f: Any, chunk_bytes: int = CHUNK_BYTES) -> Iterator[tuple[list[bytes], int]]:
-    """Yield (complete lines, skipped over-long lines) from a binary file, chunk by chunk.
-
-    A last line without its newline is still being written: it is not yielded.
-    """
-    tail = b""
-    skipping = False  # inside an over-long line: drop bytes until its newline
-    while True:
-        block = f.read(chunk_bytes)
-        if not block:
-            return
-        lines = (tail + block).split(b"\n")
-        tail = lines.pop()
-        skipped = 0
-        if skipping and lines:
-            lines.pop(0)
-            skipping = False
-        if len(tail) > MAX_LINE_BYTES:
-            tail = b""
-            skipping = True
-            skipped += 1
-        long_ = [ln for ln in lines if len(ln) > MAX_LINE_BYTES]
-        if long_:
-            skipped += len(long_)
-            lines = [ln for ln in lines if len(ln) <= MAX_LINE_BYTES]
-        yield lines, skipped
-
-
 def load_run(path: str | os.PathLike[str]) -> Run:
     """Load a whole run. Raises RunFormatError (one-line message) when it cannot be read."""
     run_dir = Path(path)
@@ -596,7 +559,6 @@ __all__ = [
     "find_runs",
     "gc_paused",
     "iter_complete_blocks",
-    "iter_complete_lines",
     "load_run",
     "run_status",
 ]
