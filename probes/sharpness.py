@@ -159,8 +159,8 @@ def top_eigenvalue(
                 if av is not None:
                     av = axpy([(1.0, av), (-c, ab)])
         length = float(dot(v, v).sqrt())
-        if not math.isfinite(length) or length <= 1e-6 * original:
-            return False  # nothing new: v lies in the span already (or is zero)
+        if not (math.isfinite(length) and length > 1e-6 * original):
+            return False  # nothing new: v lies in the span already (or is zero or not finite)
         v = scaled(v, 1.0 / length)
         if av is None:
             av = apply(v)
@@ -171,8 +171,7 @@ def top_eigenvalue(
         images.append(av)
         return True
 
-    norm = dot(start, start).sqrt()
-    if not torch.isfinite(norm) or norm == 0 or not extend(start):
+    if not extend(start):  # a zero or non-finite start
         return Estimate(math.nan, products, False, warm_start, None)
     if hint is not None:
         extend(hint[0], hint[1])
