@@ -51,7 +51,8 @@ class Probe:
         stride: measure every ``stride``-th optimizer step.
         sharpness_budget: the fraction of wall time the probe may spend (default 0.05); sharpness
             estimates are scheduled to stay under it. 0 turns sharpness off.
-        tolerance: relative error bound (‖r‖²/gap from the residual) at which an eigenvalue estimate stops.
+        tolerance: an eigenvalue estimate stops when its relative change and relative error bound
+            (‖r‖²/gap from the residual) are both under it.
         max_iters: most Hessian-vector products per eigenvalue estimate.
         scale_invariant: ``None`` detects scale-invariant param groups on the hessian batch;
             a bool (all groups) or a list of bools (one per group) declares them.

@@ -133,11 +133,14 @@ def top_eigenvalue(
     power iteration and much better when the top eigenvalues are close. At ``MAX_BASIS`` vectors
     it restarts from its best vector, so memory stays bounded on large models.
 
-    Stops when converged: the Ritz pair's residual ``r`` bounds the error of the estimate by
-    ``‖r‖²/gap`` (gap: to the next Ritz value), and that bound is at most ``tolerance`` relative
-    to the estimate (with ``‖r‖ <= 0.1 |θ|``, so the bound is trusted only near convergence). It
-    also stops after ``max_iters`` products or at ``deadline`` (``time.perf_counter()``; at least
-    two products are always taken): an unconverged vector still warm-starts the next call.
+    Stops when converged: the estimate changed by at most ``tolerance`` (relative) since the
+    previous product, and the Ritz pair's residual ``r`` bounds its error by ``‖r‖²/gap`` (gap: to
+    the next Ritz value) at most ``tolerance`` relative to the estimate (with ``‖r‖ <= 0.1 |θ|``,
+    so the bound is trusted only near convergence). Like every Krylov or power method it cannot
+    tell a cluster of near-equal top eigenvalues apart early: there the estimate can stop
+    anywhere inside the cluster. It also stops after ``max_iters`` products or at ``deadline``
+    (``time.perf_counter()``; at least two products are always taken): an unconverged vector
+    still warm-starts the next call.
 
     ``hint`` is a unit vector and its image already computed (the gradient direction and its
     Hessian product, from batch sharpness): it joins the basis for free. A warm start sitting on
@@ -171,6 +174,7 @@ def top_eigenvalue(
         images.append(av)
         return True
 
+    previous = math.nan
     if not extend(start):  # a zero or non-finite start
         return Estimate(math.nan, products, False, warm_start, None)
     if hint is not None:
@@ -193,9 +197,12 @@ def top_eigenvalue(
         if not math.isfinite(r_norm):
             return Estimate(math.nan, products, False, warm_start, None)
         scale = max(abs(theta), 1e-30)
-        # |λ - θ| <= ‖r‖ always; <= ‖r‖²/gap near convergence (gap: to the next Ritz value).
+        # |λ - θ| <= ‖r‖ always; <= ‖r‖²/gap near convergence (gap: to the next Ritz value, which
+        # early on overstates the true gap, so the estimate must also have stopped moving).
         bound = r_norm if k == 1 else min(r_norm, r_norm * r_norm / max(theta - float(values[-2]), 1e-300))
-        if r_norm <= 1e-12 * scale or (r_norm <= 0.1 * scale and bound <= tolerance * scale):
+        steady = abs(theta - previous) <= tolerance * scale
+        previous = theta
+        if r_norm <= 1e-12 * scale or (steady and r_norm <= 0.1 * scale and bound <= tolerance * scale):
             return Estimate(theta, products, True, warm_start, x)
         if products >= max(2, max_iters) or (deadline is not None and products >= 2 and time.perf_counter() >= deadline):
             return Estimate(theta, products, False, warm_start, x)

@@ -52,7 +52,7 @@ class SharpnessMeter:
         loss: no arguments, returns the scalar loss on the fixed batch.
         optimizer: read for Adam's second moments; never written.
         device: the model's device (for the RNG that must be restored).
-        tolerance: relative error bound at which an eigenvalue estimate stops (see ``top_eigenvalue``).
+        tolerance: relative change and error bound at which an eigenvalue estimate stops (see ``top_eigenvalue``).
         max_iters: most products per eigenvalue estimate.
     """
 
