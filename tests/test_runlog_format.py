@@ -17,7 +17,7 @@ from lrtui.runlog.format import (
     encode_event,
     encode_json,
 )
-from lrtui.runlog.reader import RunData
+from lrtui.runlog.reader import RunData, float_column
 
 NAN, INF = math.nan, math.inf
 
@@ -214,3 +214,90 @@ def test_rundata_grows_in_batches_without_changing_tables_already_handed_out() -
     assert table["lr"].shape == (201, 2) and np.isnan(table["lr"][0, 1]) and np.isnan(table["lr"][200]).all()
     assert np.isnan(table["grad_norm"][:200]).all() and table["grad_norm"][200] == 3.0
     assert data.count == len(data) == 201 and data.last_step == 200 and data.last_time == 201.0
+
+
+def _same_tables(a, b, kinds=None, columns=None) -> None:
+    for kind in kinds or b.data.kinds():
+        ta, tb = a.table(kind), b.table(kind)
+        for name in columns or tb:
+            if tb[name].dtype == object or ta[name].dtype == object:
+                # An object column (text among numbers) holds a number as the line had it (3, None)
+                # or as a float (3.0, NaN) depending on how its block was read: compare what readers
+                # take from it (float_column) and the texts.
+                assert np.array_equal(float_column(ta[name]), float_column(tb[name]), equal_nan=True), (kind, name)
+                texts = [[(i, v) for i, v in enumerate(t[name]) if isinstance(v, str)] for t in (ta, tb)]
+                assert texts[0] == texts[1], (kind, name)
+            else:
+                assert np.array_equal(ta[name], tb[name], equal_nan=True), (kind, name)
+
+
+def test_parallel_and_projected_loads_equal_the_plain_one(tmp_path, monkeypatch) -> None:
+    """Several processes reading ranges of the file, and a load of only the advisor's step fields,
+    give what one plain load gives: the same events, records, counts and skipped lines."""
+    from lrtui.advisor import STEP_FIELDS_READ
+    from lrtui.runlog import reader
+
+    rng = random.Random(2)
+    specials = [NAN, INF, -INF, None, 0.25, 3]
+    with RunWriter(tmp_path / "run", {"name": "mix"}) as writer:
+        for i in range(20_000):
+            fields = {"loss": rng.choice(specials) if i % 11 == 0 else rng.random(), "grad_norm": rng.random(),
+                      "update_norm": 0.01, "lr": [0.1, rng.choice(specials)], "effective_lr": [None, None]}
+            if i % 7 == 0:
+                del fields["grad_norm"]
+            if i == 9000:
+                fields["loss"] = "0.5"  # a block the typed decoders refuse: read the generic way
+            writer.write("step", i, **fields)
+            if i % 97 == 0:
+                writer.write("sharpness", i, method="hessian", value=rng.random(), hvps=3)
+            if i % 1000 == 0:
+                writer.write("metric", i, test_acc=rng.random(), phase="pretrain")
+    with open(tmp_path / "run" / "events.jsonl", "ab") as f:
+        f.write(b"not json\n" + b'{"kind":"step","step":20000,"time":1,"x":"' + b"a" * (2 << 20) + b'"}\n')
+        f.write(b'{"kind":"step","step":20001,"time":2.0,"loss":0.5}\n{"kind":"step","step":20002,"ti')
+    # small thresholds, so this 5 MB file is read by four processes in ranges of ~1 MB
+    monkeypatch.setattr(reader, "PARALLEL_MIN_BYTES", 1 << 20)
+    monkeypatch.setattr(reader, "PARALLEL_BYTES_PER_WORKER", 1 << 20)
+    used = []
+    real = reader._read_in_parallel
+    monkeypatch.setattr(reader, "_read_in_parallel", lambda *a: used.append(real(*a)) or used[-1])
+    plain = load_run(tmp_path / "run")
+    assert used == []  # one reader unless asked
+    parallel = load_run(tmp_path / "run", workers=4)
+    projected = load_run(tmp_path / "run", step_fields=STEP_FIELDS_READ, workers=4)
+    assert len(reader._cut_points(tmp_path / "run" / "events.jsonl", (tmp_path / "run" / "events.jsonl").stat().st_size, 4)) == 4
+    for other in (parallel, projected):
+        assert other.skipped_lines == plain.skipped_lines == 2
+        assert other.data.count == plain.data.count and other.data.records == plain.data.records
+        assert (other.data.last_time, other.data.last_step) == (plain.data.last_time, plain.data.last_step)
+        assert set(other.data.kinds()) == set(plain.data.kinds())
+    _same_tables(parallel, plain)
+    _same_tables(projected, plain, kinds=["sharpness", "metric"])
+    _same_tables(projected, plain, kinds=["step"], columns=STEP_FIELDS_READ)
+    assert len(used) == 2 and all(u is not None for u in used)  # both read by processes, none fell back
+    assert plain.table("step")["step"][-1] == 20001 and len(plain.table("step")["step"]) == 20001
+    assert plain.table("step")["loss"][9000] == "0.5" and projected.table("step")["loss"][9000] == "0.5"
+
+
+def test_a_parallel_load_that_cannot_start_processes_reads_alone(tmp_path, monkeypatch) -> None:
+    import subprocess
+
+    from lrtui.runlog import reader
+
+    with RunWriter(tmp_path / "run", {"name": "p"}) as writer:
+        for i in range(5000):
+            writer.write("step", i, loss=1.0 / (i + 1), lr=[0.1])
+    monkeypatch.setattr(reader, "PARALLEL_MIN_BYTES", 1 << 16)
+    monkeypatch.setattr(reader, "PARALLEL_BYTES_PER_WORKER", 1 << 16)
+
+    tried = []
+
+    def refuse(*args, **kwargs):
+        tried.append(args)
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    run = load_run(tmp_path / "run", workers=4)
+    assert tried  # it did try
+    assert run.table("step")["step"].tolist() == list(range(5000))
+    assert np.allclose(run.table("step")["loss"], 1.0 / np.arange(1, 5001))

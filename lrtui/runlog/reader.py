@@ -7,12 +7,16 @@ import gc
 import itertools
 import math
 import os
+import pickle
 import re
 import socket
+import subprocess
+import sys
 import time
+import typing
 from operator import attrgetter
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import msgspec
 import numpy as np
@@ -27,6 +31,7 @@ from lrtui.runlog.format import (
     TEXT_TO_NON_FINITE,
     RunFormatError,
     StepLine,
+    decode_line,
     decode_lines,
     is_run_dir,
     read_meta,
@@ -247,21 +252,40 @@ def _step_decoder(extra: tuple[str, ...]) -> msgspec.json.Decoder:
 
 
 _UNKNOWN_FIELD = re.compile(r"unknown field `(.+?)`")
+_projected_decoders: dict[tuple[str, ...], msgspec.json.Decoder] = {}
 
 
-def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
+def _projected_decoder(fields: tuple[str, ...]) -> msgspec.json.Decoder:
+    """A decoder for step lines that keeps only ``fields`` (schema fields) and skips the rest."""
+    decoder = _projected_decoders.get(fields)
+    if decoder is None:
+        hints = typing.get_type_hints(StepLine, include_extras=True)
+        line_type = msgspec.defstruct(
+            "StepLineProjected",
+            [("kind", hints["kind"]), ("step", hints["step"])]
+            + [(name, hints[name], None) for name in fields if name not in ("kind", "step")],
+            gc=False,
+        )
+        decoder = _projected_decoders[fields] = msgspec.json.Decoder(list[line_type])
+    return decoder
+
+
+def _step_columns(step_data: bytes, lines: int, only: tuple[str, ...] | None = None) -> dict[str, np.ndarray] | None:
     """Columns of a block of step lines, or None if any line is not a valid step event.
 
     Fields the schema does not know are learnt from the decoder's complaint and decoded too,
-    so a writer that adds its own step fields keeps the fast path.
+    so a writer that adds its own step fields keeps the fast path. With ``only`` (schema field
+    names) every other field is skipped unread, which is what makes a projection cheaper.
     """
     extra: tuple[str, ...] = ()
     body = b"[" + step_data.rstrip(b"\n").replace(b"\n", b"\n,") + b"\n]"
     while True:
         try:
-            rows = _step_decoder(extra).decode(body)
+            rows = (_projected_decoder(only) if only is not None else _step_decoder(extra)).decode(body)
             break
         except msgspec.ValidationError as exc:
+            if only is not None:
+                return None
             found = _UNKNOWN_FIELD.search(str(exc))
             if found is None or len(extra) >= _MAX_EXTRA_STEP_FIELDS or found.group(1) in extra:
                 return None
@@ -271,8 +295,9 @@ def _step_columns(step_data: bytes, lines: int) -> dict[str, np.ndarray] | None:
     if len(rows) != lines:  # a line held more or less than one object
         return None
     columns: dict[str, np.ndarray] = {}
-    for name in (*STEP_FIELDS, *extra):
-        if name not in ("step", "time") and step_data.find(b'"' + name.encode() + b'":') < 0:
+    names = (*STEP_FIELDS, *extra) if only is None else tuple(f for f in STEP_FIELDS if f == "step" or f in only)
+    for name in names:
+        if (name not in ("step", "time") or only is not None) and step_data.find(b'"' + name.encode() + b'":') < 0:
             continue  # no line has the field: no column (as when the generic way reads it)
         values = list(map(attrgetter(name), rows))
         if name not in extra and name not in STEP_LIST_FIELDS:
@@ -347,7 +372,7 @@ class RunData:
             last = group[-1]
             self._seen(last.get("time"), last.get("step"))
 
-    def extend_block(self, data: bytes) -> int:
+    def extend_block(self, data: bytes, step_fields: tuple[str, ...] | None = None) -> int:
         """Add a block of complete lines as read from ``events.jsonl``; returns garbage skipped.
 
         Step lines are decoded straight into columns (the fast path); other lines, or a block
@@ -356,7 +381,7 @@ class RunData:
         if not data:
             return 0
         step_data, step_lines, other_lines = _split_step_lines(data)
-        columns = _step_columns(step_data, step_lines) if step_lines else None
+        columns = _step_columns(step_data, step_lines, step_fields) if step_lines else None
         if step_lines and columns is None:
             return self._extend_generic(data)
         events, skipped = decode_lines(other_lines)
@@ -364,7 +389,11 @@ class RunData:
             return self._extend_generic(data)  # step events the other way too: keep their order
         if columns is not None:
             self._add(KIND_STEP, step_lines, columns)
-            self._seen(float(columns["time"][-1]), int(columns["step"][-1]))
+            if "time" in columns:
+                self._seen(float(columns["time"][-1]), int(columns["step"][-1]))
+            else:  # a projection without time: the block's last step line says when
+                last = decode_line(step_data[step_data.rstrip(b"\n").rfind(b"\n") + 1 :].rstrip(b"\n"))
+                self._seen(last.get("time") if last else None, int(columns["step"][-1]))
         self.extend(events)
         return skipped
 
@@ -418,6 +447,15 @@ class RunData:
         self._chunks[kind] = [(sum(lengths), dict(table))]
         self._cache[kind] = table
         return table
+
+    def merge(self, other: RunData) -> None:
+        """Append the events of ``other``, read from the part of the file after this one's."""
+        for kind, chunks in other._chunks.items():
+            for n, columns in chunks:
+                self._add(kind, n, columns)
+        for kind, records in other.records.items():
+            self.records.setdefault(kind, []).extend(records)
+        self._seen(other.last_time, other.last_step)
 
     def compact(self) -> None:
         """Concatenate every kind's chunks now (what ``table`` would do on first use)."""
@@ -516,8 +554,28 @@ def events_path(run_dir: Path) -> Path:
     return path
 
 
-def load_run(path: str | os.PathLike[str]) -> Run:
-    """Load a whole run. Raises RunFormatError (one-line message) when it cannot be read."""
+#: A file at least this large is read by several processes when ``load_run`` is given ``workers``.
+PARALLEL_MIN_BYTES = 64 << 20
+#: Bytes per process at least (fewer processes for a smaller file).
+PARALLEL_BYTES_PER_WORKER = 32 << 20
+
+
+def load_run(
+    path: str | os.PathLike[str], step_fields: Sequence[str] | None = None, workers: int | None = 1
+) -> Run:
+    """Load a whole run. Raises RunFormatError (one-line message) when it cannot be read.
+
+    ``step_fields`` (schema field names of ``step`` events, e.g. the advisor's) keeps only those
+    columns of the step table (``step`` always): a faster read for a reader that needs no more.
+    Blocks with step lines outside the schema are read whole, as without it.
+
+    ``workers``: processes that read a large ``events.jsonl`` side by side (``None``: one per
+    core, at most 8). Each reads a range of whole lines; the result is the same as one reader's.
+    If the processes cannot start, the file is read in this process.
+    """
+    only = tuple(dict.fromkeys(step_fields)) if step_fields is not None else None
+    if only is not None and not set(only) <= set(STEP_FIELDS):
+        raise ValueError(f"step_fields must be among {STEP_FIELDS}")
     run_dir = Path(path)
     meta = read_meta(run_dir)
     data = RunData()
@@ -525,13 +583,117 @@ def load_run(path: str | os.PathLike[str]) -> Run:
     epath = events_path(run_dir)
     if epath.exists():
         try:
-            with open(epath, "rb") as f, gc_paused():
-                for block, too_long in iter_complete_blocks(f):
-                    skipped += data.extend_block(block) + too_long
-                data.compact()
+            size = epath.stat().st_size
+            if workers is None:
+                workers = min(os.cpu_count() or 1, 8)
+            workers = max(1, min(workers, size // PARALLEL_BYTES_PER_WORKER))
+            parts = _read_in_parallel(epath, size, workers, only) if size >= PARALLEL_MIN_BYTES and workers > 1 else None
+            data, skipped = parts if parts is not None else _read_range(epath, 0, None, only)
+            data.compact()
         except OSError as exc:
             raise RunFormatError(f"{epath}: cannot read: {exc.strerror or exc}") from None
     return Run(run_dir, meta, data, skipped)
+
+
+class _Window:
+    """The bytes of a file from where it is now up to ``stop`` (None: to the end)."""
+
+    def __init__(self, f: Any, stop: int | None) -> None:
+        self.f, self.stop = f, stop
+
+    def read(self, n: int) -> bytes:
+        if self.stop is None:
+            return self.f.read(n)
+        return self.f.read(max(0, min(n, self.stop - self.f.tell())))
+
+
+def _read_range(epath: Path, start: int, stop: int | None, only: tuple[str, ...] | None) -> tuple[RunData, int]:
+    """(events, lines skipped) of the lines in ``[start, stop)`` of a run log; ``start`` is a line's
+    first byte and ``stop`` (None: the end) the byte after a newline."""
+    data = RunData()
+    skipped = 0
+    with open(epath, "rb") as f, gc_paused():
+        f.seek(start)
+        for block, too_long in iter_complete_blocks(_Window(f, stop)):
+            skipped += data.extend_block(block, only) + too_long
+    return data, skipped
+
+
+#: The calling process's range is this much larger than each helper's: it starts reading at once,
+#: while a helper first starts Python (~0.2 s) and then sends its columns back.
+OWN_SHARE = 1.4
+
+
+def _cut_points(epath: Path, size: int, parts: int) -> list[int]:
+    """Offsets that split the file into ``parts`` ranges of whole lines (starting with 0), the
+    first ``OWN_SHARE`` times as large as the others."""
+    cuts = [0]
+    unit = size / (parts - 1 + OWN_SHARE)
+    with open(epath, "rb") as f:
+        for k in range(1, parts):
+            at = max(int((OWN_SHARE + k - 1) * unit), cuts[-1])
+            f.seek(at)
+            while True:  # the byte after the next newline
+                chunk = f.read(1 << 16)
+                if not chunk:
+                    return cuts
+                newline = chunk.find(b"\n")
+                if newline >= 0:
+                    at += newline + 1
+                    break
+                at += len(chunk)
+            if at >= size:
+                break
+            cuts.append(at)
+    return cuts
+
+
+def _read_in_parallel(
+    epath: Path, size: int, workers: int, only: tuple[str, ...] | None
+) -> tuple[RunData, int] | None:
+    """The run log read by ``workers`` processes (this one included), or None if they cannot run.
+
+    The helpers are plain ``python -c`` processes, not multiprocessing's: those import the
+    caller's main module again, which re-runs any script without a ``__main__`` guard.
+    """
+    cuts = _cut_points(epath, size, workers)
+    ranges = list(zip(cuts, [*cuts[1:], None]))
+    if len(ranges) < 2:
+        return None
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str)))
+    helpers: list[subprocess.Popen[bytes]] = []
+    try:
+        for start, stop in ranges[1:]:
+            job = pickle.dumps((str(epath), start, stop, only))
+            helper = subprocess.Popen(
+                [sys.executable, "-c", "from lrtui.runlog.reader import _range_helper; _range_helper()"],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+            )
+            helpers.append(helper)
+            helper.stdin.write(job)  # type: ignore[union-attr]
+            helper.stdin.close()  # type: ignore[union-attr]
+        data, skipped = _read_range(epath, ranges[0][0], ranges[0][1], only)
+        for helper in helpers:
+            answer = helper.stdout.read()  # type: ignore[union-attr]
+            if helper.wait() != 0:
+                return None
+            part, part_skipped = pickle.loads(answer)
+            data.merge(part)
+            skipped += part_skipped
+        return data, skipped
+    except Exception:  # no processes here (a sandbox, a limit), or a read failed: one reader will
+        return None  # do, and report a real read error itself
+    finally:
+        for helper in helpers:
+            if helper.poll() is None:
+                helper.kill()
+                helper.wait()
+
+
+def _range_helper() -> None:
+    """A helper process of ``_read_in_parallel``: a pickled job on stdin, the events on stdout."""
+    path, start, stop, only = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(_read_range(Path(path), start, stop, only), protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def find_runs(path: str | os.PathLike[str]) -> list[Path]:
