@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lrtui.advisor import Advisor
+from lrtui.advisor import STEP_FIELDS_READ, Advisor
 from lrtui.runlog import RunWriter, load_run
 from lrtui.runlog.format import restore_non_finite
 
@@ -63,6 +64,12 @@ def main() -> None:
         run = load_run(path)
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
+        load_run(path, step_fields=STEP_FIELDS_READ)
+        t_load_fields = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
+        t_load_parallel = time.perf_counter() - t0
+        t0 = time.perf_counter()
         bulk = Advisor.from_run(run).state()
         t_bulk = time.perf_counter() - t0
 
@@ -89,7 +96,9 @@ def main() -> None:
     events_total = len(run.data)
     rows = [
         ("write the run (RunWriter)", t_write, f"{args.steps} steps, {events_total} events"),
-        ("load_run", t_load, ""),
+        ("load_run", t_load, "every field, one process"),
+        ("load_run, the advisor's fields", t_load_fields, f"{', '.join(STEP_FIELDS_READ)}"),
+        ("  ... and workers=None", t_load_parallel, f"{os.cpu_count()} cores: what advise does"),
         ("Advisor.from_run (bulk)", t_bulk, f"regime {bulk.regime}, {len(bulk.recommendations)} recs"),
         ("lrtui advise --json (process)", t_cli, f"exit {proc.returncode} (target <= 2 s)"),
         ("incremental, per event", t_inc / len(events), f"over {len(events)} events (target <= 20 us)"),

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 from typing import Any, TextIO
 
-from lrtui.advisor import Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep
+from lrtui.advisor import STEP_FIELDS_READ, Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep
 from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
 from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_status
 
@@ -101,7 +101,7 @@ def _emit(out: TextIO, text: str) -> None:
 def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
     runs = find_runs(path)
     if is_run_dir(path):
-        run = load_run(path)
+        run = load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
         st = Advisor.from_run(run).state()
         if as_json:
             _emit(out, json.dumps(st.to_json(run.name)))
@@ -110,7 +110,7 @@ def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
         return EXIT_DIVERGED if st.diverged else EXIT_OK
     if not runs:
         raise UserError(f"{path}: neither a run directory nor a directory of runs")
-    loaded = [load_run(p) for p in runs]
+    loaded = [load_run(p, step_fields=STEP_FIELDS_READ, workers=None) for p in runs]
     result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded])
     if as_json:
         _emit(out, json.dumps(result.to_json()))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lrtui.advisor.advisor import Advisor
+from lrtui.advisor.advisor import STEP_FIELDS_READ, Advisor
 from lrtui.advisor.recommend import initial_lr_band
 from lrtui.advisor.state import ACTIONS, REGIMES, AdvisorState, Alert, Recommendation, Segment
 from lrtui.advisor.sweep import SweepResult, SweepRun, analyze_sweep
@@ -18,6 +18,7 @@ __all__ = [
     "Recommendation",
     "Segment",
     "SweepResult",
+    "STEP_FIELDS_READ",
     "SweepRun",
     "analyze_sweep",
     "edge_state",

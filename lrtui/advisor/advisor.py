@@ -34,7 +34,14 @@ from lrtui.advisor.regime import (
     next_check,
 )
 from lrtui.advisor.state import AdvisorState, Alert, Recommendation, Segment
-from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method, stability_threshold
+from lrtui.advisor.threshold import (
+    edge_state,
+    max_stable_lr,
+    sharpness_method,
+    stability_threshold,
+    threshold_constant,
+    threshold_from,
+)
 from lrtui.runlog.reader import float_column
 
 #: Metric fields that hold a loss over the whole training set (the paper's convergence test).
@@ -87,6 +94,11 @@ class _Seg:
         return self.confirm.confirmed
 
 
+#: The fields of ``step`` events the advisor reads (``load_run(path, step_fields=...)`` may skip
+#: the rest).
+STEP_FIELDS_READ = ("step", "loss", "grad_norm", "lr")
+
+
 class Advisor:
     """Follows one run and says what its learning rate is doing.
 
@@ -108,6 +120,7 @@ class Advisor:
         self.optimizer_meta: dict[str, Any] | None = opt if isinstance(opt, dict) else None
         self.convergence_threshold_lr = convergence_threshold_lr
         self._methods = sharpness_method(self.optimizer_meta)
+        self._threshold_constant = threshold_constant(self.optimizer_meta)  # per sharpness event: found once
         self._steps = array("q")
         self._lr0 = array("d")
         self._P = array("d", [0.0])
@@ -363,7 +376,7 @@ class Advisor:
         if chosen is None or chosen[0] != method:
             return
         lr = self._lr0[i]
-        threshold = stability_threshold(self.optimizer_meta, lr)
+        threshold = threshold_from(self._threshold_constant, lr)
         if threshold is None or not (threshold == threshold) or threshold <= 0:
             return
         ratio = value / threshold

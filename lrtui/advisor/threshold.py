@@ -99,7 +99,11 @@ def stability_threshold(
         >>> stability_threshold({"class": "SGD", "param_groups": [{"momentum": 0.9}]}, 0.1)
         38.0
     """
-    const = threshold_constant(optimizer_meta, group)
+    return threshold_from(threshold_constant(optimizer_meta, group), lr)
+
+
+def threshold_from(const: tuple[float, float] | None, lr: float | np.ndarray) -> float | np.ndarray | None:
+    """``stability_threshold`` from a ``threshold_constant`` found once (the advisor's per-event path)."""
     if const is None:
         return None
     c, shift = const
