@@ -145,3 +145,23 @@ def test_follow_prints_recommendations_as_they_arise(tmp_path, diverge):
         assert actions[2:] == ["lower_lr", "rollback"] and lines[2]["step"] == 1200
     else:
         assert len(actions) == 2
+
+
+def test_advise_reads_only_the_advisors_fields_and_answers_the_same() -> None:
+    """``advise`` loads the step fields in STEP_FIELDS_READ only: every sample run and the sweep get
+    exactly the verdict a full load gives (so the advisor reads nothing else)."""
+    from lrtui.advisor import STEP_FIELDS_READ, Advisor, analyze_sweep
+    from lrtui.runlog import find_runs, load_run
+
+    samples = Path(__file__).parents[1] / "sample_runs"
+    runs = find_runs(samples) + find_runs(samples / "sweep")
+    assert len(runs) >= 15
+    for path in runs:
+        full, part = load_run(path), load_run(path, step_fields=STEP_FIELDS_READ)
+        assert set(part.table("step")) <= set(STEP_FIELDS_READ) < set(full.table("step"))
+        assert json.dumps(Advisor.from_run(part).state().to_json(path.name)) == json.dumps(
+            Advisor.from_run(full).state().to_json(path.name)), path.name
+    sweep = find_runs(samples / "sweep")
+    results = [analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in (load_run(p, step_fields=fields) for p in sweep)])
+               for fields in (None, STEP_FIELDS_READ)]
+    assert json.dumps(results[0].to_json()) == json.dumps(results[1].to_json())
