@@ -116,6 +116,8 @@ def test_fast_step_path_equals_the_generic_decoder(tmp_path) -> None:
                 del fields["grad_norm"]  # a missing field is NaN
             if i == 1500:
                 fields["custom"] = "text"  # a field the schema does not know
+            if i >= 2500:  # a param group added: a wider list, in blocks of finite values only
+                fields.update(loss=0.5, lr=[0.1, 0.2, 0.3])
             writer.write("step", i, **fields)
             if i % 40 == 0:
                 writer.write("sharpness", i, method="batch", value=rng.random(), converged=True)
@@ -138,6 +140,21 @@ def test_fast_step_path_equals_the_generic_decoder(tmp_path) -> None:
     loss = run.table("step")["loss"]
     assert len(loss) == 3002 and run.table("step")["step"][-2] == 3000
     assert run.table("step")["loss"][-1] == "0.5" and run.table("step")["custom"][1500] == "text"
+
+
+@pytest.mark.parametrize("values", [
+    [[0.1], [0.2], [0.3]], [[0.1, 0.2], [0.3, 0.4]], [[], []], [[0.1, None], [0.2, 0.3]],
+    [[0.1, "NaN"], [0.2, "-Infinity"]], [[0.1], [0.2, 0.3]], [[0.1], None], [[0.1], [10**400]], [[1], [2]],
+])
+def test_list_columns_take_the_fast_way_only_when_it_gives_the_generic_result(values) -> None:
+    from lrtui.runlog.reader import _column, _list_column
+
+    fast, generic = _list_column(values), _column(values)
+    if fast is not None:
+        assert fast.dtype == np.float64 and fast.shape == generic.shape
+        assert np.array_equal(fast, generic, equal_nan=True)
+    else:  # only shapes a 2-D float array cannot hold as they are
+        assert any(v is None for v in values) or len({len(v) for v in values}) > 1 or 10**400 in values[1]
 
 
 def test_newer_major_schema_is_refused_in_one_line(tmp_path) -> None:
@@ -301,3 +318,14 @@ def test_a_parallel_load_that_cannot_start_processes_reads_alone(tmp_path, monke
     assert tried  # it did try
     assert run.table("step")["step"].tolist() == list(range(5000))
     assert np.allclose(run.table("step")["loss"], 1.0 / np.arange(1, 5001))
+
+
+def test_retain_freed_memory_applies_where_glibc_has_mallopt() -> None:
+    """``lrtui advise`` asks glibc to keep freed memory; elsewhere the call changes nothing."""
+    import platform
+    import subprocess
+    import sys
+
+    code = "from lrtui.runlog.reader import retain_freed_memory; print(retain_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == str(sys.platform == "linux" and platform.libc_ver()[0] == "glibc")

@@ -512,15 +512,15 @@ class Advisor:
             non_finite = (f, "non-finite loss" if bad_loss[f] else "non-finite gradient norm")
         found = detect_divergence(P, G, non_finite)
         # the same arrays the incremental path keeps, so both paths read identical numbers
-        self._steps.frombytes(steps.tobytes())
-        self._lr0.frombytes(lr0.tobytes())
-        self._P.frombytes(P[1:].tobytes())
-        self._L.frombytes(L[1:].tobytes())
-        self._Z.frombytes(Z[1:].tobytes())
+        self._steps.frombytes(_bytes_of(steps))
+        self._lr0.frombytes(_bytes_of(lr0))
+        self._P.frombytes(_bytes_of(P[1:]))
+        self._L.frombytes(_bytes_of(L[1:]))
+        self._Z.frombytes(_bytes_of(Z[1:]))
         self._last_x = float(x[-1])
         if G is not None:
             self._G = array("d")
-            self._G.frombytes(G.tobytes())
+            self._G.frombytes(_bytes_of(G))
             self._det.G = self._G
         self._det.resume(found)
         # segments
@@ -690,6 +690,11 @@ def _float(value: Any) -> float:
 def _floats(column: np.ndarray) -> np.ndarray:
     """A scalar field's column as float64 (a list per event is no scalar: NaN)."""
     return float_column(column) if column.ndim == 1 else np.full(len(column), np.nan)
+
+
+def _bytes_of(column: np.ndarray) -> memoryview:
+    """A 1-D array's memory as bytes, without a copy (what ``array.frombytes`` takes)."""
+    return memoryview(np.ascontiguousarray(column)).cast("B")
 
 
 __all__ = ["Advisor"]

@@ -151,6 +151,18 @@ class DivergenceDetector:
         return None
 
 
+def _trailing_means(prefix: np.ndarray, window: int) -> np.ndarray:
+    """Mean of the last ``window`` values (fewer at the start) at each index, from prefix sums."""
+    n = len(prefix) - 1
+    head = min(window, n)
+    lo = np.empty(n)
+    lo[:head] = prefix[0]
+    lo[head:] = prefix[1 : n - window + 1]
+    count = np.full(n, float(window))
+    count[:head] = np.arange(1, head + 1)
+    return (prefix[1:] - lo) / count
+
+
 def detect_divergence(
     loss_prefix: np.ndarray, grad_prefix: np.ndarray | None, non_finite: tuple[int, str] | None
 ) -> BulkDivergence:
@@ -171,13 +183,9 @@ def detect_divergence(
         div = Divergence(first_bad, first_bad, bad_reason) if first_bad is not None else None
         return BulkDivergence([], div, None, math.inf, None)
     P = loss_prefix
-    idx = np.arange(n)
-    k = np.minimum(idx + 1, SMOOTH)
-    lo = idx + 1 - k
-    sm = (P[idx + 1] - P[lo]) / k
+    sm = _trailing_means(P, SMOOTH)
     initial = float(sm[SMOOTH - 1])
-    kr = np.minimum(idx + 1, REFERENCE)
-    ref = (P[idx + 1] - P[idx + 1 - kr]) / kr
+    ref = _trailing_means(P, REFERENCE)
     # best before step i: min of ref over [SMOOTH-1, i-1]
     run_min = np.minimum.accumulate(ref[SMOOTH - 1:])
     best_before = run_min[:-1]  # aligned with i = SMOOTH .. n-1
@@ -190,9 +198,9 @@ def detect_divergence(
     loss_up = sm_i >= level
     if grad_prefix is not None:
         G = grad_prefix
-        j = idx[SMOOTH:]
-        recent = (G[j + 1] - G[j + 1 - SMOOTH]) / SMOOTH
-        history = G[j + 1 - SMOOTH] / (j + 1 - SMOOTH)
+        # for i = SMOOTH .. n-1: the mean of the last SMOOTH values and of all before them
+        recent = (G[SMOOTH + 1 :] - G[1 : n - SMOOTH + 1]) / SMOOTH
+        history = G[1 : n - SMOOTH + 1] / np.arange(1, n - SMOOTH + 1)
         grad_up = recent - history >= LOG_GRAD_EXPLOSION
     else:
         grad_up = np.zeros(len(sm_i), dtype=bool)
