@@ -98,15 +98,16 @@ def test_context_manager_records_a_failed_run(tmp_path: Path) -> None:
     assert end["status"] == "failed" and end["exception"] == "KeyError"
 
 
-@pytest.mark.parametrize("engine", ["host", "host, 2 slots", "foreach"])
+@pytest.mark.parametrize("engine", ["host", "host, 2 slots", "host, stride 2", "foreach", "foreach, stride 2"])
 def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str
 ) -> None:
     """CPU models take their norms from numpy copies (``_HostNorms``), others from foreach kernels;
     either must give the hand-computed values through frozen-by-accident parameters (no grad),
     losses of every kind, a declared scale-invariant group, a group added mid-run and a buffer
-    too small for a whole flush."""
-    if engine == "foreach":
+    too small for a whole flush, a step whose ``probe.step`` was forgotten, and a stride."""
+    stride = 2 if "stride 2" in engine else 1
+    if engine.startswith("foreach"):
         monkeypatch.setattr(step_metrics, "FLAT_MAX_ELEMENTS", 0)
     if engine == "host, 2 slots":
         row = 3 * (4 * 8 + 8 + 8 * 2) * 4  # three float32 copies of the first two groups' weights
@@ -122,7 +123,8 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
     extra = torch.nn.Parameter(torch.randn(3))
     losses: list[object] = []
     expected = []
-    probe = Probe(body, optimizer, tmp_path / "run", scale_invariant=[False, True], flush_every=5, system_stats=False)
+    probe = Probe(body, optimizer, tmp_path / "run", scale_invariant=[False, True], flush_every=5, system_stats=False,
+                  stride=stride)
     for i in range(23):
         if i == 12:
             optimizer.add_param_group({"params": [extra], "lr": 0.01})
@@ -135,7 +137,10 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
         before = [p.detach().double().clone() for p in params]
         optimizer.step()
         given: object = [loss, loss.double(), float(loss.detach()), None, loss.reshape(1)][i % 5]
-        probe.step(given)
+        if i == 6:
+            given = None  # probe.step forgotten: the next optimizer step finishes it, without a loss
+        else:
+            probe.step(given)
         after = [p.detach().double() for p in params]
         norm = lambda ts: math.sqrt(sum(float(t.square().sum()) for t in ts))  # noqa: E731
         head_w2 = float(head.weight.detach().double().square().sum())
@@ -143,11 +148,11 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
                          norm(after), [g["lr"] for g in optimizer.param_groups], head_w2))
     kind, capacity = type(probe.steps._norms).__name__, probe.steps._norms.capacity
     probe.close()
-    assert kind == ("_ForeachNorms" if engine == "foreach" else "_HostNorms")
+    assert kind == ("_ForeachNorms" if engine.startswith("foreach") else "_HostNorms")
     assert (capacity <= 2) == (engine == "host, 2 slots")
     steps = _events(tmp_path / "run", "step")
-    assert [e["step"] for e in steps] == list(range(23))
-    for event, (loss, grad, update, weight, lrs, head_w2) in zip(steps, expected):
+    assert [e["step"] for e in steps] == list(range(0, 23, stride))
+    for event, (loss, grad, update, weight, lrs, head_w2) in zip(steps, expected[::stride], strict=True):
         if loss is None:
             assert event["loss"] is None
         else:
@@ -158,4 +163,4 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
         assert event["lr"] == lrs
         assert event["effective_lr"][0] is None
         assert math.isclose(event["effective_lr"][1], lrs[1] / head_w2, rel_tol=1e-5)
-    assert [len(e["lr"]) for e in steps] == [2] * 12 + [3] * 11
+    assert [len(e["lr"]) for e in steps] == [2 if i < 12 else 3 for i in range(0, 23, stride)]
