@@ -2,11 +2,17 @@
 
 Ground truth, from each run's own logged numbers (never from the advisor): ``diverged`` when a
 logged loss is not finite; else ``converged`` when the last pre-training full-train loss is below
-1e-2 (the paper's test); else ``falling`` when the full-train loss is still falling at the end (it
-fell over each of the last three evaluation intervals: a run that did not reach 1e-2 within a short
-budget, such as the catapult run; a stationary loss does that by chance 1 time in 24); else
-``chance`` when the mean train accuracy of the last quarter of the
+1e-2 (the paper's test); else ``falling`` when the full-train loss is still falling at the end: the
+least-squares slope of its logarithm over the last half of the pre-training evaluations is
+negative with a t statistic below -3 (a run that did not reach 1e-2 within a short budget, such as
+the catapult run or full-batch training at the edge of stability, whose loss falls with upticks);
+else ``chance`` when the mean train accuracy of the last quarter of the
 pre-training evaluations is below 0.6 (balanced binary labels: chance is 0.5); else ``equilibrium``.
+
+An earlier version called a run ``falling`` only when its full-train loss fell over each of the
+last three evaluation intervals; that made momentum-cnn (-17% over its last seven evaluations, one
+uptick of 0.6% at the very end; t = -7.6) an ``equilibrium``. The slope test changes no other run:
+the stationary runs have t between -1.7 and +0.7, the falling ones -6.2 and below.
 The mean, not the maximum: the maximum of ~8 evaluations on 512 points at chance exceeds 0.6 by
 luck (a preview run at lr 0.1 with accuracies 0.33..0.65 around 0.5 would be "equilibrium").
 ``python tests/test_advisor_samples.py`` prints the confusion table that is in the README.
@@ -54,14 +60,32 @@ def ground_truth(run) -> str:
     if pre and pre[-1]["full_train_loss"] < 1e-2:
         return "converged"
     by_step = {r.get("step"): r["full_train_loss"] for r in pre}  # one value per evaluation step
-    last4 = [by_step[k] for k in sorted(k for k in by_step if k is not None)][-4:]
-    if len(last4) == 4 and all(b < a for a, b in zip(last4, last4[1:])):
+    steps = sorted(k for k in by_step if k is not None)
+    if falling_t(steps, [by_step[k] for k in steps]) < FALLING_T:
         return "falling"
     accs = [r["train_acc"] for r in pre if isinstance(r.get("train_acc"), (int, float))]
     tail = accs[-max(1, len(accs) // 4):]
     if tail and sum(tail) / len(tail) < CHANCE_ACC:
         return "chance"
     return "equilibrium"
+
+
+#: A full-train loss is still falling when its log has a least-squares slope with t below this.
+FALLING_T = -3.0
+
+
+def falling_t(steps: list[int], losses: list[float]) -> float:
+    """t statistic of the slope of log(loss) against step over the last half of the evaluations
+    (+inf when there are fewer than four, or a loss is not positive: no evidence of a fall)."""
+    half = len(steps) // 2
+    x, y = np.asarray(steps[half:], dtype=float), np.asarray(losses[half:], dtype=float)
+    if len(x) < 4 or not (y > 0).all() or np.ptp(x) == 0:
+        return np.inf
+    x, y = x - x.mean(), np.log(y) - np.log(y).mean()
+    slope = (x @ y) / (x @ x)
+    residual = y - slope * x
+    se = np.sqrt((residual @ residual) / (len(x) - 2) / (x @ x))
+    return slope / se if se > 0 else (-np.inf if slope < 0 else np.inf)
 
 
 def verdict(run) -> tuple[str, Advisor]:
