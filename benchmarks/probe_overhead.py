@@ -9,7 +9,8 @@ Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Print
 (c) Hessian-vector products, seconds and error against the exact top eigenvalue per sharpness
     estimate: the probe's warm start vs the cold-start power iteration of PyHessian/Cockpit
     (random start, relative tolerance 1e-3, at most 100 iterations, Rayleigh quotient), both on
-    the same checkpoints of one training run (all but the first, where the probe has no warm start).
+    the same checkpoints of one training run (all but the first, where the probe has no warm start),
+    the cold start from 5 random vectors at each.
 
 Ratios are measured side by side in one process: blocks with and without the probe alternate
 (their order flips every repetition) and the table reports the median of the per-repetition
@@ -226,6 +227,10 @@ def _shaped(flat: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor
     return out
 
 
+#: Random starts of the cold-start baseline per checkpoint.
+COLD_STARTS = 5
+
+
 def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int, tolerances: tuple[float, ...] = (1e-3,)) -> dict[str, list[float]]:
     """Along one training run: per checkpoint, HVPs/seconds/relative error of each start.
 
@@ -249,7 +254,9 @@ def warm_vs_cold(w: Workload, checkpoints: int, every: int, burn_in: int, tolera
     for c in range(checkpoints + 1):
         train_block(w, model, optimizer, None, every, burn_in + c * every)
         exact = exact_top_eigenvalue(model, w, params)
-        if c > 0:  # both starts on the same checkpoints: the probe's first estimate is not a warm one
+        # Both starts on the same checkpoints (the probe's first estimate is not a warm one); the
+        # cold start from COLD_STARTS random vectors each, as its cost and error depend on the draw.
+        for _ in range(COLD_STARTS if c > 0 else 0):
             began = time.perf_counter()
             hessian = HessianOperator(w.loss_fn(model(x), y), params)
             # PyHessian/Cockpit: random start, Rayleigh quotient, rel. tol 1e-3, <= 100 iterations.
@@ -288,6 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (noisier)")
     parser.add_argument("--wall", action="store_true", help="time blocks by wall clock instead of process CPU time")
+    parser.add_argument("--parts", default="abc", help="which tables to print (default abc)")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.wall else time.process_time
@@ -297,20 +305,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, 1 thread, {'quick' if quick else 'full'} run, {'wall' if args.wall else 'process CPU'} time")
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
-        print("\n(a) cheap per-step metrics: step time with probe / without (target CNN <= 1.02, MLP <= 1.10)")
-        print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7}")
-        for w, steps, reps in ((cnn, 6 if quick else 12, 5 if quick else 13), (mlp, 200 if quick else 500, 7 if quick else 21)):
-            median, total, t0, t1 = overhead_cheap(w, steps, reps, runs)
-            print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f}")
-            sys.stdout.flush()
-        print("\n(b) with sharpness under the default 5% budget (fresh probe per block; target <= 1.06)")
-        print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7}")
-        # Blocks long enough for the budget to admit estimates (the first waits for ~8 steps' worth
-        # of slack, i.e. ~160 steps at 5%).
-        for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 2), (mlp, 3000 if quick else 10000, 1 if quick else 3)):
-            median, total, measured, fraction = overhead_sharpness(w, steps, reps, runs)
-            print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f}")
-            sys.stdout.flush()
+        if "a" in args.parts:
+            print("\n(a) cheap per-step metrics: step time with probe / without (target CNN <= 1.02, MLP <= 1.10)")
+            print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7}")
+            for w, steps, reps in ((cnn, 6 if quick else 12, 5 if quick else 13), (mlp, 200 if quick else 500, 7 if quick else 21)):
+                median, total, t0, t1 = overhead_cheap(w, steps, reps, runs)
+                print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f}")
+                sys.stdout.flush()
+        if "b" in args.parts:
+            print("\n(b) with sharpness under the default 5% budget (fresh probe per block; target <= 1.06)")
+            print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7}")
+            # Blocks long enough for the budget to admit estimates (the first waits for ~8 steps'
+            # worth of slack, i.e. ~160 steps at 5%).
+            for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 2), (mlp, 3000 if quick else 10000, 1 if quick else 3)):
+                median, total, measured, fraction = overhead_sharpness(w, steps, reps, runs)
+                print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f}")
+                sys.stdout.flush()
+    if "c" not in args.parts:
+        return 0
     print("\n(c) per sharpness estimate: warm start (probe) vs cold start (PyHessian: random, tol 1e-3, <= 100 its)")
     print(f"{'workload':42} {'start':>20} {'HVPs':>6} {'ms':>8} {'mean err':>9} {'max err':>9}  (err: vs exact λ_max)")
     tiny_cnn = Workload(
