@@ -12,7 +12,6 @@ from typing import Any, TextIO
 from lrtui.advisor import STEP_FIELDS_READ, Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep
 from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
 from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_status
-from lrtui.runlog.reader import retain_freed_memory
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
@@ -101,7 +100,6 @@ def _emit(out: TextIO, text: str) -> None:
 
 def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
     runs = find_runs(path)
-    retain_freed_memory()  # a one-shot process: reuse freed arrays rather than fault in new pages
     if is_run_dir(path):
         run = load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
         st = Advisor.from_run(run).state()

@@ -319,13 +319,3 @@ def test_a_parallel_load_that_cannot_start_processes_reads_alone(tmp_path, monke
     assert run.table("step")["step"].tolist() == list(range(5000))
     assert np.allclose(run.table("step")["loss"], 1.0 / np.arange(1, 5001))
 
-
-def test_retain_freed_memory_applies_where_glibc_has_mallopt() -> None:
-    """``lrtui advise`` asks glibc to keep freed memory; elsewhere the call changes nothing."""
-    import platform
-    import subprocess
-    import sys
-
-    code = "from lrtui.runlog.reader import retain_freed_memory; print(retain_freed_memory())"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
-    assert out == str(sys.platform == "linux" and platform.libc_ver()[0] == "glibc")

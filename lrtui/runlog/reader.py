@@ -73,31 +73,6 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-#: glibc malloc options (mallopt number, value; and the environment variable a new process reads)
-#: for a short process that reads a large run: arrays up to 32 MB from the heap instead of their
-#: own mappings, and freed memory kept for the next array instead of handed back to the system.
-#: Each fresh page costs a page fault when first written; reading 10^6 steps and advising on them
-#: allocates and frees hundreds of MB of arrays, and reusing them saved ~0.2 s of ~2.2 here.
-_MALLOC_OPTIONS = (
-    (-1, 1 << 30, "MALLOC_TRIM_THRESHOLD_"),
-    (-2, 64 << 20, "MALLOC_TOP_PAD_"),
-    (-3, 32 << 20, "MALLOC_MMAP_THRESHOLD_"),
-)
-
-
-def retain_freed_memory() -> bool:
-    """Tune glibc's malloc for a short process that reads a large run (``lrtui advise``): freed
-    memory is reused instead of returned to the system. Process-wide, so not for long-lived
-    processes; returns False where there is no glibc ``mallopt`` (macOS, musl) and changes nothing."""
-    try:
-        import ctypes
-
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    return all(mallopt(option, value) == 1 for option, value, _ in _MALLOC_OPTIONS)
-
-
 def _may_hold_long_line(data: bytes) -> bool:
     # A line longer than MAX_LINE_BYTES covers a whole aligned window of half that size, so a
     # window without a newline is the only case that needs a closer look.
@@ -706,7 +681,6 @@ def _read_in_parallel(
     if len(ranges) < 2:
         return None
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if isinstance(p, str)))
-    env.update((name, str(value)) for _, value, name in _MALLOC_OPTIONS)  # helpers are short-lived
     helpers: list[subprocess.Popen[bytes]] = []
     try:
         for start, stop in ranges[1:]:
