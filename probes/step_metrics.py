@@ -64,7 +64,7 @@ class _ForeachNorms:
         zero = self.zero
         return [zero if (g := p.grad) is None else g for p in params]
 
-    def before(self, slot: int) -> None:
+    def before(self, slot: int, linked: bool) -> None:
         torch._foreach_copy_(self.snapshot, self.detached)
 
     def measure(self, grads: list[torch.Tensor], slot: int, loss: Any) -> tuple[Any, Any]:
@@ -94,9 +94,11 @@ class _HostNorms:
 
     Each measured step has a slot of three rows: the gradients, the weights before the step and
     the weights after it. Right after a training step every call is slow (its code and data have
-    left the caches), so a step costs two calls: one ``np.concatenate`` of the weights before it,
-    one ``torch._foreach_copy_`` of the gradients and the new weights. The flush turns the rows
-    into Δw and squared norms with one subtraction and one batched BLAS product for all slots.
+    left the caches), so a step costs one call: a ``torch._foreach_copy_`` of the gradients, the
+    new weights and the loss at ``probe.step``. The weights before a step are those after the
+    step before it, copied then (linked, read at the flush); only a step that follows one not
+    measured copies them at its pre-step hook (``np.concatenate``). The flush turns the rows into
+    Δw and squared norms with one subtraction and one batched BLAS product for all slots.
     """
 
     def __init__(self, params: list[torch.Tensor], group_of: list[int], n_groups: int, invariant: list[int], slots: int) -> None:
@@ -115,6 +117,9 @@ class _HostNorms:
             for s in range(self.capacity)
         ]
         self.befores = list(self.buffer[:, 1])
+        self.linked = np.zeros(self.capacity, dtype=bool)  # before = the previous slot's after
+        self.carry = np.empty(offsets[-1], dtype=self.buffer.dtype)  # the last flushed step's after
+        self.carry_valid = False
         # Each slot's loss, float64 whatever the model's dtype; the targets with it appended.
         self.losses = torch.zeros(self.capacity, dtype=torch.float64)
         self.with_loss = [targets + [self.losses[s]] for s, targets in enumerate(self.targets)]
@@ -142,8 +147,11 @@ class _HostNorms:
     def gradients(self, params: list[torch.Tensor]) -> list[Any]:
         return list(map(_GRAD, params))
 
-    def before(self, slot: int) -> None:
-        np.concatenate(self.weights, out=self.befores[slot])
+    def before(self, slot: int, linked: bool) -> None:
+        """``linked``: the step just before was measured, and its weights after are these."""
+        self.linked[slot] = linked = linked and (slot > 0 or self.carry_valid)
+        if not linked:
+            np.concatenate(self.weights, out=self.befores[slot])
 
     def measure(self, grads: list[Any], slot: int, loss: Any) -> tuple[Any, Any]:
         """(the slot, the loss to keep). A scalar CPU loss tensor is copied in the same call."""
@@ -165,6 +173,14 @@ class _HostNorms:
         k = len(measured)
         # The steps waiting for a flush hold slots 0..k-1 in order (a slot is its place in line).
         at = slice(0, k) if measured[-1] == k - 1 else measured
+        linked = np.flatnonzero(self.linked[:k])
+        if len(linked) and linked[0] == 0:
+            self.buffer[0, 1] = self.carry
+            linked = linked[1:]
+        self.buffer[linked, 1] = self.buffer[linked - 1, 2]
+        self.linked[:k] = False
+        self.carry[:] = self.buffer[measured[-1], 2]
+        self.carry_valid = True
         rows = self.buffer[at]
         np.subtract(rows[:, 1], rows[:, 2], out=rows[:, 1])  # Δw = before - after
         out = np.zeros((k, 3 + self.n_groups))
@@ -202,12 +218,16 @@ class StepMetrics:
     """Measures every ``stride``-th optimizer step through the optimizer's step hooks.
 
     The pre-step hook keeps references to the gradients the optimizer is about to use (after any
-    clipping) and copies the weights into a preallocated snapshot; :meth:`finish_step`, called
-    from ``probe.step(loss)``, turns the snapshot into ``w_before - w_after`` and takes the
-    gradient, update and weight norms. Measuring at ``probe.step`` rather than in the post-step
-    hook means Δw and ‖w‖ include whatever the loop does after ``optimizer.step()`` (a projection
-    onto the sphere, a weight clamp). The norms are taken by ``_HostNorms`` for small CPU models
-    and by ``_ForeachNorms`` otherwise; they stay on the device until the batched flush.
+    clipping) and the weights before the step; :meth:`finish_step`, called from
+    ``probe.step(loss)``, takes the weights after it and the gradient, update and weight norms.
+    Measuring at ``probe.step`` rather than in the post-step hook means Δw and ‖w‖ include
+    whatever the loop does after ``optimizer.step()`` (a projection onto the sphere, a weight
+    clamp). The norms are taken by ``_HostNorms`` for small CPU models and by ``_ForeachNorms``
+    otherwise; they stay on the device until the batched flush. ``_HostNorms`` takes the weights
+    before a step from the copy made at the previous step's ``probe.step`` when that step was
+    measured: so on CPU, Δw is the change between consecutive ``probe.step`` calls, which differs
+    from the change over ``optimizer.step()`` only if the loop changes the weights between
+    ``probe.step`` and the next ``optimizer.step()`` (then Δw includes that change).
 
     Args:
         optimizer: the training optimizer.
@@ -237,6 +257,7 @@ class StepMetrics:
         self._norms: _HostNorms | _ForeachNorms | None = None  # made at the first measured step
         self._current: _MeasuredStep | None = None  # pre-hook ran, probe.step not yet
         self._done: list[_MeasuredStep] = []  # measured, waiting for the host copy
+        self._finished = -2  # the last step measured to the end (its weights after are copied)
         self._last_flush = time.monotonic()
         self._flush_at = self.flush_every  # fewer when the norm engine holds fewer steps
 
@@ -266,7 +287,7 @@ class StepMetrics:
         # with the others in finish_step: torch optimizers never write to .grad.
         grads = norms.gradients(self.params)
         slot = len(self._done)
-        norms.before(slot)
+        norms.before(slot, self._finished == step - 1)
         self._current = _MeasuredStep(step, slot, list(map(_LR, self.optimizer.param_groups)), grads)
         return out
 
@@ -287,6 +308,7 @@ class StepMetrics:
                 _set_grad_enabled(True)
         current.time = time.time()
         self._done.append(current)
+        self._finished = current.step
         if len(self._done) >= self._flush_at or time.monotonic() - self._last_flush >= self.flush_seconds:
             return self.flush()
         return []
@@ -329,6 +351,7 @@ class StepMetrics:
     def _rebuild(self) -> None:
         self.params, self.group_of = trained_parameters(self.optimizer)
         self._norms = None
+        self._finished = -2  # a new engine has no copy of the weights after it
         n_groups = self._n_groups = len(self.optimizer.param_groups)
         self.scale_invariant = (self.scale_invariant + [False] * n_groups)[:n_groups]
 

@@ -164,3 +164,39 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
         assert event["effective_lr"][0] is None
         assert math.isclose(event["effective_lr"][1], lrs[1] / head_w2, rel_tol=1e-5)
     assert [len(e["lr"]) for e in steps] == [2 if i < 12 else 3 for i in range(0, 23, stride)]
+
+
+@pytest.mark.parametrize("engine", ["host", "foreach"])
+def test_a_weight_change_between_probe_step_and_the_next_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, engine: str) -> None:
+    """A loop that rescales the weights after ``probe.step``: on CPU (``_HostNorms``) the rescale
+    counts in the next step's Δw (the change between consecutive ``probe.step`` calls, as the
+    README says); the foreach engine copies the weights at the next step's hook and leaves it out.
+    Either way ‖w‖ is the weights at ``probe.step``."""
+    if engine == "foreach":
+        monkeypatch.setattr(step_metrics, "FLAT_MAX_ELEMENTS", 0)
+    torch.manual_seed(5)
+    model = torch.nn.Linear(5, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    flat = lambda: torch.cat([p.detach().double().reshape(-1) for p in model.parameters()])  # noqa: E731
+    expected = []
+    with Probe(model, optimizer, tmp_path / "run", flush_every=4, system_stats=False) as probe:
+        seen = flat()
+        for i in range(10):
+            loss = model(torch.randn(8, 5)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            before = flat()
+            optimizer.step()
+            probe.step(loss)
+            after = flat()
+            expected.append((float((after - (seen if engine == "host" else before)).norm()), float(after.norm())))
+            seen = after  # what probe.step saw
+            if i % 3 == 1:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.mul_(0.5)
+    steps = _events(tmp_path / "run", "step")
+    assert len(steps) == 10
+    for event, (update, weight) in zip(steps, expected):
+        assert math.isclose(event["update_norm"], update, rel_tol=1e-5)
+        assert math.isclose(event["weight_norm"], weight, rel_tol=1e-5)
