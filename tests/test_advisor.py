@@ -447,3 +447,15 @@ def test_drop_lr_reason_says_how_the_loss_was_found_flat() -> None:
     assert "within ±10%" in tight.reason and "no new low" not in tight.reason
     assert "within ±10%" not in wide.reason and "no new low" in wide.reason
     assert wide.numbers["change_lo"] == -0.40 and wide.numbers["new_lr"] == pytest.approx(0.01)
+
+
+@pytest.mark.parametrize("n", [1, 5, 19, 20, 21, 40, 63, 64, 65, 300])
+@pytest.mark.parametrize("window", [1, 20, 64])
+def test_trailing_means_are_the_mean_of_the_last_window_values(n: int, window: int) -> None:
+    """The bulk divergence scan's smoothing, on runs shorter and longer than its window."""
+    from lrtui.advisor.divergence import _trailing_means
+
+    x = np.random.default_rng(n * 1000 + window).standard_normal(n)
+    got = _trailing_means(np.concatenate([[0.0], np.cumsum(x)]), window)
+    want = [x[max(0, i + 1 - window) : i + 1].mean() for i in range(n)]
+    assert np.allclose(got, want, rtol=1e-12, atol=1e-12)

@@ -157,7 +157,8 @@ def _trailing_means(prefix: np.ndarray, window: int) -> np.ndarray:
     head = min(window, n)
     lo = np.empty(n)
     lo[:head] = prefix[0]
-    lo[head:] = prefix[1 : n - window + 1]
+    if n > window:
+        lo[window:] = prefix[1 : n - window + 1]
     count = np.full(n, float(window))
     count[:head] = np.arange(1, head + 1)
     return (prefix[1:] - lo) / count
