@@ -81,8 +81,9 @@ def screen_text(app: Any) -> str:
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())  # noqa: SLF001
 
 
-async def wait_for(pilot: Any, condition: Any, timeout: float = 10.0, what: str = "") -> None:
-    """Let the app run until ``condition()`` holds; fail with ``what`` after ``timeout`` seconds."""
+async def wait_for(pilot: Any, condition: Any, timeout: float = 30.0, what: str = "") -> None:
+    """Let the app run until ``condition()`` holds; fail with ``what`` after ``timeout`` seconds (a
+    bound on liveness, generous because a shared 2-core machine can be several times slower at times)."""
     import time
 
     deadline = time.monotonic() + timeout

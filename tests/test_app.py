@@ -116,7 +116,7 @@ async def test_replay_controls(tmp_path: Path) -> None:
         await pilot.press("plus", "plus", "plus")  # x4: about 7 logged steps per refresh
         await pilot.press("space")
         assert app.playing
-        await wait_for(pilot, lambda: app.position >= 60, 10, "the replay to play")
+        await wait_for(pilot, lambda: app.position >= 60, 30, "the replay to play")
         await pilot.press("space")
         stopped = app.position
         await pilot.pause(0.3)
@@ -184,10 +184,10 @@ async def test_runs_that_appear_later_show_up(tmp_path: Path) -> None:
     write_run(tmp_path / "sweep" / "a", 50, 0.05)
     app = LrtuiApp(tmp_path / "sweep", "watch", refresh=0.1, system_interval=0, clock=FROZEN)
     async with app.run_test(size=(100, 30)) as pilot:
-        await wait_for(pilot, lambda: app.view.data.last_step == 49, 10, "run a")
+        await wait_for(pilot, lambda: app.view.data.last_step == 49, 30, "run a")
         write_run(tmp_path / "sweep" / "b", 80, 0.1)
-        await wait_for(pilot, lambda: len(app.views) == 2, 10, "run b to be found")
-        await wait_for(pilot, lambda: app.views[1].data.last_step == 79, 10, "run b to be read")
+        await wait_for(pilot, lambda: len(app.views) == 2, 30, "run b to be found")
+        await wait_for(pilot, lambda: app.views[1].data.last_step == 79, 30, "run b to be read")
         await pilot.press("right_square_bracket")
         await pilot.pause(0.2)
         assert screen_text(app).split()[:2] == ["b", "finished"]
@@ -201,7 +201,7 @@ async def test_system_panel_without_nvml(tmp_path: Path) -> None:
     app = _replay(tmp_path / "run", system_interval=0.1, start_at_end=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await _loaded(pilot, app)
-        await wait_for(pilot, lambda: app.system[1] is not None, 10, "a system sample")
+        await wait_for(pilot, lambda: app.system[1] is not None, 30, "a system sample")
         app.redraw()
         await pilot.pause()
         text = screen_text(app)
@@ -219,7 +219,7 @@ async def test_gpu_panel_from_a_fake_nvml(tmp_path: Path) -> None:
                   sampler_factory=lambda: SystemSampler(nvml=make_fake_nvml([H100, A10])))
     async with app.run_test(size=(120, 36)) as pilot:
         await _loaded(pilot, app)
-        await wait_for(pilot, lambda: app.system[0], 10, "a GPU sample")
+        await wait_for(pilot, lambda: app.system[0], 30, "a GPU sample")
         app.redraw()
         await pilot.pause()
         text = screen_text(app)
