@@ -122,6 +122,7 @@ class _HostNorms:
         self.carry_valid = False
         # Each slot's loss, float64 whatever the model's dtype; the targets with it appended.
         self.losses = torch.zeros(self.capacity, dtype=torch.float64)
+        self.losses_np = self.losses.numpy()  # the same memory, read at the flush
         self.with_loss = [targets + [self.losses[s]] for s, targets in enumerate(self.targets)]
         self.zeros = [torch.zeros_like(p, memory_format=torch.contiguous_format) for p in params]
         # Weight norms of the scale-invariant groups (for their effective LR). trained_parameters
@@ -171,24 +172,27 @@ class _HostNorms:
 
     def to_host(self, measured: list[Any], losses: list[Any]) -> tuple[np.ndarray, list[float | None]]:
         k = len(measured)
-        # The steps waiting for a flush hold slots 0..k-1 in order (a slot is its place in line).
-        at = slice(0, k) if measured[-1] == k - 1 else measured
-        linked = np.flatnonzero(self.linked[:k])
-        if len(linked) and linked[0] == 0:
-            self.buffer[0, 1] = self.carry
-            linked = linked[1:]
-        self.buffer[linked, 1] = self.buffer[linked - 1, 2]
-        self.linked[:k] = False
-        self.carry[:] = self.buffer[measured[-1], 2]
+        # The steps waiting for a flush hold slots 0..k-1 in order (a slot is its place in line:
+        # a flush never happens between a step's hook and its probe.step).
+        buffer, linked = self.buffer, self.linked[:k]
+        before = buffer[:k, 1]
+        if linked[1:].all():  # each step follows the one before: Δw from consecutive copies
+            np.subtract(buffer[: k - 1, 2], buffer[1:k, 2], out=before[1:])
+        else:
+            follows = np.flatnonzero(linked[1:]) + 1
+            before[follows] = buffer[follows - 1, 2]
+            np.subtract(before[1:], buffer[1:k, 2], out=before[1:])
+        np.subtract(self.carry if linked[0] else before[0], buffer[0, 2], out=before[0])  # Δw = before - after
+        linked[:] = False
+        self.carry[:] = buffer[k - 1, 2]
         self.carry_valid = True
-        rows = self.buffer[at]
-        np.subtract(rows[:, 1], rows[:, 2], out=rows[:, 1])  # Δw = before - after
+        rows = buffer[:k]
         out = np.zeros((k, 3 + self.n_groups))
         out[:, :3] = np.matmul(rows[:, :, None, :], rows[:, :, :, None])[:, :, 0, 0]
         for a, b, g in self.spans:
             part = rows[:, 2, a:b]
             out[:, 3 + g] = np.matmul(part[:, None, :], part[:, :, None])[:, 0, 0]
-        in_slot = self.losses[at].tolist()
+        in_slot = self.losses_np[:k].tolist()
         if any(loss is not _IN_SLOT for loss in losses):  # None, numbers, other tensors
             others = _losses_to_host([None if loss is _IN_SLOT else loss for loss in losses])
             in_slot = [v if loss is _IN_SLOT else o for v, o, loss in zip(in_slot, others, losses)]
