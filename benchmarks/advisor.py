@@ -54,7 +54,7 @@ def write_run(path: Path, steps: int, seed: int = 0) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5, help="runs of the whole command (median and min shown)")
+    parser.add_argument("--repeat", type=int, default=7, help="runs of the whole command (median and min shown)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "bench"
