@@ -56,3 +56,68 @@ class OverheadBudget:
         """Record what a measurement took."""
         self.measurements += 1
         self.expected = seconds if self.measurements == 1 else 0.5 * self.expected + 0.5 * seconds
+
+
+#: Share of the budget the per-step metrics may take before they are thinned; the rest is left
+#: for sharpness.
+STEP_SHARE = 0.5
+#: Most the stride may be raised, as a factor of the user's stride.
+MAX_THINNING = 64
+#: Shortest window (seconds, and measured steps) over which the per-step share is judged.
+WINDOW_SECONDS = 0.5
+WINDOW_STEPS = 64
+
+
+class StrideGovernor:
+    """Thins the per-step metrics when they alone would take more than their share of the budget.
+
+    Every ``WINDOW_SECONDS`` (and at least ``WINDOW_STEPS`` optimizer steps) it compares the
+    share of wall time spent in the per-step metrics over that window with ``STEP_SHARE *
+    fraction``. Over it, the stride is multiplied by the power of two that brings the share
+    under (a measured step costs far more than an unmeasured one, so the share falls nearly in
+    proportion), up to ``MAX_THINNING`` times the user's stride. Under a quarter of it, the stride
+    is halved back toward the user's: halving at most doubles the share, so it lands under half
+    of the target and cannot flap back.
+
+    Args:
+        fraction: the probe's budget (``sharpness_budget``); 0 (no budget: sharpness off) and 1
+            or more (unlimited) never thin.
+        stride: the user's stride, the least the governor goes down to.
+        enabled: False keeps the user's stride whatever it costs.
+    """
+
+    def __init__(self, fraction: float, stride: int, enabled: bool = True) -> None:
+        self.target = STEP_SHARE * fraction if enabled and 0 < fraction < 1 else None
+        self.base = max(1, int(stride))
+        self.stride = self.base
+        self.share = math.nan  # the per-step share of the last window judged
+        self._mark: tuple[float, float, int] | None = None
+
+    def update(self, now: float, step_seconds: float, steps: int) -> int | None:
+        """The new stride when it should change, else None.
+
+        Args:
+            now: ``time.perf_counter()``.
+            step_seconds: the probe's seconds in its per-step calls so far.
+            steps: optimizer steps taken so far.
+        """
+        if self.target is None:
+            return None
+        if self._mark is None:
+            self._mark = (now, step_seconds, steps)
+            return None
+        began, seconds, count = self._mark
+        if now - began < WINDOW_SECONDS or steps - count < WINDOW_STEPS:
+            return None
+        self._mark = (now, step_seconds, steps)
+        self.share = share = (step_seconds - seconds) / (now - began)
+        stride = self.stride
+        if share > self.target:
+            factor = 2 ** math.ceil(math.log2(share / self.target))
+            stride = min(self.base * MAX_THINNING, stride * factor)
+        elif share < 0.25 * self.target and stride > self.base:
+            stride //= 2
+        if stride == self.stride:
+            return None
+        self.stride = stride
+        return stride

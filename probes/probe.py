@@ -12,7 +12,7 @@ import torch
 
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
-from probes.budget import OverheadBudget
+from probes.budget import OverheadBudget, StrideGovernor
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.meta import run_meta
@@ -24,6 +24,8 @@ from probes.system_stats import SystemStats, nvml_index
 
 #: Seconds between ``overhead`` events.
 OVERHEAD_EVERY = 5.0
+#: Seconds between looks at the per-step metrics' share of wall time (see ``StrideGovernor``).
+GOVERN_EVERY = 0.1
 
 
 class Probe:
@@ -48,9 +50,13 @@ class Probe:
         hessian_loss: instead of the two above: a callable without arguments returning the scalar
             loss on a fixed batch (it must call the unwrapped model, never a DDP wrapper).
         name: display name (default: the directory name).
-        stride: measure every ``stride``-th optimizer step.
-        sharpness_budget: the fraction of wall time the probe may spend (default 0.05); sharpness
-            estimates are scheduled to stay under it. 0 turns sharpness off.
+        stride: measure every ``stride``-th optimizer step (at least; see ``adaptive_stride``).
+        sharpness_budget: the fraction of wall time the probe may spend in all (default 0.05);
+            sharpness estimates are scheduled to stay under it. 0 turns sharpness off (and
+            the per-step metrics are never thinned).
+        adaptive_stride: when the per-step metrics alone take more than half the budget, measure
+            every 2nd, 4th, ... step instead (up to 64 times ``stride``; back down when they are
+            cheap again), so the rest is left for sharpness. False keeps ``stride`` whatever it costs.
         tolerance: an eigenvalue estimate stops when its relative change and relative error bound
             (‖r‖²/gap from the residual) are both under it.
         max_iters: most Hessian-vector products per eigenvalue estimate.
@@ -82,10 +88,13 @@ class Probe:
         system_stats: Any = True,
         gpu: int | None = None,
         flush_every: int = 32,
+        adaptive_stride: bool = True,
     ) -> None:
         started = time.perf_counter()
         self._wall_start = started
         self._probe_seconds = 0.0
+        self._step_seconds = 0.0  # the part of it spent in the per-step metrics
+        self._govern_at = started
         self._last_overhead = started
         self.model = model
         self.module = unwrap_module(model)
@@ -98,6 +107,7 @@ class Probe:
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
+        self.governor = StrideGovernor(sharpness_budget, stride, adaptive_stride)
         self._hooks: list[Any] = []
         self._closed = False
         self._early_warnings: list[tuple[str, str]] = []
@@ -108,6 +118,7 @@ class Probe:
             "tolerance": float(tolerance),
             "max_iters": int(max_iters),
             "flush_every": int(flush_every),
+            "adaptive_stride": bool(adaptive_stride),
         }
         if self.rank != 0:
             return  # only rank 0 writes; the other ranks cost nothing
@@ -202,7 +213,15 @@ class Probe:
                     self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
-        self._probe_seconds += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        self._probe_seconds += spent
+        self._step_seconds += spent
+        if started >= self._govern_at:
+            try:
+                self._govern(started)
+            except Exception as exc:  # keep the stride it has; never stop the training
+                self._govern_at = math.inf
+                self.faults.fail("stride", exc)
         if self.sharpness is not None:
             self._maybe_measure_sharpness()
         if started - self._last_overhead >= OVERHEAD_EVERY:
@@ -272,7 +291,29 @@ class Probe:
                     self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
-        self._probe_seconds += time.perf_counter() - started
+        spent = time.perf_counter() - started
+        self._probe_seconds += spent
+        self._step_seconds += spent
+
+    def _govern(self, now: float) -> None:
+        """Thin the per-step metrics, or stop thinning them, as ``StrideGovernor`` says."""
+        self._govern_at = now + GOVERN_EVERY
+        stride = self.governor.update(now, self._step_seconds, self.steps.steps_taken)
+        if stride is None:
+            return
+        previous, self.steps.stride = self.steps.stride, stride
+        share, budget = self.governor.share, self.budget.fraction
+        if stride > previous:
+            message = (
+                f"the per-step metrics took {100 * share:.1f}% of wall time, over half of sharpness_budget={budget:g}: "
+                f"measuring every {stride} steps from step {self.steps.steps_taken} (adaptive_stride=False keeps every {self.governor.base})"
+            )
+        else:
+            message = f"the per-step metrics took {100 * share:.1f}% of wall time: measuring every {stride} steps from step {self.steps.steps_taken}"
+        if self.faults.ok("stride"):
+            self.faults.fail("stride", message, disables=False)  # said once on stderr, and logged
+        else:
+            self._write_warning("stride", message)  # later changes: in the log only
 
     # -- sharpness ---------------------------------------------------------------------------
 
@@ -370,6 +411,7 @@ class Probe:
             probe_seconds=self._probe_seconds,
             wall_seconds=wall,
             budget=self.settings["sharpness_budget"],
+            stride=self.steps.stride if self.steps is not None else self.settings["stride"],
         )
 
     def _write_warning(self, source: str, message: str) -> None:

@@ -45,7 +45,7 @@ def _worker(rank: int, world_size: int, run_dir: str, port: int, steps: int, lr:
         x, y = data.x_train[rank::world_size], data.y_train[rank::world_size]
         g = torch.Generator().manual_seed(100 + rank)
         with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=(data.x_train[:256], data.y_train[:256]),
-                   name=Path(run_dir).name, sharpness_budget=0.25, extra=extra) as probe:
+                   name=Path(run_dir).name, sharpness_budget=0.25, adaptive_stride=False, extra=extra) as probe:
             for step in range(steps):
                 idx = torch.randint(0, len(y), (batch_size,), generator=g)
                 loss = loss_fn(model(x[idx]), y[idx])

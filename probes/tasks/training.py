@@ -3,7 +3,8 @@
 Every function trains one run on CPU with fixed seeds, writes it to ``run_dir`` through
 ``probes.Probe`` and returns a short summary. The metric names logged with ``probe.log`` are the
 ones the advisor reads: ``phase`` ("pretrain" | "finetune" | "swa"), ``full_train_loss``,
-``train_acc``, ``test_loss``, ``test_acc``.
+``train_acc``, ``test_loss``, ``test_acc``. The probes record at a fixed stride
+(``adaptive_stride=False``), so a recording logs the same steps whatever the machine's speed.
 """
 
 from __future__ import annotations
@@ -130,7 +131,7 @@ def train_ticks(
     summary: dict[str, Any] = {"lr": lr}
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=hessian_batch,
                name=name or Path(run_dir).name, scale_invariant=True, stride=stride,
-               sharpness_budget=sharpness_budget, extra=info) as probe:
+               sharpness_budget=sharpness_budget, adaptive_stride=False, extra=info) as probe:
         step = 0
         history: list[dict[str, float]] = []
         for step in range(pretrain_steps):
@@ -211,7 +212,7 @@ def train_catapult(run_dir: str | os.PathLike[str], *, lr_times_sharpness: float
              "loss": "MSE to ±1", "steps": steps, "seed": seed}
     losses: list[float] = []
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=(data.x_train, data.y_train),
-               name=Path(run_dir).name, sharpness_budget=0.3, extra=extra) as probe:
+               name=Path(run_dir).name, sharpness_budget=0.3, adaptive_stride=False, extra=extra) as probe:
         _log_eval(probe, model, data, loss_fn, "pretrain", step=0)
         for step in range(steps):
             loss = loss_fn(model(data.x_train), data.y_train)
@@ -256,7 +257,7 @@ def train_diverging(run_dir: str | os.PathLike[str], *, lr_times_sharpness: floa
     non_finite = 0
     step = 0
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=(data.x_train, data.y_train),
-               name=Path(run_dir).name, extra=extra) as probe:
+               name=Path(run_dir).name, adaptive_stride=False, extra=extra) as probe:
         _log_eval(probe, model, data, loss_fn, "pretrain", step=0)
         for step in range(max_steps):
             if not _sgd_step(model, optimizer, loss_fn, data, sampler, probe):
@@ -314,7 +315,7 @@ def train_digits(
     info.update(extra or {})
     summary: dict[str, Any] = {"lr": lr, "threshold": threshold}
     with Probe(model, optimizer, run_dir, loss_fn=loss_fn, hessian_batch=(data.x_train, data.y_train),
-               name=name or Path(run_dir).name, sharpness_budget=sharpness_budget, extra=info) as probe:
+               name=name or Path(run_dir).name, sharpness_budget=sharpness_budget, adaptive_stride=False, extra=info) as probe:
         for step in range(steps):
             loss = loss_fn(model(data.x_train), data.y_train)
             optimizer.zero_grad(set_to_none=True)

@@ -32,7 +32,7 @@ def train_until_killed(trial_dir: Path, steps: int | None = None) -> None:
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     inputs, targets = torch.randn(256, 8), torch.randn(256, 1)
     probe = Probe(model, optimizer, trial_dir / "run", loss_fn=torch.nn.functional.mse_loss,
-                  hessian_batch=(inputs[:64], targets[:64]), sharpness_budget=0.2, flush_every=1)
+                  hessian_batch=(inputs[:64], targets[:64]), sharpness_budget=0.2, flush_every=1, adaptive_stride=False)
     os.write(progress, b"ready\n")
     step = 0
     while steps is None or step < steps:
