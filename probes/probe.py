@@ -66,7 +66,8 @@ class Probe:
         system_stats: sample process CPU/RSS and the model's GPU once a second in a thread; a
             ``lrtui.system.SystemSampler`` instance may be passed to use it.
         gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
-        flush_every: measured steps kept on the device before one copy to the host.
+        flush_every: measured steps kept on the device before one copy to the host (default: 32,
+            or 128 for a CPU model whose norms are taken from copies; see ``probes.step_metrics``).
     """
 
     def __init__(
@@ -87,7 +88,7 @@ class Probe:
         extra: dict[str, Any] | None = None,
         system_stats: Any = True,
         gpu: int | None = None,
-        flush_every: int = 32,
+        flush_every: int | None = None,
         adaptive_stride: bool = True,
     ) -> None:
         started = time.perf_counter()
@@ -117,7 +118,7 @@ class Probe:
             "sharpness_budget": float(sharpness_budget),
             "tolerance": float(tolerance),
             "max_iters": int(max_iters),
-            "flush_every": int(flush_every),
+            "flush_every": None if flush_every is None else int(flush_every),
             "adaptive_stride": bool(adaptive_stride),
         }
         if self.rank != 0:
