@@ -14,8 +14,11 @@ Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Print
     the cold start from 5 random vectors at each.
 
 Ratios are measured side by side in one process: blocks with and without the probe alternate
-(their order flips every repetition) and the table reports the median of the per-repetition
+(their order rotates every repetition) and the table reports the median of the per-repetition
 ratios and the ratio of the fastest blocks ("min"; the per-step ms columns are fastest blocks too).
+A third arm, a plain twin of the plain model run in the same rotation, gives the "A/A" column:
+its median ratio to the plain one, which would be 1.000 on a quiet machine. It is the noise
+floor of its row: a ratio within that distance of the target is not resolved by the run.
 """
 
 from __future__ import annotations
@@ -147,12 +150,14 @@ def train_block(w: Workload, model: torch.nn.Module, optimizer: torch.optim.Opti
     return CLOCK() - began
 
 
-def fresh_pair(w: Workload) -> tuple[tuple[torch.nn.Module, torch.optim.Optimizer], tuple[torch.nn.Module, torch.optim.Optimizer]]:
+def fresh_models(w: Workload, n: int = 3) -> list[tuple[torch.nn.Module, torch.optim.Optimizer]]:
+    """``n`` identical models with their optimizers: plain, probed, and a plain twin (the A/A arm)."""
     torch.manual_seed(0)
-    a = w.make_model()
-    b = w.make_model()
-    b.load_state_dict(a.state_dict())
-    return (a, w.make_optimizer(a)), (b, w.make_optimizer(b))
+    first = w.make_model()
+    models = [first] + [w.make_model() for _ in range(n - 1)]
+    for m in models[1:]:
+        m.load_state_dict(first.state_dict())
+    return [(m, w.make_optimizer(m)) for m in models]
 
 
 def ratios(plain: list[float], probed: list[float]) -> tuple[float, float]:
@@ -164,46 +169,54 @@ def ratios(plain: list[float], probed: list[float]) -> tuple[float, float]:
     return statistics.median(p / q for p, q in zip(probed, plain)), min(probed) / min(plain)
 
 
-def overhead_cheap(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, float, float, float]:
-    (m0, o0), (m1, o1) = fresh_pair(w)
+def rotated(arms: list, r: int) -> list:
+    """The arms in the order of repetition ``r``: each takes each place equally often."""
+    k = r % len(arms)
+    return arms[k:] + arms[:k]
+
+
+def overhead_cheap(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, float, float, float, float]:
+    """(median ratio, fastest-block ratio, plain ms, probed ms, probe's own µs per step, A/A median ratio)."""
+    (m0, o0), (m1, o1), (m2, o2) = fresh_models(w)
     probe = Probe(m1, o1, runs / f"cheap-{w.name[:5]}", sharpness_budget=0)
-    train_block(w, m0, o0, None, steps, 0)  # warm-up: allocator, caches, first-call costs
-    train_block(w, m1, o1, probe, steps, 0)
-    plain, probed = [], []
+    for m, o, p in ((m0, o0, None), (m1, o1, probe), (m2, o2, None)):
+        train_block(w, m, o, p, steps, 0)  # warm-up: allocator, caches, first-call costs
+    times: dict[str, list[float]] = {"plain": [], "probe": [], "twin": []}
     own = probe._probe_seconds
     for r in range(reps):
-        order = [(False, m0, o0), (True, m1, o1)]
-        for with_probe, m, o in order if r % 2 == 0 else order[::-1]:
-            t = train_block(w, m, o, probe if with_probe else None, steps, (r + 1) * steps)
-            (probed if with_probe else plain).append(t)
+        for arm, m, o in rotated([("plain", m0, o0), ("probe", m1, o1), ("twin", m2, o2)], r):
+            times[arm].append(train_block(w, m, o, probe if arm == "probe" else None, steps, (r + 1) * steps))
     own = (probe._probe_seconds - own) / (reps * steps)  # wall seconds inside the probe per step
     probe.close()
-    median, total = ratios(plain, probed)
-    return median, total, min(plain) / steps * 1e3, min(probed) / steps * 1e3, own * 1e6
+    median, total = ratios(times["plain"], times["probe"])
+    aa, _ = ratios(times["plain"], times["twin"])
+    return median, total, min(times["plain"]) / steps * 1e3, min(times["probe"]) / steps * 1e3, own * 1e6, aa
 
 
-def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, int, float, list[int]]:
-    (m0, o0), (m1, o1) = fresh_pair(w)
-    train_block(w, m0, o0, None, 5, 0)
-    train_block(w, m1, o1, None, 5, 0)
-    plain, probed, measured, fractions, strides = [], [], 0, [], []
+def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, int, float, list[int], float]:
+    """(median ratio, fastest-block ratio, estimates, median probe fraction, final strides, A/A median ratio)."""
+    (m0, o0), (m1, o1), (m2, o2) = fresh_models(w)
+    for m, o in ((m0, o0), (m1, o1), (m2, o2)):
+        train_block(w, m, o, None, 5, 0)
+    times: dict[str, list[float]] = {"plain": [], "probe": [], "twin": []}
+    measured, fractions, strides = 0, [], []
     for r in range(reps):
-        order = [False, True] if r % 2 == 0 else [True, False]
-        for with_probe in order:
-            if not with_probe:
-                plain.append(train_block(w, m0, o0, None, steps, 5 + r * steps))
+        for arm, m, o in rotated([("plain", m0, o0), ("probe", m1, o1), ("twin", m2, o2)], r):
+            if arm != "probe":
+                times[arm].append(train_block(w, m, o, None, steps, 5 + r * steps))
                 continue
             began = CLOCK()
             with contextlib.redirect_stderr(io.StringIO()):  # its once-only stride notice: in the table instead
-                probe = Probe(m1, o1, runs / f"sharp-{w.name[:5]}-{r}", loss_fn=w.loss_fn, hessian_batch=w.hessian_batch)
-                train_block(w, m1, o1, probe, steps, 5 + r * steps)
+                probe = Probe(m, o, runs / f"sharp-{w.name[:5]}-{r}", loss_fn=w.loss_fn, hessian_batch=w.hessian_batch)
+                train_block(w, m, o, probe, steps, 5 + r * steps)
                 measured += probe.budget.measurements
                 fractions.append(probe._probe_seconds / (time.perf_counter() - probe._wall_start))
                 strides.append(probe.steps.stride)
                 probe.close()
-            probed.append(CLOCK() - began)
-    median, total = ratios(plain, probed)
-    return median, total, measured, statistics.median(fractions), strides
+            times["probe"].append(CLOCK() - began)
+    median, total = ratios(times["plain"], times["probe"])
+    aa, _ = ratios(times["plain"], times["twin"])
+    return median, total, measured, statistics.median(fractions), strides, aa
 
 
 def exact_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[torch.Tensor]) -> float:
@@ -317,21 +330,21 @@ def main(argv: list[str] | None = None) -> int:
             # "own us": time inside the probe's calls per step (its hooks and probe.step), the part
             # of the cost the machine's noise does not blur; the ratios include everything else
             # (its writer thread, caches it evicts).
-            print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7} {'own us':>7}")
-            for w, steps, reps in ((cnn, 6 if quick else 12, 5 if quick else 13), (mlp, 200 if quick else 500, 7 if quick else 21)):
-                median, total, t0, t1, own = overhead_cheap(w, steps, reps, runs)
-                print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f} {own:7.1f}")
+            print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7} {'own us':>7} {'A/A':>6}")
+            for w, steps, reps in ((cnn, 6 if quick else 12, 6 if quick else 15), (mlp, 200 if quick else 300, 9 if quick else 60)):
+                median, total, t0, t1, own, aa = overhead_cheap(w, steps, reps, runs)
+                print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f} {own:7.1f} {aa:6.3f}")
                 sys.stdout.flush()
         if "b" in args.parts:
             print("\n(b) with sharpness under the default 5% budget (fresh probe per block; target <= 1.06)")
             # "stride": where the probe's adaptive stride ended in each block (the per-step metrics
             # thinned so that they take at most half the budget).
-            print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7}  stride")
+            print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7} {'A/A':>6}  stride")
             # Blocks long enough for the budget to admit estimates (the first waits for ~8 steps'
             # worth of slack, i.e. ~160 steps at 5%).
-            for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 2), (mlp, 3000 if quick else 10000, 1 if quick else 7)):
-                median, total, measured, fraction, strides = overhead_sharpness(w, steps, reps, runs)
-                print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f}  {','.join(map(str, strides))}")
+            for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 3), (mlp, 3000 if quick else 10000, 1 if quick else 9)):
+                median, total, measured, fraction, strides, aa = overhead_sharpness(w, steps, reps, runs)
+                print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f} {aa:6.3f}  {','.join(map(str, strides))}")
                 sys.stdout.flush()
     if "c" not in args.parts:
         return 0
