@@ -108,6 +108,8 @@ class _HostNorms:
     Δw and squared norms with one subtraction and one batched BLAS product for all slots.
     """
 
+    flush_every = HOST_FLUSH_EVERY  # its default batch
+
     def __init__(self, params: list[torch.Tensor], group_of: list[int], n_groups: int, invariant: list[int], slots: int) -> None:
         sizes = [p.numel() for p in params]
         offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
@@ -140,8 +142,6 @@ class _HostNorms:
             if g in group_of
         ]
         self.n_groups = n_groups
-
-    flush_every = HOST_FLUSH_EVERY  # its default batch
 
     @staticmethod
     def fits(params: list[torch.Tensor]) -> bool:

@@ -200,3 +200,27 @@ def test_a_weight_change_between_probe_step_and_the_next_step(tmp_path: Path, mo
     for event, (update, weight) in zip(steps, expected):
         assert math.isclose(event["update_norm"], update, rel_tol=1e-5)
         assert math.isclose(event["weight_norm"], weight, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("engine, batch", [("host", step_metrics.HOST_FLUSH_EVERY), ("foreach", step_metrics.DEVICE_FLUSH_EVERY)])
+def test_default_flush_batch_of_each_norm_engine(monkeypatch: pytest.MonkeyPatch, engine: str, batch: int) -> None:
+    if engine == "foreach":
+        monkeypatch.setattr(step_metrics, "FLAT_MAX_ELEMENTS", 0)
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    metrics = step_metrics.StepMetrics(optimizer, flush_seconds=1e9)  # flushed by count only
+
+    def before(*args: object) -> None:  # the probe's pre-step hook, without the probe
+        metrics.before_step()
+
+    optimizer.register_step_pre_hook(before)
+    x = torch.randn(8, 4)
+    flushed_at = []
+    for i in range(2 * batch):
+        loss = model(x).square().mean()
+        optimizer.zero_grad(); loss.backward(); optimizer.step()
+        events = metrics.finish_step(loss)
+        if events:
+            flushed_at.append((i, [e["step"] for e in events]))
+    assert flushed_at == [(batch - 1, list(range(batch))), (2 * batch - 1, list(range(batch, 2 * batch)))]
