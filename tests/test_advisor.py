@@ -227,6 +227,31 @@ def test_chaotic_equilibrium_with_spikes_is_found(seed):
     assert bulk(steps(loss, stride=8)).regime == "equilibrium"
 
 
+def _thinned_like_the_probe(loss_at, total: int) -> list[dict]:
+    """Step events of a curve given per optimizer step, logged as the probe's adaptive stride logs a
+    small model: every step, then every 4th from step 800, every 8th from step 2000."""
+    out, s = [], 0
+    while s < total:
+        out.append({"kind": "step", "step": s, "time": float(s), "loss": float(loss_at[s]), "grad_norm": 1.0, "lr": [0.1]})
+        s += 1 if s < 800 else 4 if s < 2000 else 8
+    return out
+
+
+@pytest.mark.parametrize("tau", [300, 1000])
+def test_equilibrium_is_found_as_soon_when_the_stride_changed_early(tau):
+    """Rates and the window are per optimizer step: the densely logged start of a run whose stride
+    was raised does not delay the equilibrium (judged per logged step it came 2-3x later)."""
+    t = np.arange(40000)
+    loss = 0.3 + 0.7 * np.exp(-t / tau) + 0.015 * np.random.default_rng(tau).standard_normal(len(t))
+    even = advise(steps(loss[::8], stride=8))
+    thinned_events = _thinned_like_the_probe(loss, len(t))
+    thinned = advise(thinned_events)
+    assert even.regime == thinned.regime == "equilibrium"
+    first = [next(r.step for r in st.recommendations if r.action == "drop_lr") for st in (even, thinned)]
+    assert first[1] <= 1.25 * first[0], first
+    assert bulk(thinned_events).recommendations[0].step == thinned.recommendations[0].step
+
+
 def test_equilibrium_label_does_not_flap():
     loss = decay_to(0.3, 20000, 0.3, tau=150, seed=7)
     st = advise(steps(loss))

@@ -325,7 +325,8 @@ class Advisor:
     def _check(self, seg: _Seg, i: int) -> None:
         length = i + 1 - seg.start
         positive = self._Z[i + 1] == self._Z[seg.start]
-        v = judge_window(self._P, seg.start, i + 1, self._chance_reference(), self._L if positive else None)
+        v = judge_window(self._P, seg.start, i + 1, self._chance_reference(), self._L if positive else None,
+                         self._steps)
         seg.verdict = v
         seg.next_check = next_check(length)
         if v.reached and seg.converged_by is None:

@@ -5,7 +5,10 @@ needs ⟨x_{k+1}, d_k⟩, which a run does not log):
 
 - Window: the last half of the segment (SASA+'s leaky bucket keeps a recent fraction too), split
   into ``BATCHES`` = 10 consecutive batches; their means are nearly independent even though
-  successive losses are not.
+  successive losses are not. Given the logged steps' indices, the half is of the optimizer steps
+  and the rates below are per optimizer step, so a stride that changed inside the segment (the
+  probe thins its per-step metrics when they cost too much) does not stretch the window back into
+  the fall or weigh densely logged steps more; at a constant stride it is the same test.
 - Slope: least squares of the batch means on their index; the loss's relative change across the
   window is ``slope × BATCHES / mean`` with a 90% t-interval (8 degrees of freedom). When every
   loss of the segment is positive, the batch means are of log(loss) (geometric means) and the
@@ -37,6 +40,7 @@ needs ⟨x_{k+1}, d_k⟩, which a run does not log):
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -106,7 +110,7 @@ def out_of_segment(lr: float, segment_lr: float) -> bool:
 
 
 def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: float | None,
-                 log_prefix: Sequence[float] | None = None) -> WindowVerdict:
+                 log_prefix: Sequence[float] | None = None, steps: Sequence[int] | None = None) -> WindowVerdict:
     """Test the last half of the segment [start, stop) of logged steps.
 
     Args:
@@ -118,9 +122,18 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
             geometric means): a loss is positive and its noise multiplicative, so a few spikes of
             10x — the chaotic equilibrium of a large LR — no longer swamp the batch means. The
             convergence level and the reported level stay arithmetic means (the paper's test).
+        steps: the optimizer step of each logged step (non-decreasing). With them the window is
+            the last half of the segment's optimizer steps and the rates are per optimizer step;
+            without them, logged steps count as evenly spaced.
     """
     length = stop - start
-    size = (length // 2) // BATCHES
+    half = length // 2
+    if steps is not None and steps[stop - 1] > steps[start]:
+        # the logged steps after the middle optimizer step; at a constant stride, length // 2
+        by_steps = stop - bisect.bisect_right(steps, (steps[start] + steps[stop - 1]) / 2.0, start, stop)
+        if by_steps >= 2 * BATCHES:  # else a stride jump left too few losses there: count them evenly
+            half = by_steps
+    size = half // BATCHES
     w0 = stop - BATCHES * size
     means = [(prefix[w0 + (k + 1) * size] - prefix[w0 + k * size]) / size for k in range(BATCHES)]
     level = sum(means) / BATCHES
@@ -147,7 +160,8 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
     if reached:
         regime: str | None = "converging"
     elif -STATIONARY_BAND < lo and hi < STATIONARY_BAND and (chance_level or _stopped_falling(
-            trend, log_prefix if log_prefix is not None else prefix, start, size, w0, lo, log_prefix is not None)):
+            trend, log_prefix if log_prefix is not None else prefix, start, size, w0, lo, log_prefix is not None,
+            steps)):
         regime = "chance" if chance_level else "equilibrium"
     elif _plateau(trend, log_prefix if log_prefix is not None else prefix, start, size, w0, level,
                   log_prefix is not None):
@@ -186,20 +200,37 @@ def _plateau(trend: Sequence[float], prefix: Sequence[float], start: int, size: 
 
 
 def _stopped_falling(trend: Sequence[float], prefix: Sequence[float], start: int, size: int, w0: int,
-                     lo: float, log: bool) -> bool:
+                     lo: float, log: bool, steps: Sequence[int] | None = None) -> bool:
     """True when the window's fastest plausible decline is at most ``SLOWDOWN`` × the segment's
     average decline before it: a slow steady decline keeps its pace and is not an equilibrium.
-    ``prefix`` and ``trend`` (the window's batch means) are of the loss, or of its log."""
+    ``prefix`` and ``trend`` (the window's batch means) are of the loss, or of its log; the rates
+    are per optimizer step when ``steps`` is given, else per logged step."""
     mean = sum(trend) / len(trend)
     # the segment's first few losses: a fast initial fall is not averaged away in a long segment
     head = min(size, HEAD)
     first = (prefix[start + head] - prefix[start]) / head
-    elapsed = (w0 + BATCHES * size / 2.0) - (start + head / 2.0)
+    window = BATCHES * size
+    elapsed, span = (w0 + window / 2.0) - (start + head / 2.0), float(window)
+    if steps is not None:
+        by_steps = _step_at(steps, w0 + window / 2.0) - _step_at(steps, start + head / 2.0)
+        # the window's optimizer steps, each logged one standing for its share (s * window at stride s)
+        steps_span = (steps[w0 + window - 1] - steps[w0]) * window / (window - 1)
+        if by_steps > 0 and steps_span > 0:
+            elapsed, span = by_steps, steps_span
     average_rate = (first - mean) / elapsed if elapsed > 0 else 0.0
-    # the window's fastest plausible fall per logged step, in the same units
+    # the window's fastest plausible fall per step, in the same units
     fall = -math.log1p(lo) if log and lo > -1.0 else (math.inf if log else max(0.0, -lo) * abs(mean))
-    window_rate = max(0.0, fall) / (BATCHES * size)
+    window_rate = max(0.0, fall) / span
     return average_rate > 0 and window_rate <= SLOWDOWN * average_rate
+
+
+def _step_at(steps: Sequence[int], x: float) -> float:
+    """The optimizer step at a fractional logged-step index, by linear interpolation."""
+    i = int(x)
+    frac = x - i
+    if frac == 0.0 or i + 1 >= len(steps):
+        return float(steps[i])
+    return steps[i] + frac * (steps[i + 1] - steps[i])
 
 
 class RegimeConfirmation:
