@@ -63,8 +63,10 @@ def format_number(value: float) -> str:
 
 
 def _dot_rows(values: np.ndarray, y_low: float, y_high: float, rows: int) -> np.ndarray:
-    """Dot row (0 = top) of each value on a plot ``rows`` dots high."""
-    frac = (values - y_low) / (y_high - y_low)
+    """Dot row (0 = top) of each value on a plot ``rows`` dots high (NaN: not drawn; so are the
+    values of a range too wide for floats, e.g. ±1e308, whose fraction is inf/inf)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        frac = (values - y_low) / (y_high - y_low)
     return np.clip(np.round((1.0 - frac) * (rows - 1)), 0, rows - 1)
 
 
