@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lrtui.advisor import Advisor, analyze_sweep, edge_state, max_stable_lr, stability_threshold
-from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT
+from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT, judge_window
 from lrtui.runlog import RunData
 
 SGD = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0, "dampening": 0, "nesterov": False,
@@ -250,6 +250,47 @@ def test_equilibrium_is_found_as_soon_when_the_stride_changed_early(tau):
     first = [next(r.step for r in st.recommendations if r.action == "drop_lr") for st in (even, thinned)]
     assert first[1] <= 1.25 * first[0], first
     assert bulk(thinned_events).recommendations[0].step == thinned.recommendations[0].step
+
+
+def test_a_stride_lowered_late_keeps_the_window_inside_the_segment():
+    """The reverse: every 8th step, then every step for the last 1,000 (the probe lowers its stride
+    when the steps get slower). The window never reaches before the segment's start."""
+    t = np.arange(21000)
+    loss = 0.3 + 0.7 * np.exp(-t / 1000) + 0.015 * np.random.default_rng(5).standard_normal(len(t))
+    events = [e for e in steps(loss) if e["step"] % 8 == 0 or e["step"] >= 20000]
+    inc, blk = advise(events), bulk(events)
+    assert inc.regime == blk.regime == "equilibrium"
+    assert [(r.action, r.step) for r in inc.recommendations] == [(r.action, r.step) for r in blk.recommendations]
+    drop = next(r for r in inc.recommendations if r.action == "drop_lr")
+    assert 0 <= drop.numbers["window_start_step"] < drop.numbers["window_end_step"] <= drop.step
+
+
+class _SegmentOnly(list):
+    """Prefix sums that refuse to be read before the segment's start."""
+
+    def __init__(self, values, start):
+        super().__init__(values)
+        self.start = start
+
+    def __getitem__(self, i):
+        assert i >= self.start, f"read prefix[{i}] before the segment's start {self.start}"
+        return super().__getitem__(i)
+
+
+def test_the_regime_window_and_the_losses_before_it_stay_inside_the_segment():
+    """A segment logged every 8th step, then every step (a stride lowered late): the last half of
+    its optimizer steps holds most of its logged steps, but the window (and the plateau rule's
+    look at as many losses before it) must stay inside the segment."""
+    r = np.random.default_rng(3)
+    before = 100  # another segment's losses come first
+    seg_steps = list(range(0, 20000, 8)) + list(range(20000, 21000))
+    falling = 0.5 * np.exp(-np.array(seg_steps) / 15000)  # outside the stationary band: the plateau rule looks
+    loss = np.r_[np.full(before, 5.0), falling * np.exp(0.3 * r.standard_normal(len(seg_steps)))]
+    prefix = _SegmentOnly(np.r_[0.0, np.cumsum(loss)].tolist(), before)
+    log_prefix = _SegmentOnly(np.r_[0.0, np.cumsum(np.log(loss))].tolist(), before)
+    all_steps = list(range(-before, 0)) + seg_steps
+    v = judge_window(prefix, before, len(all_steps), 0.7, log_prefix=log_prefix, steps=all_steps)
+    assert before <= v.start < v.stop == len(all_steps) and v.regime == "converging" and not v.reached
 
 
 def test_equilibrium_label_does_not_flap():

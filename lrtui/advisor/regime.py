@@ -129,10 +129,11 @@ def judge_window(prefix: Sequence[float], start: int, stop: int, initial_loss: f
     length = stop - start
     half = length // 2
     if steps is not None and steps[stop - 1] > steps[start]:
-        # the logged steps after the middle optimizer step; at a constant stride, length // 2
+        # the logged steps after the middle optimizer step; at a constant stride, length // 2. Never
+        # more than that: the plateau rule looks at as many losses again before the window.
         by_steps = stop - bisect.bisect_right(steps, (steps[start] + steps[stop - 1]) / 2.0, start, stop)
         if by_steps >= 2 * BATCHES:  # else a stride jump left too few losses there: count them evenly
-            half = by_steps
+            half = min(by_steps, half)
     size = half // BATCHES
     w0 = stop - BATCHES * size
     means = [(prefix[w0 + (k + 1) * size] - prefix[w0 + k * size]) / size for k in range(BATCHES)]
