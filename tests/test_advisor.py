@@ -254,7 +254,10 @@ def test_equilibrium_is_found_as_soon_when_the_stride_changed_early(tau):
 
 def test_a_stride_lowered_late_keeps_the_window_inside_the_segment():
     """The reverse: every 8th step, then every step for the last 1,000 (the probe lowers its stride
-    when the steps get slower). The window never reaches before the segment's start."""
+    when the steps get slower), end to end: equilibrium, the same advice in bulk and incremental,
+    a window inside the run. (The window's bounds before the segment's start are pinned by
+    ``test_the_regime_window_and_the_losses_before_it_stay_inside_the_segment``; this run passes
+    without that cap too.)"""
     t = np.arange(21000)
     loss = 0.3 + 0.7 * np.exp(-t / 1000) + 0.015 * np.random.default_rng(5).standard_normal(len(t))
     events = [e for e in steps(loss) if e["step"] % 8 == 0 or e["step"] >= 20000]
