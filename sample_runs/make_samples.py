@@ -46,10 +46,11 @@ def sweep_name(lr: float) -> str:
     return f"lr-{lr:.2e}"
 
 
-def _jobs(schedule: dict[str, int] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
+def _jobs(schedule: dict[str, Any] | None = None) -> list[tuple[str, str, dict[str, Any]]]:
     """(run directory relative to sample_runs, recipe, keyword arguments), longest first.
 
-    ``schedule`` replaces the sweep's step counts (see ``PAPER_SCHEDULE``)."""
+    ``schedule`` replaces the sweep's step counts (see ``PAPER_SCHEDULE``) or other arguments
+    of its runs (``geometry``)."""
     jobs: list[tuple[str, str, dict[str, Any]]] = [
         ("momentum-cnn", "digits", {"optimizer_name": "momentum", "lr": 0.2, "steps": 1500}),
         ("adam-cnn", "digits", {"optimizer_name": "adam", "lr": 2e-3, "steps": 1500}),
@@ -100,7 +101,7 @@ def annotate_ground_truth(run_dir: Path, regime: str) -> None:
     os.replace(tmp, run_dir / META_FILE)
 
 
-def record_all(root: Path, only: list[str] | None, workers: int, schedule: dict[str, int] | None = None) -> None:
+def record_all(root: Path, only: list[str] | None, workers: int, schedule: dict[str, Any] | None = None) -> None:
     """Record every sample run (or those named in ``only``) under ``root``."""
     jobs = [j for j in _jobs(schedule) if not only or j[0] in only or j[0].split("/")[0] in only]
     with_ddp = not only or "ddp" in only
@@ -260,9 +261,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="runs recorded at a time (default 2)")
     parser.add_argument("--paper-schedule", action="store_true",
                         help="the sweep at the paper's 40k pre-training / 20k fine-tuning steps (use with --out)")
+    parser.add_argument("--geometry", choices=["ours", "authors"], default="ours",
+                        help="the sweep's tick features: ours (committed) or the authors' generator's (use with --out)")
     args = parser.parse_args(argv)
     if not args.table:
-        record_all(args.out, args.only, args.workers, PAPER_SCHEDULE if args.paper_schedule else None)
+        schedule = dict(PAPER_SCHEDULE) if args.paper_schedule else {}
+        if args.geometry != "ours":
+            schedule["geometry"] = args.geometry
+        record_all(args.out, args.only, args.workers, schedule or None)
     print()
     print(sweep_table(args.out))
     print()

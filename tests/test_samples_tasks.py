@@ -31,6 +31,38 @@ def test_tick_data_shapes_and_feature_zero_separates_with_margin() -> None:
     assert ((v - tick(t)) * (2 * data.y_train - 1) < 0).any()
 
 
+def test_authors_geometry_every_feature_separates_with_margin_and_none_linearly() -> None:
+    data = make_tick_data(seed=0, geometry="authors")
+    assert data.x_train.shape == (512, 2 * N_FEATURES) and data.x_test.shape == (2000, 2 * N_FEATURES)
+    assert 0.4 < float(data.y_test.mean()) < 0.6
+    m = MARGIN * 2**0.5
+    for x, y in ((data.x_train, data.y_train), (data.x_test, data.y_test)):
+        assert float(x.abs().max()) <= 2.0
+        for k in range(N_FEATURES):
+            t, v = x[:, 2 * k], x[:, 2 * k + 1]
+            band = (v >= t.abs() - 2 + m) & (v <= t.abs() - m)  # label 0: inside the V-shaped band
+            outside = (v >= t.abs() + m) | (v <= t.abs() - 2 - m)  # label 1: above or below it
+            assert bool(band[y == 0].all()) and bool(outside[y == 1].all())
+            assert bool((v[y == 1] > t[y == 1].abs()).any()) and bool((v[y == 1] < t[y == 1].abs() - 2).any())
+    # the features are independent draws given the label, not copies
+    assert not torch.equal(data.x_train[:, 0:2], data.x_train[:, 2:4])
+    assert not torch.equal(make_tick_data(seed=0).x_train, data.x_train)
+
+
+def test_a_sweep_run_on_the_authors_geometry_records_it(tmp_path) -> None:
+    from lrtui.runlog import load_run
+    from probes.tasks.training import train_ticks
+
+    for geometry in ("ours", "authors"):
+        train_ticks(tmp_path / geometry, 0.01, pretrain_steps=40, finetune_steps=10, average_last=20,
+                    average_every=10, log_every=20, geometry=geometry)
+    runs = {g: load_run(tmp_path / g) for g in ("ours", "authors")}
+    assert {g: r.meta["extra"]["geometry"] for g, r in runs.items()} == {"ours": "ours", "authors": "authors"}
+    # the full-train loss is measured on each run's own data: the first evaluations differ
+    first = {g: next(m["full_train_loss"] for m in r.records("metric") if "full_train_loss" in m) for g, r in runs.items()}
+    assert first["ours"] != first["authors"]
+
+
 def test_tick_mlp_fixed_head_and_unit_sphere_after_a_step() -> None:
     model = TickMLP(seed=0)
     assert torch.isclose(model.head.weight.norm(), torch.tensor(LAST_LAYER_NORM))

@@ -1,24 +1,32 @@
 """The paper's synthetic task in miniature: "tick" features and the scale-invariant MLP.
 
 Sadrtdinov et al. (2024, arXiv 2410.22113) train a small MLP on 32 inputs made of 16
-two-dimensional "tick" features (margin 0.1), 512 train / 2000 test points, binary labels. The
-paper's generator was not available offline, so this is a documented reconstruction that keeps
-what matters for the LR regimes: features of different reliability, one of which alone separates
-the classes with margin 0.1, so that the network can either use a sparse set of good features or
-memorize with all of them.
+two-dimensional "tick" features (margin 0.1), 512 train / 2000 test points, binary labels. Two
+geometries of those features are here:
 
+``"ours"`` (the recorded sample sweep): our reconstruction from the paper's text, written before
+we found the authors' released generator. It keeps what we took to matter for the LR regimes:
+features of different reliability, one of which alone separates the classes with margin 0.1.
 Feature k is a point (t, v) in the plane. t ~ U(-1, 1); the *tick* is the check-mark curve
 h(t) = max(-t/2, t) (a short arm falling to the origin, a long arm rising from it). A point whose
 feature "agrees" with its label lies above the tick for label 1 and below it for label 0, at a
 vertical distance in [margin, margin + 0.5]; a point whose feature "disagrees" lies on the other
 side. Feature 0 agrees on every point, so every split is separable by feature 0 alone with margin
 0.1 (a ReLU network can draw the tick with two units; a linear classifier cannot). Feature k >= 1
-agrees with probability ``reliability[k]``, falling linearly from 0.9 to 0.55: useful but noisy
-features that a network can also fit, at a cost in test accuracy.
+agrees with probability ``reliability[k]``, falling linearly from 0.9 to 0.55.
+
+``"authors"``: the geometry of the authors' generator (github.com/isadrtdinov/understanding-large-lrs,
+``synthetic_example/dataset.py``, ``Sampler.sample_tick``, with the paper's settings from its
+``launch-final.ipynb``: every feature informative, no swapped points), re-implemented from that
+description. Each feature is a point uniform in the square [-2, 2]^2; label 0 lies in the
+V-shaped band |t| - 2 + m <= v <= |t| - m, label 1 above it (v >= |t| + m) or below it
+(v <= |t| - 2 - m), m = margin * sqrt(2) (a distance of ``margin`` across the slope-1 arms). So
+every one of the 16 features alone separates every point, none linearly.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -72,11 +80,44 @@ def sample_ticks(n: int, generator: torch.Generator, n_features: int = N_FEATURE
     return x, y
 
 
-def make_tick_data(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST) -> TickData:
+def sample_band_ticks(n: int, generator: torch.Generator, n_features: int = N_FEATURES,
+                      margin: float = MARGIN) -> tuple[torch.Tensor, torch.Tensor]:
+    """Draw ``n`` points of the authors' geometry (see the module docstring), by rejection.
+
+    Returns:
+        (x, y) laid out as in ``sample_ticks``: x of shape (n, 2 * n_features), y in {0, 1}.
+    """
+    y = torch.randint(0, 2, (n,), generator=generator).float()
+    m = margin * math.sqrt(2)
+    features = []
+    for _ in range(n_features):
+        feature = torch.empty(n, 2)
+        for label in (0, 1):
+            rows = torch.nonzero(y == label).squeeze(1)
+            accepted: list[torch.Tensor] = []
+            while sum(len(a) for a in accepted) < len(rows):
+                p = 4 * torch.rand(4 * len(rows) + 16, 2, generator=generator) - 2
+                arm = p[:, 0].abs()
+                if label == 0:
+                    keep = (p[:, 1] >= arm - 2 + m) & (p[:, 1] <= arm - m)
+                else:
+                    keep = (p[:, 1] >= arm + m) | (p[:, 1] <= arm - 2 - m)
+                accepted.append(p[keep])
+            feature[rows] = torch.cat(accepted)[: len(rows)]
+        features.append(feature)
+    return torch.cat(features, dim=1), y
+
+
+#: The feature geometries ``make_tick_data`` knows (see the module docstring).
+GEOMETRIES = {"ours": sample_ticks, "authors": sample_band_ticks}
+
+
+def make_tick_data(seed: int = 0, n_train: int = N_TRAIN, n_test: int = N_TEST, geometry: str = "ours") -> TickData:
     """The fixed train/test split used by every sweep run (same seed, same data)."""
+    sample = GEOMETRIES[geometry]
     g = torch.Generator().manual_seed(seed)
-    x_train, y_train = sample_ticks(n_train, g)
-    x_test, y_test = sample_ticks(n_test, g)
+    x_train, y_train = sample(n_train, g)
+    x_test, y_test = sample(n_test, g)
     return TickData(x_train, y_train, x_test, y_test)
 
 

@@ -88,6 +88,7 @@ def train_ticks(
     stride: int = 1,
     sharpness_budget: float = 0.05,
     seed: int = 0,
+    geometry: str = "ours",
     name: str | None = None,
     extra: dict[str, Any] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -101,9 +102,10 @@ def train_ticks(
     continues from the pre-trained weights with the same optimizer at ``finetune_lr`` (the LR
     change starts a new segment in the run). ``should_stop()`` returning True ends the training
     after the current step (the demo stops on a signal that way), the run closed cleanly.
+    ``geometry`` picks the tick features' geometry (``probes.tasks.ticks.GEOMETRIES``).
     """
     torch.manual_seed(seed)
-    data = make_tick_data(seed=0)  # one dataset for the whole sweep
+    data = make_tick_data(seed=0, geometry=geometry)  # one dataset for the whole sweep
     model = TickMLP(seed=seed)
     params = model.trained_parameters()
     optimizer = torch.optim.SGD(params, lr=lr)
@@ -122,6 +124,7 @@ def train_ticks(
         "average_last": average_last,
         "average_every": average_every,
         "seed": seed,
+        "geometry": geometry,
         **(extra or {}),
     }
     sampler = _EpochSampler(len(data.y_train), batch_size, seed + 1)
