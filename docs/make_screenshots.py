@@ -31,9 +31,9 @@ class Shot:
 
 SHOTS = [
     # The sweep's chaotic-equilibrium run at the end of its pre-training: the advisor's call.
-    Shot("sweep-equilibrium.svg", SAMPLES / "sweep", run="lr-2.85e-02", step=9992, keys=("l",)),
+    Shot("sweep-equilibrium.svg", SAMPLES / "sweep", run="lr-8.11e-03", step=9992, keys=("l",)),
     # Every run of the sweep on one loss chart, labelled by LR.
-    Shot("sweep-overlay.svg", SAMPLES / "sweep", run="lr-2.85e-02", step=9992, keys=("o", "l")),
+    Shot("sweep-overlay.svg", SAMPLES / "sweep", run="lr-8.11e-03", step=9992, keys=("o", "l")),
     # Momentum SGD on the CNN: sharpness climbs to 2(1+β)/η and stays there.
     Shot("momentum-cnn-edge.svg", SAMPLES / "momentum-cnn", keys=("l",)),
     # The diverging run: the first non-finite loss, flagged (linear scale: on a log scale the

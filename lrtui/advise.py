@@ -85,9 +85,10 @@ def describe_sweep(result: SweepResult) -> list[str]:
         where = {True: "in the band", False: "outside the band", None: ""}[result.winner_in_band(phase)]
         lines.append(f"best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), "
                      f"test_acc {best['test_acc']:.4f}" + (f" - {where}" if where else ""))
-    if any(result.winner_in_band(p) is False for p in result.best):
-        lines.append("note: in this sweep the band above the threshold (the paper's finding) did not "
-                     "hold the best accuracy; trust the winner measured here")
+    missed = [p for p in result.best if result.winner_in_band(p) is False]
+    if missed:
+        lines.append(f"note: in this sweep the band above the threshold (the paper's finding) did not "
+                     f"hold the best accuracy after {' or '.join(missed)}; trust the winner measured here")
     if result.inconsistent:
         lines.append("note: did not converge below an LR that did: " + ", ".join(result.inconsistent))
     return lines

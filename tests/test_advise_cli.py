@@ -93,6 +93,7 @@ def test_sweep_json(runs):
     assert lo < 0.04 < hi and js["best"]["finetune"]["lr"] == 0.04
     human = lrtui("advise", str(runs["sweep"]))
     assert "convergence threshold" in human.stdout and "best after finetune: lr 0.04" in human.stdout
+    assert "in the band" in human.stdout and "note: in this sweep" not in human.stdout  # the band held the winner
 
 
 def test_bad_input_exit_2(runs, tmp_path):

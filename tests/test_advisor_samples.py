@@ -194,6 +194,13 @@ def test_sweep_threshold_band_and_winner():
         name = max((n for n in accs if accs[n]), key=lambda n: accs[n][-1])
         assert result.best[phase]["run"] == name and result.best[phase]["lr"] == lr_of[name]
         assert result.winner_in_band(phase) == (lo <= lr_of[name] <= hi)
+    # the human output's note names exactly the phases whose winner the band missed
+    from lrtui.advise import describe_sweep
+
+    notes = [line for line in describe_sweep(result) if line.startswith("note: in this sweep")]
+    missed = [p for p in ("finetune", "swa") if result.winner_in_band(p) is False]
+    assert len(notes) == (1 if missed else 0)
+    assert all(f"after {' or '.join(missed)};" in line for line in notes)
 
 
 if __name__ == "__main__":
