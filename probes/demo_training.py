@@ -18,7 +18,8 @@ import torch
 
 from probes.tasks.training import train_ticks
 
-#: The sample sweep's chaotic-equilibrium LR, and what the advisor says to drop it to.
+#: A chaotic-equilibrium LR on our first reconstruction of the tick data (the demo's), and what
+#: the advisor says to drop it to.
 DEMO_LR = 0.0285
 DEMO_FINETUNE_LR = DEMO_LR * 0.1
 
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     train_ticks(args.run_dir, DEMO_LR, pretrain_steps=pretrain, finetune_steps=steps - pretrain,
                 finetune_lr=DEMO_FINETUNE_LR, average_last=average_last,
                 average_every=max(average_last // 20, 1), log_every=max(steps // 40, 1),
-                sharpness_budget=0.25, name="demo", extra={"demo": True},
+                sharpness_budget=0.25, geometry="ours", name="demo", extra={"demo": True},
                 should_stop=lambda: stop["now"])
     return 0
 
