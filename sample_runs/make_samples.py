@@ -36,8 +36,8 @@ SWEEP_STRIDE = 8
 #: The sweep's tick features: the geometry of the authors' released generator (``"ours"``, our
 #: earlier reconstruction from the paper's text, puts the convergence threshold 3x too high).
 SWEEP_GEOMETRY = "authors"
-#: ``--paper-schedule``: the sweep at the paper's length (not committed: it shows the finding does
-#: not reproduce at full length either).
+#: ``--paper-schedule``: the sweep at the paper's length (not committed; the README says what it
+#: showed).
 PAPER_SCHEDULE = {"pretrain_steps": 40_000, "finetune_steps": 20_000, "average_last": 8_000,
                   "average_every": 400, "stride": 32}
 #: The paper's regime boundaries for its synthetic MLP (1->2, 2A/2B, 2->3).

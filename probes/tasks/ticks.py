@@ -4,8 +4,8 @@ Sadrtdinov et al. (2024, arXiv 2410.22113) train a small MLP on 32 inputs made o
 two-dimensional "tick" features (margin 0.1), 512 train / 2000 test points, binary labels. Two
 geometries of those features are here:
 
-``"ours"`` (the recorded sample sweep): our reconstruction from the paper's text, written before
-we found the authors' released generator. It keeps what we took to matter for the LR regimes:
+``"ours"`` (the demo's data, and the sample sweep's until 2026-11-29): our reconstruction from the
+paper's text, written before we found the authors' released generator. It keeps what we took to matter for the LR regimes:
 features of different reliability, one of which alone separates the classes with margin 0.1.
 Feature k is a point (t, v) in the plane. t ~ U(-1, 1); the *tick* is the check-mark curve
 h(t) = max(-t/2, t) (a short arm falling to the origin, a long arm rising from it). A point whose
@@ -15,7 +15,7 @@ side. Feature 0 agrees on every point, so every split is separable by feature 0 
 0.1 (a ReLU network can draw the tick with two units; a linear classifier cannot). Feature k >= 1
 agrees with probability ``reliability[k]``, falling linearly from 0.9 to 0.55.
 
-``"authors"``: the geometry of the authors' generator (github.com/isadrtdinov/understanding-large-lrs,
+``"authors"`` (the recorded sample sweep): the geometry of the authors' generator (github.com/isadrtdinov/understanding-large-lrs,
 ``synthetic_example/dataset.py``, ``Sampler.sample_tick``, with the paper's settings from its
 ``launch-final.ipynb``: every feature informative, no swapped points), re-implemented from that
 description. Each feature is a point uniform in the square [-2, 2]^2; label 0 lies in the
