@@ -294,7 +294,8 @@ def warm_vs_cold(
     own products as the probe logs them, ``<key>_all`` adds the one batch-sharpness product
     whose gradient direction the estimate reuses. The cold start is PyHessian's loop from a
     fresh random vector. ``nohint`` (``nohint@<tol>``) is the same warm start without the batch
-    product (method "hessian" alone): the estimator's cost standing alone. ``ref_bound`` holds the reference's own error bound per checkpoint.
+    product (method "hessian" alone): the estimator's cost standing alone. ``ref_bound`` holds
+    the reference's own error bound per checkpoint.
     """
     torch.manual_seed(0)
     model = w.make_model()
