@@ -414,8 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.nn.functional.cross_entropy,
     )
     # The models of (a) and (b), estimates as far apart as the default 5% budget puts them there
-    # (an estimate of ~1.1 s on the small CNN's 66 ms steps: one per ~330 steps; ~20 ms on the
-    # MLP's 0.53 ms steps: one per ~750, and (b) logged one per ~780), after a burn-in. The small
+    # (an estimate of 0.7-1.1 s on the small CNN's 66 ms steps: one per 200-330 steps, and (b)
+    # logged one per 400-step block; ~20 ms on the MLP's 0.53 ms steps: one per ~750, and (b)
+    # logged one per ~780), after a burn-in; the farther apart, the less the warm start helps. The small
     # CNN's reference is the solver itself in float64 run to a residual bound (its Hessian has
     # 6.4e8 entries); the MLP's is the exact Hessian. The tiny CNN (exact Hessian too) is a case
     # where the previous eigenvector is no guide, even 100 steps apart: see the README.
