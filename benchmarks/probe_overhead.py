@@ -221,14 +221,23 @@ def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[
     return median, total, measured, statistics.median(fractions), strides, aa
 
 
+@contextlib.contextmanager
+def float64_hessian(model: torch.nn.Module, w: Workload, params: list[torch.Tensor]):
+    """The Hessian operator of the workload's loss on its hessian batch, the model in float64
+    while inside (a reference's own precision, not the probe's)."""
+    x, y = w.hessian_batch
+    model.double()
+    try:
+        yield HessianOperator(w.loss_fn(model(x.double()), y.double() if y.is_floating_point() else y), params)
+    finally:
+        model.float()
+
+
 def exact_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[torch.Tensor]) -> tuple[float, float]:
     """λ_max of the full Hessian, built column by column in float64 (the oracle; small models only).
 
     Returns (λ_max, 0.0): the second number is the reference's own error bound (none here)."""
-    x, y = w.hessian_batch
-    model.double()
-    try:
-        hessian = HessianOperator(w.loss_fn(model(x.double()), y.double() if y.is_floating_point() else y), params)
+    with float64_hessian(model, w, params) as hessian:
         n = sum(p.numel() for p in params)
         columns = []
         for i in range(n):
@@ -238,8 +247,6 @@ def exact_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[torch
             columns.append(torch.cat([h.reshape(-1) for h in hv]))
         matrix = torch.stack(columns)
         eig = torch.linalg.eigvalsh(0.5 * (matrix + matrix.T))
-    finally:
-        model.float()
     return float(eig[-1]), 0.0
 
 
@@ -250,10 +257,7 @@ def converged_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[t
     Returns (λ_max, bound): ``bound`` is ‖Hx − θx‖/|θ| at the final vector x (one more product),
     which bounds the relative distance from θ to an eigenvalue of H whatever the gap; a random
     start has a part along the top eigenvector with probability one, so θ is the top one."""
-    x, y = w.hessian_batch
-    model.double()
-    try:
-        hessian = HessianOperator(w.loss_fn(model(x.double()), y.double() if y.is_floating_point() else y), params)
+    with float64_hessian(model, w, params) as hessian:
         generator = torch.Generator().manual_seed(12345)
         start = [torch.randn(p.shape, dtype=torch.float64, generator=generator) for p in params]
         estimate = top_eigenvalue(hessian, start, tolerance=1e-10, max_iters=400)
@@ -261,8 +265,6 @@ def converged_top_eigenvalue(model: torch.nn.Module, w: Workload, params: list[t
         image = hessian(vector)
         residual = [h - estimate.value * v for h, v in zip(image, vector)]
         bound = float(dot(residual, residual).sqrt() / dot(vector, vector).sqrt()) / abs(estimate.value)
-    finally:
-        model.float()
     return estimate.value, bound
 
 
