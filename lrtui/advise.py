@@ -6,12 +6,14 @@ import argparse
 import json
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from lrtui.advisor import STEP_FIELDS_READ, Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep
+from lrtui.advisor import (STEP_FIELDS_READ, Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep,
+                           summarize_sweep)
 from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
-from lrtui.runlog import RunFollower, find_runs, is_run_dir, load_run, run_status
+from lrtui.runlog import Batch, RunFollower, RunFormatError, find_runs, is_run_dir, load_run, run_status
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
@@ -19,6 +21,11 @@ EDGE_WORDS = {"below": "below the edge of stability", "at_edge": "at the edge of
               "above": "above the edge of stability"}
 #: Recommendations shown in the human output (the latest); --json has every one.
 SHOWN_RECOMMENDATIONS = 4
+#: ``--follow`` on a sweep: seconds between looks for new runs (and recomputations of its verdict).
+SWEEP_LOOK_SECONDS = 1.0
+#: ... and how long it waits for a new run once every run has ended (a sweep run one LR after
+#: another starts its next run within this).
+SWEEP_GRACE_SECONDS = 5.0
 
 
 def _num(x: float | None, fmt: str = ".4g") -> str:
@@ -112,7 +119,8 @@ def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
     if not runs:
         raise UserError(f"{path}: neither a run directory nor a directory of runs")
     loaded = [load_run(p, step_fields=STEP_FIELDS_READ, workers=None) for p in runs]
-    result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded])
+    result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded],
+                           running=[r.status() == "running" for r in loaded])
     if as_json:
         _emit(out, json.dumps(result.to_json()))
     else:
@@ -120,39 +128,148 @@ def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
     return EXIT_OK
 
 
+class _Tail:
+    """One run followed by ``--follow``: its follower, its advisor, the recommendations printed."""
+
+    def __init__(self, path: Path, poll: bool, wake: threading.Event | None = None) -> None:
+        self.path = path
+        self.name = path.name
+        self.follower = RunFollower(path, poll_interval=FOLLOW_POLL_SECONDS, use_inotify=not poll, wake=wake)
+        self.advisor: Advisor | None = None
+        self.shown = 0
+
+    def take(self, batch: Batch, as_json: bool, out: TextIO) -> None:
+        """Feed one batch to the advisor and print each recommendation it gave rise to."""
+        if batch.reset or (batch.meta is not None and self.advisor is None):
+            meta = batch.meta or self.follower.meta or {}
+            self.name = str(meta.get("name") or self.path.name)
+            self.advisor, self.shown = Advisor(meta), 0
+            if batch.reset and not as_json:
+                _emit(out, f"{self.name}: the run log was replaced; starting over")
+        if self.advisor is None:
+            return
+        self.advisor.update_many(batch.events)
+        recs = self.advisor.state().recommendations
+        for r in recs[self.shown:]:
+            if as_json:
+                _emit(out, json.dumps({"run": self.name, **r.to_json()}))
+            else:
+                _emit(out, f"{self.name}: " + describe_recommendation(r))
+        self.shown = len(recs)
+
+    @property
+    def done(self) -> bool:
+        """The run has ended: its end record was read, or its process is gone without one."""
+        return self.advisor is not None and (
+            self.advisor.ended or run_status(self.follower.meta or {}, None, None) == "crashed")
+
+    def final_state(self) -> AdvisorState | None:
+        if self.advisor is None:
+            return None
+        self.advisor.flush()  # a crashed run has no end record to release the last side events
+        return self.advisor.state()
+
+
 def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None = None) -> int:
     if not is_run_dir(path) and find_runs(path):
-        raise UserError(f"{path}: --follow takes one run directory, not a sweep")
-    advisor: Advisor | None = None
-    shown = 0
-    name = path.name
-    with RunFollower(path, poll_interval=FOLLOW_POLL_SECONDS, use_inotify=not poll) as follower:
-        for batch in follower.follow(stop):
-            if batch.reset or (batch.meta is not None and advisor is None):
-                meta = batch.meta or follower.meta or {}
-                name = str(meta.get("name") or path.name)
-                advisor, shown = Advisor(meta), 0
-                if batch.reset and not as_json:
-                    _emit(out, f"{name}: the run log was replaced; starting over")
-            if advisor is None:
-                continue
-            advisor.update_many(batch.events)
-            st = advisor.state()
-            for r in st.recommendations[shown:]:
-                if as_json:
-                    _emit(out, json.dumps({"run": name, **r.to_json()}))
-                else:
-                    _emit(out, f"{name}: " + describe_recommendation(r))
-            shown = len(st.recommendations)
-            if advisor.ended or run_status(follower.meta or {}, None, None) == "crashed":
+        return _follow_sweep(path, as_json, poll, out, stop)
+    tail = _Tail(path, poll)
+    with tail.follower:
+        for batch in tail.follower.follow(stop):
+            tail.take(batch, as_json, out)
+            if tail.done:
                 break
-    if advisor is None:
+    st = tail.final_state()
+    if st is None:
         return EXIT_OK
-    advisor.flush()  # a crashed run has no end record to release the last side events
-    st = advisor.state()
     if not as_json:
-        _emit(out, "\n".join(describe_state(st, name)))
+        _emit(out, "\n".join(describe_state(st, tail.name)))
     return EXIT_DIVERGED if st.diverged else EXIT_OK
+
+
+def _sweep_so_far(tails: list[_Tail]) -> SweepResult:
+    live = [t for t in tails if t.advisor is not None]
+    return summarize_sweep([(t.advisor.meta | {"name": t.name}, t.advisor) for t in live],  # type: ignore[union-attr]
+                           running=[not t.done for t in live])
+
+
+def _sweep_update(name: str, result: SweepResult, tails: list[_Tail]) -> dict[str, Any]:
+    """The sweep-level part of the verdict, as one ``--follow --json`` line."""
+    return {"sweep": name, "runs": len(tails), "runs_ended": sum(t.done for t in tails), **result.verdict_json()}
+
+
+def describe_sweep_update(update: dict[str, Any]) -> str:
+    """One line for a change of a followed sweep's verdict."""
+    head = f"sweep {update['sweep']} ({update['runs_ended']} of {update['runs']} runs ended): "
+    t, (lo, hi) = update["convergence_threshold_lr"], update["convergence_threshold_interval"]
+    if t is not None:
+        a, b = update["recommended_initial_lr"]
+        head += (f"convergence threshold ≈ {t:.3g} (between {lo:.3g} and {hi:.3g}); "
+                 f"recommended initial lr {a:.3g} .. {b:.3g}")
+    else:
+        head += "convergence threshold not known yet" + (f" (converged up to lr {lo:.3g})" if lo is not None else "")
+    for phase, best in update["best"].items():
+        head += f"; best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), test_acc {best['test_acc']:.4f}"
+    return head
+
+
+def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None) -> int:
+    """Follow every run of a sweep directory, and runs that appear in it, until all have ended.
+
+    Prints each run's new recommendations (named by run) and, whenever it changes, the sweep's
+    verdict: its convergence threshold, recommended band and winners so far. A run still in its
+    pre-training with no stationary verdict bounds the threshold neither way (it may converge yet).
+    Ends when every run has ended and no new run has appeared for ``SWEEP_GRACE_SECONDS``.
+    """
+    stop = stop or threading.Event()
+    wake = threading.Event()
+    tails: dict[Path, _Tail] = {}
+    broken: set[Path] = set()
+    last: dict[str, Any] | None = None
+    next_look = 0.0
+    all_ended_since: float | None = None
+    try:
+        while not stop.is_set():
+            now = time.monotonic()
+            look = now >= next_look
+            if look:
+                next_look = now + SWEEP_LOOK_SECONDS
+                for p in find_runs(path):
+                    if p not in tails and p not in broken:
+                        tails[p] = _Tail(p, poll, wake)
+                        all_ended_since = None
+            for p, tail in list(tails.items()):
+                try:
+                    batch = tail.follower.read_new()
+                except RunFormatError as exc:  # one unreadable run must not end the others
+                    print(f"lrtui: {exc}; not followed", file=sys.stderr, flush=True)
+                    tail.follower.close()
+                    del tails[p]
+                    broken.add(p)
+                    continue
+                if batch.events or batch.reset or batch.meta is not None:
+                    tail.take(batch, as_json, out)
+            ended = all(t.done for t in tails.values())
+            if look or ended:
+                update = _sweep_update(path.name, _sweep_so_far(list(tails.values())), list(tails.values()))
+                if update != last:
+                    last = update
+                    _emit(out, json.dumps(update) if as_json else describe_sweep_update(update))
+            if ended and tails:
+                all_ended_since = now if all_ended_since is None else all_ended_since
+                if now - all_ended_since >= SWEEP_GRACE_SECONDS:
+                    break
+            if not wake.is_set():
+                wake.wait(FOLLOW_POLL_SECONDS)
+            wake.clear()
+    finally:
+        for tail in tails.values():
+            tail.follower.close()
+    for tail in tails.values():
+        tail.final_state()
+    if not as_json:
+        _emit(out, "\n".join(describe_sweep(_sweep_so_far(list(tails.values())))))
+    return EXIT_OK
 
 
 def advise_main(args: argparse.Namespace) -> int:
@@ -167,4 +284,4 @@ def advise_main(args: argparse.Namespace) -> int:
     return _advise_once(path, bool(args.json), sys.stdout)
 
 
-__all__ = ["advise_main", "describe_recommendation", "describe_state", "describe_sweep"]
+__all__ = ["advise_main", "describe_recommendation", "describe_state", "describe_sweep", "describe_sweep_update"]

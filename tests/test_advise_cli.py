@@ -97,8 +97,7 @@ def test_sweep_json(runs):
 
 
 def test_bad_input_exit_2(runs, tmp_path):
-    for args in (["advise", str(tmp_path / "missing")], ["advise", str(tmp_path)],
-                 ["advise", "--follow", str(runs["sweep"])]):
+    for args in (["advise", str(tmp_path / "missing")], ["advise", str(tmp_path)]):
         p = lrtui(*args)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, (args, p.stderr)
     bad = tmp_path / "badmeta"
@@ -166,3 +165,70 @@ def test_advise_reads_only_the_advisors_fields_and_answers_the_same() -> None:
     results = [analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in (load_run(p, step_fields=fields) for p in sweep)])
                for fields in (None, STEP_FIELDS_READ)]
     assert json.dumps(results[0].to_json()) == json.dumps(results[1].to_json())
+
+
+SWEEP_WRITER = textwrap.dedent("""
+    import sys, time, numpy as np
+    from pathlib import Path
+    from lrtui.runlog import RunWriter
+    root = Path(sys.argv[1])
+    for k, lr in enumerate([0.02, 0.04, 0.08]):
+        r = np.random.default_rng(k)
+        t = np.arange(2000)
+        if lr <= 0.02:
+            loss = np.exp(-t / 150) + 1e-4
+        else:
+            loss = (0.3 + 0.7 * np.exp(-t / 100) + 0.05 * r.standard_normal(2000)) * (lr / 0.04)
+        meta = {"name": f"lr{lr:g}", "optimizer": {"class": "SGD", "param_groups": [{"lr": lr}]}}
+        with RunWriter(root / f"lr{lr:g}", meta, flush_interval=0.05) as w:
+            for i in range(2000):
+                w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
+                if i % (20 if i < 600 else 100) == 0:  # slowly through the fall: seen while undecided
+                    time.sleep(0.05)
+            w.write("metric", 2000, phase="finetune", test_acc=0.9 - abs(np.log(lr / 0.04)))
+        time.sleep(0.5)  # the launcher starts the next LR
+""")
+
+
+@pytest.mark.parametrize("as_json", [True, False])
+def test_follow_a_sweep_as_its_runs_appear(tmp_path, as_json):
+    """--follow on a sweep directory: every run, including those started after it, has its
+    recommendations printed as they arise, named by run; the sweep's threshold appears only once
+    a run above it is decided (equilibrium), and the command ends when every run has."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "lr0.01", np.exp(-np.arange(2000) / 150) + 1e-4, lr=0.01, finetune_acc=0.9 - np.log(4))
+    (sweep / "broken").mkdir()
+    (sweep / "broken" / "meta.json").write_text("{not json")  # one unreadable run: said once, the rest followed
+    script = tmp_path / "writer.py"
+    script.write_text(SWEEP_WRITER)
+    args = ["--json", "--poll"] if as_json else []
+    follow = subprocess.Popen([*LRTUI, "advise", "--follow", *args, str(sweep)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = subprocess.run([sys.executable, str(script), str(sweep)], timeout=120)
+    assert writer.returncode == 0
+    out, err = follow.communicate(timeout=60)
+    assert follow.returncode == 0 and "Traceback" not in err, err
+    assert err.count("\n") == 1 and "broken" in err and "not followed" in err, err
+    lines = out.splitlines()
+    if not as_json:
+        assert any(line.startswith("lr0.04: recommend drop_lr") for line in lines)
+        assert "sweep sweep (4 of 4 runs ended): convergence threshold ≈ 0.0283" in out
+        assert "best after finetune: lr 0.04 (lr0.04), test_acc 0.9000 - in the band" in out
+        return
+    objs = [json.loads(line) for line in lines]
+    recs = [(i, o) for i, o in enumerate(objs) if "action" in o]
+    sweeps = [(i, o) for i, o in enumerate(objs) if "sweep" in o]
+    assert len(recs) + len(sweeps) == len(objs)
+    by_run = {}
+    for _, o in recs:
+        by_run.setdefault(o["run"], []).append(o["action"])
+    assert by_run["lr0.01"] == ["raise_lr"] and by_run["lr0.02"] == ["raise_lr"]
+    assert by_run["lr0.04"] == ["drop_lr", "start_averaging"] and by_run["lr0.08"][:2] == ["drop_lr", "start_averaging"]
+    decided = next(i for i, o in recs if o["run"] == "lr0.04" and o["action"] == "drop_lr")
+    known = [(i, o) for i, o in sweeps if o["convergence_threshold_lr"] is not None]
+    assert known and known[0][0] > decided  # not before a run above the threshold was decided
+    assert any(o["runs_ended"] < o["runs"] for _, o in known)  # while runs were still going
+    assert all(o["convergence_threshold_interval"] == [0.02, 0.04] for _, o in known)
+    last = sweeps[-1][1]
+    assert last["runs"] == 4 and last["runs_ended"] == 4 and last["sweep"] == "sweep"
+    assert last["best"]["finetune"]["lr"] == 0.04 and last["best"]["finetune"]["in_recommended_band"] is True

@@ -500,6 +500,26 @@ def test_sweep_threshold_band_and_winner():
     assert bulk_result.to_json() == result.to_json()
 
 
+def test_live_sweep_counts_a_still_falling_run_only_once_it_is_decided():
+    """A run still in its pre-training and still falling may converge yet: while it runs it bounds
+    the threshold neither way; once it has ended (or reached a stationary verdict) it counts."""
+    lrs = [0.002, 0.004, 0.008, 0.016]
+    runs = sweep_runs(lrs, threshold=0.006)
+    cut = [(m, e[:400]) for m, e in runs]  # 400 steps: every run still falling, none converged yet
+    early = analyze_sweep(cut, running=[True] * 4)
+    assert [r.pretrain_regime for r in early.runs] == ["converging"] * 4
+    assert not any(r.converged for r in early.runs)
+    assert early.threshold_interval == (None, None) and early.convergence_threshold_lr is None
+    judged = analyze_sweep(cut)  # the same logs judged as finished runs: none converged
+    assert judged.threshold_interval == (None, 0.002)
+    # the two small LRs have ended converged; 0.008 still runs its pre-training, at equilibrium
+    # (decided); 0.016 still runs and still falls (undecided)
+    mixed = runs[:2] + [(runs[2][0], runs[2][1][:3000]), cut[3]]
+    live = analyze_sweep(mixed, running=[False, False, True, True])
+    assert [r.pretrain_regime for r in live.runs] == ["converging", "converging", "equilibrium", "converging"]
+    assert live.threshold_interval == (0.004, 0.008)
+
+
 def _data(events):
     d = RunData()
     d.extend(events)

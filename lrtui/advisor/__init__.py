@@ -5,7 +5,7 @@ from __future__ import annotations
 from lrtui.advisor.advisor import STEP_FIELDS_READ, Advisor
 from lrtui.advisor.recommend import initial_lr_band
 from lrtui.advisor.state import ACTIONS, REGIMES, AdvisorState, Alert, Recommendation, Segment
-from lrtui.advisor.sweep import SweepResult, SweepRun, analyze_sweep
+from lrtui.advisor.sweep import SweepResult, SweepRun, analyze_sweep, summarize_sweep
 from lrtui.advisor.threshold import EDGE_BAND, edge_state, max_stable_lr, stability_threshold
 
 __all__ = [
@@ -25,4 +25,5 @@ __all__ = [
     "initial_lr_band",
     "max_stable_lr",
     "stability_threshold",
+    "summarize_sweep",
 ]

@@ -2,8 +2,9 @@
 
 Each run is classified by its first segment (pre-training at its initial LR). A run *converged* when
 that segment reached the convergence level (mean train loss, or a logged full-train loss, below
-1e-2: the paper's test); one still falling at the end of its budget did not. The convergence
-threshold lies between the largest LR that converged and the smallest LR above it that did not;
+1e-2: the paper's test); one still falling at the end of its budget did not, while one still
+running and falling is undecided (it may converge yet: ``summarize_sweep``'s ``running``). The
+convergence threshold lies between the largest LR that converged and the smallest LR above it that did not;
 the estimate is their geometric mean. The recommended initial-LR band is ``initial_lr_band`` of it
 (slightly above the threshold, the paper's sub-regime 2A). Where runs log a ``metric`` with
 ``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such accuracy is highest won,
@@ -65,8 +66,11 @@ class SweepResult:
         return bool(lo <= best["lr"] <= hi)
 
     def to_json(self) -> dict[str, Any]:
+        return {"runs": [r.to_json() for r in self.runs], **self.verdict_json()}
+
+    def verdict_json(self) -> dict[str, Any]:
+        """The sweep's own fields of ``to_json``: all but the runs."""
         return {
-            "runs": [r.to_json() for r in self.runs],
             "convergence_threshold_lr": json_number(self.convergence_threshold_lr),
             "convergence_threshold_interval": json_number(list(self.threshold_interval)),
             "recommended_initial_lr": json_number(list(self.recommended_initial_lr))
@@ -97,11 +101,12 @@ def _last_test_acc(metric_events: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
+def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]], running: Iterable[bool] | None = None) -> SweepResult:
     """Classify each run and estimate the convergence threshold and the best initial-LR band.
 
     Args:
         runs: (meta, events) pairs, where events is a list of event dicts or a ``RunData``.
+        running: per run, whether it is still going (see ``summarize_sweep``).
     """
     advisors: list[tuple[dict[str, Any], Advisor]] = []
     for meta, events in runs:
@@ -112,9 +117,26 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
             adv.update_many(events)
             adv.flush()
         advisors.append((meta, adv))
+    return summarize_sweep(advisors, running)
+
+
+def summarize_sweep(advisors: Iterable[tuple[dict[str, Any], Advisor]],
+                    running: Iterable[bool] | None = None) -> SweepResult:
+    """The sweep's verdict from advisors that have read its runs (so far, when they are live).
+
+    Args:
+        advisors: (meta, advisor) per run.
+        running: per run, whether it is still going. A running run whose pre-training is still
+            open and has no stationary verdict (``warmup`` or ``converging``, not yet at the
+            convergence level) is undecided: it may still converge, so it bounds the threshold
+            neither way. Without it every run is judged on what it logged (a run still falling at
+            the end of its budget did not converge).
+    """
+    pairs = list(advisors)
+    still = list(running) if running is not None else [False] * len(pairs)
     first: list[tuple[float, bool, SweepRun]] = []
     out_runs: list[SweepRun] = []
-    for meta, adv in advisors:
+    for (meta, adv), live in zip(pairs, still):
         st = adv.state()
         name = str(meta.get("name") or meta.get("run_id") or f"run{len(out_runs)}")
         lr = _initial_lr(meta, st)
@@ -124,7 +146,8 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
         run = SweepRun(name, lr, pre, st, _last_test_acc(adv.metric_events))
         out_runs.append(run)
         run.converged = bool(st.segments and st.segments[0].converged_by is not None)
-        if lr is not None and (run.converged or pre != "warmup"):
+        undecided = live and len(st.segments) <= 1 and pre in ("warmup", "converging")
+        if lr is not None and (run.converged or (pre != "warmup" and not undecided)):
             first.append((lr, run.converged, run))
     converged = [lr for lr, conv, _ in first if conv]
     lo = max(converged) if converged else None
@@ -143,4 +166,4 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]]) -> SweepResult:
     return SweepResult(out_runs, threshold, (lo, hi), band, best, inconsistent)
 
 
-__all__ = ["SweepResult", "SweepRun", "analyze_sweep"]
+__all__ = ["SweepResult", "SweepRun", "analyze_sweep", "summarize_sweep"]

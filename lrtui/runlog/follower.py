@@ -93,10 +93,13 @@ class RunFollower:
         poll_interval: seconds between checks when no inotify wake-up comes. With inotify this
             is only a backstop (changes made on another NFS client send no inotify event).
         use_inotify: False forces plain polling.
+        wake: the event that inotify sets on a change (and ``wait`` waits on); followers of several
+            runs that share one can be waited on together. Default: one of its own.
     """
 
     def __init__(
-        self, run_dir: str | os.PathLike[str], *, poll_interval: float = 0.25, use_inotify: bool = True
+        self, run_dir: str | os.PathLike[str], *, poll_interval: float = 0.25, use_inotify: bool = True,
+        wake: threading.Event | None = None,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.poll_interval = poll_interval
@@ -110,7 +113,7 @@ class RunFollower:
         self._offset = 0
         self._head = b""
         self._lines = LineAssembler()
-        self._changed = threading.Event()
+        self._changed = wake if wake is not None else threading.Event()
         self._observer: Any = None
 
     # -- reading -------------------------------------------------------------------------
