@@ -75,6 +75,28 @@ def test_writer_in_another_process_every_event_arrives_in_order(tmp_path, use_in
     assert len(batches) > 1  # it really followed, rather than reading a finished file once
 
 
+def test_followers_sharing_one_wake_event_are_woken_by_a_write_to_either(tmp_path) -> None:
+    """inotify on two runs, one event to wait on (how ``advise --follow`` follows a sweep): an
+    append to the second run wakes a waiter long before the (here 30 s) poll backstop."""
+    wake = threading.Event()
+    writers = [RunWriter(tmp_path / name, {"name": name}, flush_interval=0.01) for name in ("a", "b")]
+    followers = [RunFollower(tmp_path / name, poll_interval=30.0, wake=wake) for name in ("a", "b")]
+    try:
+        for f in followers:
+            f.read_new()  # meta seen: the inotify watch starts
+        assert [f.mode for f in followers] == ["inotify", "inotify"]
+        wake.clear()
+        writers[1].write("step", 0, loss=1.0, lr=[0.1])
+        writers[1].flush()
+        assert wake.wait(10.0), "no wake-up within 10 s"
+        assert [len(f.read_new().events) for f in followers] == [0, 1]
+    finally:
+        for f in followers:
+            f.close()
+        for w in writers:
+            w.close()
+
+
 def test_half_written_line_is_read_only_once_complete(tmp_path) -> None:
     run = tmp_path / "run"
     run.mkdir()
