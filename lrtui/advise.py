@@ -189,8 +189,8 @@ def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.
 
 def _sweep_so_far(tails: list[_Tail]) -> SweepResult:
     live = [t for t in tails if t.advisor is not None]
-    return summarize_sweep([(t.advisor.meta | {"name": t.name}, t.advisor) for t in live],  # type: ignore[union-attr]
-                           running=[not t.done for t in live])
+    return summarize_sweep([(t.advisor.meta | {"name": t.name}, t.advisor.state(), t.advisor.metric_events)  # type: ignore[union-attr]
+                            for t in live], running=[not t.done for t in live])
 
 
 def _sweep_update(name: str, result: SweepResult, tails: list[_Tail]) -> dict[str, Any]:
@@ -198,19 +198,9 @@ def _sweep_update(name: str, result: SweepResult, tails: list[_Tail]) -> dict[st
     return {"sweep": name, "runs": len(tails), "runs_ended": sum(t.done for t in tails), **result.verdict_json()}
 
 
-def describe_sweep_update(update: dict[str, Any]) -> str:
+def describe_sweep_update(update: dict[str, Any], result: SweepResult) -> str:
     """One line for a change of a followed sweep's verdict."""
-    head = f"sweep {update['sweep']} ({update['runs_ended']} of {update['runs']} runs ended): "
-    t, (lo, hi) = update["convergence_threshold_lr"], update["convergence_threshold_interval"]
-    if t is not None:
-        a, b = update["recommended_initial_lr"]
-        head += (f"convergence threshold ≈ {t:.3g} (between {lo:.3g} and {hi:.3g}); "
-                 f"recommended initial lr {a:.3g} .. {b:.3g}")
-    else:
-        head += "convergence threshold not known yet" + (f" (converged up to lr {lo:.3g})" if lo is not None else "")
-    for phase, best in update["best"].items():
-        head += f"; best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), test_acc {best['test_acc']:.4f}"
-    return head
+    return f"sweep {update['sweep']} ({update['runs_ended']} of {update['runs']} runs ended): {result.headline()}"
 
 
 def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None) -> int:
@@ -251,10 +241,11 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
                     tail.take(batch, as_json, out)
             ended = all(t.done for t in tails.values())
             if look or ended:
-                update = _sweep_update(path.name, _sweep_so_far(list(tails.values())), list(tails.values()))
+                result = _sweep_so_far(list(tails.values()))
+                update = _sweep_update(path.name, result, list(tails.values()))
                 if update != last:
                     last = update
-                    _emit(out, json.dumps(update) if as_json else describe_sweep_update(update))
+                    _emit(out, json.dumps(update) if as_json else describe_sweep_update(update, result))
             if ended and tails:
                 all_ended_since = now if all_ended_since is None else all_ended_since
                 if now - all_ended_since >= SWEEP_GRACE_SECONDS:

@@ -8,11 +8,13 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from app_support import headless, screen_text, wait_for, write_run
+from app_support import headless, screen_text, sgd_meta, wait_for, write_run
 from lrtui.app import LrtuiApp
 from lrtui.app.widgets import HelpScreen, RunsScreen
+from lrtui.runlog import RunWriter
 from lrtui.system import SystemSampler
 from test_system import A10, H100, make_fake_nvml
 
@@ -152,6 +154,46 @@ async def test_divergence_alert_appears_at_its_step(tmp_path: Path) -> None:
         await pilot.press("left")
         await _loaded(pilot, app)
         assert "DIVERGED" not in screen_text(app)
+
+
+def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float, steps: int = 600) -> None:
+    """A sweep's run: below the threshold the loss falls to 1e-4, above it it settles at 0.3."""
+    rng = np.random.default_rng(int(lr * 1000))
+    t = np.arange(steps)
+    loss = np.exp(-t / 60) + 1e-4 if converges else 0.3 + 0.7 * np.exp(-t / 60) + 0.03 * rng.standard_normal(steps)
+    with RunWriter(run_dir, sgd_meta(run_dir.name, lr)) as w:
+        for i in range(steps):
+            w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
+        w.write("metric", steps - 1, phase="finetune", test_acc=test_acc)
+
+
+@headless
+async def test_runs_list_shows_the_sweeps_verdict_at_the_replay_position(tmp_path: Path) -> None:
+    """Paused at the end, without switching runs, every run's advisor is at the position (each is
+    fed once it has been read) and the runs list heads with the sweep's threshold, band and
+    winner, the same as ``lrtui advise``; at an early position, nothing the replay has not reached."""
+    sweep = tmp_path / "sweep"
+    for lr, conv, acc in ((0.01, True, 0.80), (0.02, True, 0.84), (0.04, False, 0.88), (0.08, False, 0.70)):
+        write_sweep_run(sweep / f"lr{lr:g}", lr, conv, acc)
+    app = _replay(sweep, start_at_end=True)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await _loaded(pilot, app)
+        await wait_for(pilot, lambda: all(v.state is not None and v.state.step == 599 for v in app.views),
+                       what="every run's advisor at the end")
+        await pilot.press("r")
+        assert isinstance(app.screen, RunsScreen)
+        assert [cells[3] for _, cells in app.screen.rows] == ["converging", "converging", "equilibrium", "equilibrium"]
+        summary = app.screen.summary
+        assert summary.startswith("sweep: convergence threshold ≈ 0.0283 (between 0.02 and 0.04)")
+        assert "best after finetune: lr 0.04 (lr0.04), test_acc 0.8800" in summary
+        assert summary[:60] in screen_text(app)  # on the screen, above the table
+        await pilot.press("escape")
+        app.set_position(30)  # too early for any verdict: the threshold is not known yet
+        await wait_for(pilot, lambda: all(v.state is not None and v.state.step == 30 for v in app.views),
+                       what="every run's advisor at step 30")
+        await pilot.press("r")
+        assert app.screen.summary == "sweep: convergence threshold not known yet"
+        assert app.screen.summary in screen_text(app)
 
 
 @headless

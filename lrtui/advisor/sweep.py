@@ -65,6 +65,22 @@ class SweepResult:
         lo, hi = self.recommended_initial_lr
         return bool(lo <= best["lr"] <= hi)
 
+    def headline(self) -> str:
+        """The sweep's verdict in one line: threshold, band, winners (the app's runs list and
+        ``advise --follow`` show it)."""
+        lo, hi = self.threshold_interval
+        if self.convergence_threshold_lr is not None and self.recommended_initial_lr is not None:
+            a, b = self.recommended_initial_lr
+            text = (f"convergence threshold ≈ {self.convergence_threshold_lr:.3g} (between {lo:.3g} and "
+                    f"{hi:.3g}); recommended initial lr {a:.3g} .. {b:.3g}")
+        else:
+            text = "convergence threshold not known yet" + (f" (converged up to lr {lo:.3g})" if lo is not None else "")
+        for phase, best in self.best.items():
+            lr = best.get("lr")
+            text += (f"; best after {phase}: lr {lr:.3g}" if lr is not None else f"; best after {phase}: lr ?") + (
+                f" ({best['run']}), test_acc {best['test_acc']:.4f}")
+        return text
+
     def to_json(self) -> dict[str, Any]:
         return {"runs": [r.to_json() for r in self.runs], **self.verdict_json()}
 
@@ -117,33 +133,32 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]], running: Iterable[
             adv.update_many(events)
             adv.flush()
         advisors.append((meta, adv))
-    return summarize_sweep(advisors, running)
+    return summarize_sweep([(meta, adv.state(), adv.metric_events) for meta, adv in advisors], running)
 
 
-def summarize_sweep(advisors: Iterable[tuple[dict[str, Any], Advisor]],
+def summarize_sweep(runs: Iterable[tuple[dict[str, Any], AdvisorState, list[dict[str, Any]]]],
                     running: Iterable[bool] | None = None) -> SweepResult:
-    """The sweep's verdict from advisors that have read its runs (so far, when they are live).
+    """The sweep's verdict from its runs' advisor states (so far, when they are live).
 
     Args:
-        advisors: (meta, advisor) per run.
+        runs: (meta, the advisor's state, the run's ``metric`` events that advisor has read) per run.
         running: per run, whether it is still going. A running run whose pre-training is still
             open and has no stationary verdict (``warmup`` or ``converging``, not yet at the
             convergence level) is undecided: it may still converge, so it bounds the threshold
             neither way. Without it every run is judged on what it logged (a run still falling at
             the end of its budget did not converge).
     """
-    pairs = list(advisors)
-    still = list(running) if running is not None else [False] * len(pairs)
+    entries = list(runs)
+    still = list(running) if running is not None else [False] * len(entries)
     first: list[tuple[float, bool, SweepRun]] = []
     out_runs: list[SweepRun] = []
-    for (meta, adv), live in zip(pairs, still):
-        st = adv.state()
+    for (meta, st, metric_events), live in zip(entries, still):
         name = str(meta.get("name") or meta.get("run_id") or f"run{len(out_runs)}")
         lr = _initial_lr(meta, st)
         pre = st.segments[0].regime if st.segments else "warmup"
         if st.diverged_at_step is not None and st.segments and st.segments[0].regime == "diverged":
             pre = "diverged"
-        run = SweepRun(name, lr, pre, st, _last_test_acc(adv.metric_events))
+        run = SweepRun(name, lr, pre, st, _last_test_acc(metric_events))
         out_runs.append(run)
         run.converged = bool(st.segments and st.segments[0].converged_by is not None)
         undecided = live and len(st.segments) <= 1 and pre in ("warmup", "converging")

@@ -26,6 +26,7 @@ from lrtui.app.runs import (
     SystemSource,
     discover,
     load_into,
+    sweep_headline,
     wall_clock,
 )
 from lrtui.app.widgets import Chart, HelpScreen, RunsScreen, StepAxis
@@ -191,6 +192,7 @@ class LrtuiApp(App[int]):
                 self._feeder.start()
             load_into(view, lambda key=view.key: self._notify(key),
                       first_shown=self._first_shown if i == 0 else None)
+            self._feeder.loaded(view.key)
 
     def on_unmount(self) -> None:
         for source in self._sources:
@@ -373,7 +375,8 @@ class LrtuiApp(App[int]):
                 if key in keys:
                     self.select_run(keys.index(key))
 
-        self.push_screen(RunsScreen(rows, current), chosen)
+        summary = sweep_headline(self.views, self.mode == "replay", self.clock())
+        self.push_screen(RunsScreen(rows, current, summary), chosen)
 
     def select_run(self, index: int) -> None:
         """Show run ``index`` (the replay position, a step, stays where it is)."""

@@ -22,10 +22,11 @@ from lrtui.runlog.reader import events_path, gc_paused, iter_complete_blocks
 from lrtui.system import SystemSampler
 
 try:  # the advisor is the one home of every rule; the screen only shows what it says
-    from lrtui.advisor import Advisor, stability_threshold
+    from lrtui.advisor import Advisor, stability_threshold, summarize_sweep
 except ImportError:  # pragma: no cover - only while the advisor is not built
     Advisor = None  # type: ignore[assignment,misc]
     stability_threshold = None  # type: ignore[assignment]
+    summarize_sweep = None  # type: ignore[assignment]
 
 Notify = Callable[[str], None]
 
@@ -215,6 +216,32 @@ def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict
 def _at_live_edge(event: dict[str, Any]) -> bool:
     written = finite_float(event.get("time"))
     return written is not None and abs(time.time() - written) < LIVE_EDGE_SECONDS
+
+
+def sweep_headline(views: list[RunView], replay: bool, now: float) -> str | None:
+    """The sweep's verdict (convergence threshold, band, winners) from each run's advisor state
+    as shown: in a replay, at the replay position (metrics after it are not used, and a run
+    that goes on past it counts as still running); None for fewer than two runs with a state."""
+    if summarize_sweep is None:
+        return None
+    entries, running = [], []
+    for view in views:
+        with view.lock:
+            state, meta = view.state, view.meta
+            metrics = list(view.data.records.get("metric") or [])
+            last = view.data.last_step
+        if state is None or meta is None:
+            continue
+        if replay:
+            at = state.step
+            metrics = [m for m in metrics if m.get("step").__class__ is int and at is not None and m["step"] <= at]
+            running.append(at is None or last is None or at < last)
+        else:
+            running.append(view.status(now) in ("running", "stale"))
+        entries.append((meta | {"name": view.name}, state, metrics))
+    if len(entries) < 2:
+        return None
+    return "sweep: " + summarize_sweep(entries, running).headline()
 
 
 class LiveSource:
@@ -485,6 +512,7 @@ class AdvisorFeed:
         self.view = view
         self.advisor: Any = None
         self.position: float = -np.inf
+        self.reload = False  # the run was read further since it was fed: start it over
 
     def advance_to(self, step: float, stop: threading.Event) -> bool:
         """Bring the advisor to ``step``; False when ``stop`` was set before it finished."""
@@ -529,15 +557,30 @@ class ReplayFeeder:
         self._interrupt = threading.Event()
         self.thread = threading.Thread(target=self._run, name="replay advisor", daemon=True)
         self._lock = threading.Lock()
+        self._seeked = False
 
     def add(self, view: RunView) -> None:
         with self._lock:
             self.feeds[view.key] = AdvisorFeed(view)
 
+    def loaded(self, key: str) -> None:
+        """Run ``key`` has been read to its end: bring its advisor (again, from the whole run) to
+        the replay position. A run still loading when the position was set was fed only its
+        first part, and one added after it was not fed at all (paused, nothing seeks again)."""
+        with self._lock:
+            feed = self.feeds.get(key)
+            if feed is None:
+                return
+            feed.reload = True
+            if self._seeked and key not in self.order:
+                self.order.append(key)
+        self.wake.set()
+
     def seek(self, step: float, first: str | None) -> None:
         """Bring the advisors to ``step``, starting with run ``first``."""
         with self._lock:
             self.target = step
+            self._seeked = True
             keys = list(self.feeds)
             if first in self.feeds:
                 keys.remove(first)
@@ -558,6 +601,8 @@ class ReplayFeeder:
                 target, keys = self.target, list(self.order)
             for key in keys:
                 feed = self.feeds[key]
+                if feed.reload:
+                    feed.reload, feed.advisor, feed.position = False, None, -np.inf
                 if feed.position == target:
                     continue
                 try:

@@ -8,7 +8,7 @@ from rich.segment import Segment
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.strip import Strip
 from textual.widget import Widget
@@ -105,18 +105,23 @@ class HelpScreen(ModalScreen[None]):
 
 
 class RunsScreen(ModalScreen[str | None]):
-    """Pick a run from a table: name, LR, step, regime."""
+    """Pick a run from a table: name, LR, step, regime; above it, the sweep's verdict."""
 
     BINDINGS = [Binding("escape,r", "dismiss_none", "close")]
 
-    def __init__(self, rows: list[tuple[str, tuple[Any, ...]]], current: str | None) -> None:
+    def __init__(self, rows: list[tuple[str, tuple[Any, ...]]], current: str | None,
+                 summary: str | None = None) -> None:
         super().__init__()
         self.rows = rows
         self.current = current
+        self.summary = summary
 
     def compose(self) -> ComposeResult:
-        table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row")
-        yield table
+        with Vertical(id="runs-box"):
+            if self.summary:
+                yield Static(self.summary, id="runs-summary", markup=False)
+            table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row")
+            yield table
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
