@@ -156,15 +156,20 @@ async def test_divergence_alert_appears_at_its_step(tmp_path: Path) -> None:
         assert "DIVERGED" not in screen_text(app)
 
 
-def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float, steps: int = 600) -> None:
-    """A sweep's run: below the threshold the loss falls to 1e-4, above it it settles at 0.3."""
+def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float | None, steps: int = 600) -> None:
+    """A sweep's run: below the threshold the loss falls to 1e-4, above it it settles at 0.3.
+    Without ``test_acc``: a run still going (no fine-tuning result, no end record)."""
     rng = np.random.default_rng(int(lr * 1000))
     t = np.arange(steps)
     loss = np.exp(-t / 60) + 1e-4 if converges else 0.3 + 0.7 * np.exp(-t / 60) + 0.03 * rng.standard_normal(steps)
-    with RunWriter(run_dir, sgd_meta(run_dir.name, lr)) as w:
-        for i in range(steps):
-            w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
-        w.write("metric", steps - 1, phase="finetune", test_acc=test_acc)
+    w = RunWriter(run_dir, sgd_meta(run_dir.name, lr))
+    for i in range(steps):
+        w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
+    if test_acc is None:
+        w.flush()  # its writer thread is a daemon: the run stays without its end record
+        return
+    w.write("metric", steps - 1, phase="finetune", test_acc=test_acc)
+    w.close()
 
 
 @headless
@@ -194,6 +199,23 @@ async def test_runs_list_shows_the_sweeps_verdict_at_the_replay_position(tmp_pat
         await pilot.press("r")
         assert app.screen.summary == "sweep: convergence threshold not known yet"
         assert app.screen.summary in screen_text(app)
+
+
+@headless
+async def test_watching_a_sweep_a_run_still_falling_bounds_the_threshold_neither_way(tmp_path: Path) -> None:
+    """Watching: lr 0.04 is still running and still falling at step 99, so it may converge yet;
+    the verdict puts the threshold between the ended runs 0.02 (converged) and 0.08 (equilibrium)."""
+    sweep = tmp_path / "sweep"
+    for lr, conv, acc in ((0.01, True, 0.80), (0.02, True, 0.84), (0.08, False, 0.70)):
+        write_sweep_run(sweep / f"lr{lr:g}", lr, conv, acc)
+    write_sweep_run(sweep / "lr0.04", 0.04, False, None, steps=100)
+    app = LrtuiApp(sweep, "watch", refresh=0.1, system_interval=0, clock=FROZEN)
+    async with app.run_test(size=(160, 40)) as pilot:
+        await wait_for(pilot, lambda: [getattr(v.state, "step", None) for v in app.views] == [599, 599, 99, 599],
+                       what="every run read")
+        assert app.views[2].status(FROZEN()) == "running" and app.views[2].state.regime == "converging"
+        await pilot.press("r")
+        assert app.screen.summary.startswith("sweep: convergence threshold ≈ 0.04 (between 0.02 and 0.08)")
 
 
 @headless
