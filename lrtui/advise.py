@@ -198,6 +198,14 @@ def _sweep_update(name: str, result: SweepResult, tails: list[_Tail]) -> dict[st
     return {"sweep": name, "runs": len(tails), "runs_ended": sum(t.done for t in tails), **result.verdict_json()}
 
 
+def _verdict_key(update: dict[str, Any]) -> Any:
+    """What a new ``--follow`` line is printed for: runs found or ended, the threshold, the band,
+    a new winner (a winner's accuracy moving while it fine-tunes is not news)."""
+    return (update["runs"], update["runs_ended"], update["convergence_threshold_interval"],
+            update["recommended_initial_lr"], {p: b["run"] for p, b in update["best"].items()},
+            update["inconsistent_runs"])
+
+
 def describe_sweep_update(update: dict[str, Any], result: SweepResult) -> str:
     """One line for a change of a followed sweep's verdict."""
     return f"sweep {update['sweep']} ({update['runs_ended']} of {update['runs']} runs ended): {result.headline()}"
@@ -206,16 +214,17 @@ def describe_sweep_update(update: dict[str, Any], result: SweepResult) -> str:
 def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None) -> int:
     """Follow every run of a sweep directory, and runs that appear in it, until all have ended.
 
-    Prints each run's new recommendations (named by run) and, whenever it changes, the sweep's
-    verdict: its convergence threshold, recommended band and winners so far. A run still in its
-    pre-training with no stationary verdict bounds the threshold neither way (it may converge yet).
+    Prints each run's new recommendations (named by run) and, whenever it changes
+    (``_verdict_key``), the sweep's verdict: its convergence threshold, recommended band and
+    winners so far. A run still in its pre-training with no stationary verdict bounds the
+    threshold neither way (it may converge yet).
     Ends when every run has ended and no new run has appeared for ``SWEEP_GRACE_SECONDS``.
     """
     stop = stop or threading.Event()
     wake = threading.Event()
     tails: dict[Path, _Tail] = {}
     broken: set[Path] = set()
-    last: dict[str, Any] | None = None
+    last: Any = None
     next_look = 0.0
     all_ended_since: float | None = None
     try:
@@ -243,8 +252,9 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
             if look or ended:
                 result = _sweep_so_far(list(tails.values()))
                 update = _sweep_update(path.name, result, list(tails.values()))
-                if update != last:
-                    last = update
+                key = _verdict_key(update)
+                if key != last:
+                    last = key
                     _emit(out, json.dumps(update) if as_json else describe_sweep_update(update, result))
             if ended and tails:
                 all_ended_since = now if all_ended_since is None else all_ended_since

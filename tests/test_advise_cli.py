@@ -185,6 +185,11 @@ SWEEP_WRITER = textwrap.dedent("""
                 w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
                 if i % (20 if i < 600 else 100) == 0:  # slowly through the fall: seen while undecided
                     time.sleep(0.05)
+                if lr == 0.04 and i in (1000, 1500):  # the winner's accuracy moves: not news, no line
+                    w.write("metric", i, phase="finetune", test_acc=0.85 if i == 1000 else 0.87)
+                if lr == 0.04 and i in (1001, 1501):
+                    w.flush()
+                    time.sleep(1.5)
             w.write("metric", 2000, phase="finetune", test_acc=0.9 - abs(np.log(lr / 0.04)))
         time.sleep(0.5)  # the launcher starts the next LR
 """)
@@ -229,6 +234,9 @@ def test_follow_a_sweep_as_its_runs_appear(tmp_path, as_json):
     assert known and known[0][0] > decided  # not before a run above the threshold was decided
     assert any(o["runs_ended"] < o["runs"] for _, o in known)  # while runs were still going
     assert all(o["convergence_threshold_interval"] == [0.02, 0.04] for _, o in known)
+    keys = [(o["runs"], o["runs_ended"], o["convergence_threshold_interval"], o["recommended_initial_lr"],
+             {p: b["run"] for p, b in o["best"].items()}) for _, o in sweeps]
+    assert all(a != b for a, b in zip(keys, keys[1:]))  # each sweep line says something new
     last = sweeps[-1][1]
     assert last["runs"] == 4 and last["runs_ended"] == 4 and last["sweep"] == "sweep"
     assert last["best"]["finetune"]["lr"] == 0.04 and last["best"]["finetune"]["in_recommended_band"] is True

@@ -4,11 +4,11 @@ Each run is classified by its first segment (pre-training at its initial LR). A 
 that segment reached the convergence level (mean train loss, or a logged full-train loss, below
 1e-2: the paper's test); one still falling at the end of its budget did not, while one still
 running and falling is undecided (it may converge yet: ``summarize_sweep``'s ``running``). The
-convergence threshold lies between the largest LR that converged and the smallest LR above it that did not;
-the estimate is their geometric mean. The recommended initial-LR band is ``initial_lr_band`` of it
-(slightly above the threshold, the paper's sub-regime 2A). Where runs log a ``metric`` with
-``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such accuracy is highest won,
-and the result says whether that LR lies in the recommended band: the band is the paper's finding,
+convergence threshold lies between the largest LR that converged and the smallest LR above it
+that did not; the estimate is their geometric mean. The recommended initial-LR band is
+``initial_lr_band`` of it (slightly above the threshold, the paper's sub-regime 2A). Where runs log
+a ``metric`` with ``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such
+accuracy is highest won, and the result says whether that LR lies in the recommended band: the band is the paper's finding,
 the winner is this sweep's own evidence, and where they disagree the user sees both.
 """
 
@@ -76,9 +76,8 @@ class SweepResult:
         else:
             text = "convergence threshold not known yet" + (f" (converged up to lr {lo:.3g})" if lo is not None else "")
         for phase, best in self.best.items():
-            lr = best.get("lr")
-            text += (f"; best after {phase}: lr {lr:.3g}" if lr is not None else f"; best after {phase}: lr ?") + (
-                f" ({best['run']}), test_acc {best['test_acc']:.4f}")
+            lr = "?" if best.get("lr") is None else format(best["lr"], ".3g")
+            text += f"; best after {phase}: lr {lr} ({best['run']}), test_acc {best['test_acc']:.4f}"
         return text
 
     def to_json(self) -> dict[str, Any]:
