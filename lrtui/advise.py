@@ -266,9 +266,9 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
     finally:
         for tail in tails.values():
             tail.follower.close()
-    for tail in tails.values():
-        tail.final_state()
     if not as_json:
+        for tail in tails.values():
+            tail.final_state()  # releases a crashed run's last side events
         _emit(out, "\n".join(describe_sweep(_sweep_so_far(list(tails.values())))))
     return EXIT_OK
 

@@ -83,9 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     advise.add_argument("path", metavar="RUN_OR_SWEEP", help="a run directory, or a directory of runs")
     advise.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
     advise.add_argument("--follow", action="store_true",
-                        help="print each new recommendation as it arises, until the run ends; on a sweep, "
-                        "every run's (and runs started later) and the sweep's threshold and band as "
-                        "they change, until every run has ended")
+                        help="print each new recommendation as it arises, until the run ends; on a sweep "
+                        "directory, those of every run (runs that start later too) and the sweep's "
+                        "threshold and band whenever they change, until every run has ended")
     advise.add_argument("--poll", action="store_true",
                         help="with --follow: poll instead of using inotify")
 
