@@ -156,15 +156,20 @@ async def test_divergence_alert_appears_at_its_step(tmp_path: Path) -> None:
         assert "DIVERGED" not in screen_text(app)
 
 
-def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float | None, steps: int = 600) -> None:
-    """A sweep's run: below the threshold the loss falls to 1e-4, above it it settles at 0.3.
-    Without ``test_acc``: a run still going (no fine-tuning result, no end record)."""
+def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float | None, steps: int = 600,
+                    finetune: int = 0) -> None:
+    """A sweep's run: below the threshold the loss falls to 1e-4, above it it settles at 0.3;
+    then ``finetune`` steps at lr/10 that fall from there to 1e-4. Without ``test_acc``: a run
+    still going (no fine-tuning result, no end record)."""
     rng = np.random.default_rng(int(lr * 1000))
     t = np.arange(steps)
     loss = np.exp(-t / 60) + 1e-4 if converges else 0.3 + 0.7 * np.exp(-t / 60) + 0.03 * rng.standard_normal(steps)
     w = RunWriter(run_dir, sgd_meta(run_dir.name, lr))
     for i in range(steps):
         w.write("step", i, loss=float(loss[i]), grad_norm=1.0, lr=[lr])
+    for i in range(finetune):
+        w.write("step", steps + i, loss=float(loss[-1] * np.exp(-i / 30) + 1e-4), grad_norm=1.0, lr=[lr / 10])
+    steps += finetune
     if test_acc is None:
         w.flush()  # its writer thread is a daemon: the run stays without its end record
         return
@@ -174,20 +179,28 @@ def write_sweep_run(run_dir: Path, lr: float, converges: bool, test_acc: float |
 
 @headless
 async def test_runs_list_shows_the_sweeps_verdict_at_the_replay_position(tmp_path: Path) -> None:
-    """Paused at the end, without switching runs, every run's advisor is at the position (each is
-    fed once it has been read) and the runs list heads with the sweep's threshold, band and
-    winner, the same as ``lrtui advise``; at an early position, nothing the replay has not reached."""
+    """Paused at the end, every run's advisor is at the position (each is fed once it has been
+    read, whether or not it was shown) and the runs list heads with the sweep's threshold, band
+    and winner, the same as ``lrtui advise``; at an early position, nothing the replay has not
+    reached."""
     sweep = tmp_path / "sweep"
-    for lr, conv, acc in ((0.01, True, 0.80), (0.02, True, 0.84), (0.04, False, 0.88), (0.08, False, 0.70)):
+    for lr, conv, acc in ((0.01, True, 0.80), (0.02, True, 0.84), (0.04, False, 0.88)):
         write_sweep_run(sweep / f"lr{lr:g}", lr, conv, acc)
+    write_sweep_run(sweep / "lr0.08", 0.08, False, 0.70, finetune=600)  # fine-tuned at 0.008 after its equilibrium
     app = _replay(sweep, start_at_end=True)
     async with app.run_test(size=(160, 40)) as pilot:
         await _loaded(pilot, app)
-        await wait_for(pilot, lambda: all(v.state is not None and v.state.step == 599 for v in app.views),
+        # paused at lr0.01's end, nothing seeks again: every run is still fed once it is read
+        await wait_for(pilot, lambda: [getattr(v.state, "step", None) for v in app.views] == [599] * 4,
+                       what="every run's advisor at the position, unshown runs too")
+        await pilot.press("left_square_bracket", "end")  # to lr0.08 (the last run), and to its end
+        await wait_for(pilot, lambda: [getattr(v.state, "step", None) for v in app.views] == [599, 599, 599, 1199],
                        what="every run's advisor at the end")
         await pilot.press("r")
         assert isinstance(app.screen, RunsScreen)
-        assert [cells[3] for _, cells in app.screen.rows] == ["converging", "converging", "equilibrium", "equilibrium"]
+        # regime now, and at the first LR: lr0.08 is fine-tuning now; a sweep judges its first LR
+        assert [cells[3] for _, cells in app.screen.rows] == ["converging", "converging", "equilibrium", "converging"]
+        assert [cells[4] for _, cells in app.screen.rows] == ["converging", "converging", "equilibrium", "equilibrium"]
         summary = app.screen.summary
         assert summary.startswith("sweep: convergence threshold ≈ 0.0283 (between 0.02 and 0.04)")
         assert "best after finetune: lr 0.04 (lr0.04), test_acc 0.8800" in summary

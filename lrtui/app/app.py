@@ -387,16 +387,19 @@ class LrtuiApp(App[int]):
             self._seek()
         self.redraw()
 
-    def run_row(self, view: RunView) -> tuple[str, str, str, str]:
-        """The runs table's cells for one run: name, LR, step, regime."""
+    def run_row(self, view: RunView) -> tuple[str, str, str, str, str]:
+        """The runs table's cells for one run: name, LR, step, regime now, and the regime of its
+        first LR (what a sweep classifies it by: after a fine-tuning phase the two differ)."""
         lr = view.initial_lr()
         with view.lock:
             state = view.state
             last = view.data.last_step
         step = getattr(state, "step", None) if self.mode == "replay" else last
         regime = getattr(state, "regime", None) or ("-" if view.meta else "waiting")
+        segments = getattr(state, "segments", None)
+        first = segments[0].regime if segments else "-"
         return (view.name, f"{lr:.3g}" if lr is not None else "-", f"{step:,}" if step is not None else "-",
-                str(regime))
+                str(regime), str(first))
 
     # -- drawing -----------------------------------------------------------------------------
 

@@ -105,7 +105,8 @@ class HelpScreen(ModalScreen[None]):
 
 
 class RunsScreen(ModalScreen[str | None]):
-    """Pick a run from a table: name, LR, step, regime; above it, the sweep's verdict."""
+    """Pick a run from a table: name, LR, step, regime now and at its first LR; above it, the
+    sweep's verdict."""
 
     BINDINGS = [Binding("escape,r", "dismiss_none", "close")]
 
@@ -125,7 +126,7 @@ class RunsScreen(ModalScreen[str | None]):
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "LR", "step", "regime")
+        table.add_columns("run", "LR", "step", "regime", "at its first LR")
         for key, cells in self.rows:
             table.add_row(*cells, key=key)
         keys = [k for k, _ in self.rows]
