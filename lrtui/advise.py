@@ -106,11 +106,11 @@ def _emit(out: TextIO, text: str) -> None:
     out.flush()
 
 
-def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
+def _advise_once(path: Path, as_json: bool, out: TextIO, threshold: float | None = None) -> int:
     runs = find_runs(path)
     if is_run_dir(path):
         run = load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
-        st = Advisor.from_run(run).state()
+        st = Advisor.from_run(run, convergence_threshold_lr=threshold).state()
         if as_json:
             _emit(out, json.dumps(st.to_json(run.name)))
         else:
@@ -131,19 +131,27 @@ def _advise_once(path: Path, as_json: bool, out: TextIO) -> int:
 class _Tail:
     """One run followed by ``--follow``: its follower, its advisor, the recommendations printed."""
 
-    def __init__(self, path: Path, poll: bool, wake: threading.Event | None = None) -> None:
+    def __init__(self, path: Path, poll: bool, wake: threading.Event | None = None,
+                 threshold: float | None = None) -> None:
         self.path = path
         self.name = path.name
         self.follower = RunFollower(path, poll_interval=FOLLOW_POLL_SECONDS, use_inotify=not poll, wake=wake)
         self.advisor: Advisor | None = None
         self.shown = 0
+        self.threshold = threshold  # the convergence threshold its advice aims by, once known
+
+    def know_threshold(self, threshold: float | None) -> None:
+        """The sweep has measured its threshold: advice from now on aims by it."""
+        self.threshold = threshold
+        if self.advisor is not None:
+            self.advisor.convergence_threshold_lr = threshold
 
     def take(self, batch: Batch, as_json: bool, out: TextIO) -> None:
         """Feed one batch to the advisor and print each recommendation it gave rise to."""
         if batch.reset or (batch.meta is not None and self.advisor is None):
             meta = batch.meta or self.follower.meta or {}
             self.name = str(meta.get("name") or self.path.name)
-            self.advisor, self.shown = Advisor(meta), 0
+            self.advisor, self.shown = Advisor(meta, convergence_threshold_lr=self.threshold), 0
             if batch.reset and not as_json:
                 _emit(out, f"{self.name}: the run log was replaced; starting over")
         if self.advisor is None:
@@ -170,10 +178,11 @@ class _Tail:
         return self.advisor.state()
 
 
-def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None = None) -> int:
+def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.Event | None = None,
+            threshold: float | None = None) -> int:
     if not is_run_dir(path) and find_runs(path):
         return _follow_sweep(path, as_json, poll, out, stop)
-    tail = _Tail(path, poll)
+    tail = _Tail(path, poll, threshold=threshold)
     with tail.follower:
         for batch in tail.follower.follow(stop):
             tail.take(batch, as_json, out)
@@ -225,6 +234,7 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
     tails: dict[Path, _Tail] = {}
     broken: set[Path] = set()
     last: Any = None
+    last_threshold: float | None = None
     next_look = 0.0
     all_ended_since: float | None = None
     try:
@@ -235,7 +245,7 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
                 next_look = now + SWEEP_LOOK_SECONDS
                 for p in find_runs(path):
                     if p not in tails and p not in broken:
-                        tails[p] = _Tail(p, poll, wake)
+                        tails[p] = _Tail(p, poll, wake, last_threshold)
                         all_ended_since = None
             for p, tail in list(tails.items()):
                 try:
@@ -251,6 +261,9 @@ def _follow_sweep(path: Path, as_json: bool, poll: bool, out: TextIO, stop: thre
             ended = all(t.done for t in tails.values())
             if look or ended:
                 result = _sweep_so_far(list(tails.values()))
+                last_threshold = result.convergence_threshold_lr
+                for tail in tails.values():
+                    tail.know_threshold(last_threshold)
                 update = _sweep_update(path.name, result, list(tails.values()))
                 key = _verdict_key(update)
                 if key != last:
@@ -280,9 +293,12 @@ def advise_main(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no such run directory")
     if not path.is_dir():
         raise UserError(f"{path}: not a directory")
+    threshold = getattr(args, "threshold_lr", None)
+    if threshold is not None and not is_run_dir(path) and find_runs(path):
+        raise UserError(f"{path}: --threshold-lr is for one run; a sweep measures its own threshold")
     if getattr(args, "follow", False):
-        return _follow(path, bool(args.json), bool(getattr(args, "poll", False)), sys.stdout)
-    return _advise_once(path, bool(args.json), sys.stdout)
+        return _follow(path, bool(args.json), bool(getattr(args, "poll", False)), sys.stdout, threshold=threshold)
+    return _advise_once(path, bool(args.json), sys.stdout, threshold)
 
 
 __all__ = ["advise_main", "describe_recommendation", "describe_state", "describe_sweep", "describe_sweep_update"]

@@ -88,6 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "threshold and band whenever they change, until every run has ended")
     advise.add_argument("--poll", action="store_true",
                         help="with --follow: poll instead of using inotify")
+    advise.add_argument("--threshold-lr", type=_positive_float, metavar="LR",
+                        help="the convergence threshold measured by an earlier sweep: the run's "
+                        "drop_lr, raise_lr and lower_lr aim by it (one run; a sweep measures its own)")
 
     demo = sub.add_parser(
         "demo",

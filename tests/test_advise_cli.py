@@ -91,13 +91,27 @@ def test_sweep_json(runs):
     assert js["convergence_threshold_lr"] == pytest.approx((0.02 * 0.04) ** 0.5)
     lo, hi = js["recommended_initial_lr"]
     assert lo < 0.04 < hi and js["best"]["finetune"]["lr"] == 0.04
+    raises = [x for r in js["runs"] for x in r["recommendations"] if x["action"] == "raise_lr"]
+    assert [x["new_lr"] for x in raises] == pytest.approx([(lo * hi) ** 0.5] * 2)  # into the band, not x2
     human = lrtui("advise", str(runs["sweep"]))
     assert "convergence threshold" in human.stdout and "best after finetune: lr 0.04" in human.stdout
     assert "in the band" in human.stdout and "note: in this sweep" not in human.stdout  # the band held the winner
 
 
+def test_threshold_lr_from_an_earlier_sweep(runs):
+    """--threshold-lr: a single run's drop_lr goes down to it (x0.1 of 0.1 would be above it)."""
+    plain = json.loads(lrtui("advise", "--json", str(runs["eq"])).stdout)
+    aimed = json.loads(lrtui("advise", "--json", "--threshold-lr", "0.004", str(runs["eq"])).stdout)
+    drop = {r["action"]: r for r in plain["recommendations"]}["drop_lr"]
+    aimed_drop = {r["action"]: r for r in aimed["recommendations"]}["drop_lr"]
+    assert drop["new_lr"] == pytest.approx(0.01) and aimed_drop["new_lr"] == 0.004
+    assert aimed_drop["step"] == drop["step"] and aimed["regime"] == plain["regime"]
+
+
 def test_bad_input_exit_2(runs, tmp_path):
-    for args in (["advise", str(tmp_path / "missing")], ["advise", str(tmp_path)]):
+    for args in (["advise", str(tmp_path / "missing")], ["advise", str(tmp_path)],
+                 ["advise", "--threshold-lr", "0.01", str(runs["sweep"])],
+                 ["advise", "--threshold-lr", "0", str(runs["eq"])]):
         p = lrtui(*args)
         assert p.returncode == 2 and p.stderr.count("\n") == 1 and "Traceback" not in p.stderr, (args, p.stderr)
     bad = tmp_path / "badmeta"
@@ -172,7 +186,7 @@ SWEEP_WRITER = textwrap.dedent("""
     from pathlib import Path
     from lrtui.runlog import RunWriter
     root = Path(sys.argv[1])
-    for k, lr in enumerate([0.02, 0.04, 0.08]):
+    for k, lr in enumerate([0.02, 0.04, 0.08, 0.005]):  # 0.005 starts once the threshold is known
         r = np.random.default_rng(k)
         t = np.arange(2000)
         if lr <= 0.02:
@@ -217,7 +231,7 @@ def test_follow_a_sweep_as_its_runs_appear(tmp_path, as_json):
     lines = out.splitlines()
     if not as_json:
         assert any(line.startswith("lr0.04: recommend drop_lr") for line in lines)
-        assert "sweep sweep (4 of 4 runs ended): convergence threshold ≈ 0.0283" in out
+        assert "sweep sweep (5 of 5 runs ended): convergence threshold ≈ 0.0283" in out
         assert "best after finetune: lr 0.04 (lr0.04), test_acc 0.9000 - in the band" in out
         return
     objs = [json.loads(line) for line in lines]
@@ -227,7 +241,10 @@ def test_follow_a_sweep_as_its_runs_appear(tmp_path, as_json):
     by_run = {}
     for _, o in recs:
         by_run.setdefault(o["run"], []).append(o["action"])
-    assert by_run["lr0.01"] == ["raise_lr"] and by_run["lr0.02"] == ["raise_lr"]
+    assert by_run["lr0.01"] == ["raise_lr"] and by_run["lr0.02"] == ["raise_lr"] and by_run["lr0.005"] == ["raise_lr"]
+    raise_new = {o["run"]: o["new_lr"] for _, o in recs if o["action"] == "raise_lr"}
+    assert raise_new["lr0.02"] == 0.04  # x2: the threshold was not known yet
+    assert raise_new["lr0.005"] == pytest.approx((0.02 * 0.04) ** 0.5 * 2.5 ** 0.5)  # once known: the band's middle
     assert by_run["lr0.04"] == ["drop_lr", "start_averaging"] and by_run["lr0.08"][:2] == ["drop_lr", "start_averaging"]
     decided = next(i for i, o in recs if o["run"] == "lr0.04" and o["action"] == "drop_lr")
     known = [(i, o) for i, o in sweeps if o["convergence_threshold_lr"] is not None]
@@ -238,5 +255,5 @@ def test_follow_a_sweep_as_its_runs_appear(tmp_path, as_json):
              {p: b["run"] for p, b in o["best"].items()}) for _, o in sweeps]
     assert all(a != b for a, b in zip(keys, keys[1:]))  # each sweep line says something new
     last = sweeps[-1][1]
-    assert last["runs"] == 4 and last["runs_ended"] == 4 and last["sweep"] == "sweep"
+    assert last["runs"] == 5 and last["runs_ended"] == 5 and last["sweep"] == "sweep"
     assert last["best"]["finetune"]["lr"] == 0.04 and last["best"]["finetune"]["in_recommended_band"] is True

@@ -500,6 +500,25 @@ def test_sweep_threshold_band_and_winner():
     assert bulk_result.to_json() == result.to_json()
 
 
+def test_a_sweeps_threshold_aims_each_runs_advice():
+    """Once the sweep knows its threshold, a second pass advises each run by it: raise_lr into the
+    middle of the band, drop_lr x0.1 but at least down to the threshold."""
+    lrs = [0.002, 0.004, 0.008, 0.016, 0.032, 0.064]
+    result = analyze_sweep(sweep_runs(lrs, threshold=0.006))
+    t = result.convergence_threshold_lr
+    lo, hi = result.recommended_initial_lr
+    by_lr = {r.initial_lr: {x.action: x for x in reversed(r.state.recommendations)} for r in result.runs}  # first
+    assert by_lr[0.002]["raise_lr"].numbers["new_lr"] == pytest.approx(math.sqrt(lo * hi))  # not x2 = 0.004
+    assert by_lr[0.004]["raise_lr"].numbers["new_lr"] == pytest.approx(math.sqrt(lo * hi))
+    assert by_lr[0.016]["drop_lr"].numbers["new_lr"] == pytest.approx(0.0016)  # x0.1, already below t
+    assert by_lr[0.064]["drop_lr"].numbers["new_lr"] == pytest.approx(t)  # x0.1 = 0.0064 is above t
+    assert "the convergence threshold from the sweep" in by_lr[0.064]["drop_lr"].reason
+    assert f"below the sweep's convergence threshold {t:.3g}" in by_lr[0.016]["drop_lr"].reason
+    alone = analyze_sweep(sweep_runs([0.002], threshold=0.006))  # no threshold: the plain factors
+    raise_alone = next(x for x in alone.runs[0].state.recommendations if x.action == "raise_lr")
+    assert raise_alone.numbers["new_lr"] == pytest.approx(0.004)
+
+
 def test_live_sweep_counts_a_still_falling_run_only_once_it_is_decided():
     """A run still in its pre-training and still falling may converge yet: while it runs it bounds
     the threshold neither way; once it has ended (or reached a stationary verdict) it counts."""

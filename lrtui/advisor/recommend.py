@@ -40,11 +40,13 @@ def _fmt(x: float) -> str:
 
 def drop_lr(step: int, lr: float, level: float, window: tuple[int, int], change: tuple[float, float],
             convergence_threshold_lr: float | None) -> Recommendation:
-    """Equilibrium reached: drop the LR, to the convergence threshold when known, else x0.1."""
-    if convergence_threshold_lr is not None and 0 < convergence_threshold_lr < lr:
+    """Equilibrium reached: drop the LR x0.1, and at least to the convergence threshold when known
+    (from far above it x0.1 is not enough; from just above it, the threshold alone is too little)."""
+    new_lr, how = lr * DROP_FACTOR, f"x{DROP_FACTOR:g}"
+    if convergence_threshold_lr is not None and 0 < convergence_threshold_lr < new_lr:
         new_lr, how = convergence_threshold_lr, "the convergence threshold from the sweep"
-    else:
-        new_lr, how = lr * DROP_FACTOR, f"x{DROP_FACTOR:g}"
+    elif convergence_threshold_lr is not None and convergence_threshold_lr > 0:
+        how += f", below the sweep's convergence threshold {_fmt(convergence_threshold_lr)}"
     if -STATIONARY_BAND < change[0] and change[1] < STATIONARY_BAND:
         how_flat = f"within ±{STATIONARY_BAND:.0%}"
     else:  # the plateau rule: too noisy for the band, but no new low

@@ -123,16 +123,28 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]], running: Iterable[
         runs: (meta, events) pairs, where events is a list of event dicts or a ``RunData``.
         running: per run, whether it is still going (see ``summarize_sweep``).
     """
-    advisors: list[tuple[dict[str, Any], Advisor]] = []
-    for meta, events in runs:
-        adv = Advisor(meta)
-        if hasattr(events, "table"):
-            adv.update_data(events)
-        else:
-            adv.update_many(events)
-            adv.flush()
-        advisors.append((meta, adv))
-    return summarize_sweep([(meta, adv.state(), adv.metric_events) for meta, adv in advisors], running)
+    pairs = list(runs)
+    flags = list(running) if running is not None else None
+    result = summarize_sweep([_advised(meta, events, None) for meta, events in pairs], flags)
+    if result.convergence_threshold_lr is None:
+        return result
+    # Once the sweep knows its threshold, each run's advice uses it (raise_lr and lower_lr aim
+    # into the band, drop_lr goes at least down to it): a second pass. The threshold only moves
+    # these numbers, not a regime, so the sweep's verdict is the same.
+    again = summarize_sweep([_advised(meta, events, result.convergence_threshold_lr) for meta, events in pairs],
+                            flags)
+    return again
+
+
+def _advised(meta: dict[str, Any], events: Any, threshold: float | None) -> tuple[dict[str, Any], AdvisorState,
+                                                                                  list[dict[str, Any]]]:
+    adv = Advisor(meta, convergence_threshold_lr=threshold)
+    if hasattr(events, "table"):
+        adv.update_data(events)
+    else:
+        adv.update_many(events)
+        adv.flush()
+    return meta, adv.state(), adv.metric_events
 
 
 def summarize_sweep(runs: Iterable[tuple[dict[str, Any], AdvisorState, list[dict[str, Any]]]],
