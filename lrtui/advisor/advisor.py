@@ -111,7 +111,8 @@ class Advisor:
     Args:
         meta: the run's ``meta.json`` (its ``optimizer`` gives the stability threshold).
         convergence_threshold_lr: the largest LR that converges, when a sweep has measured it; then
-            ``drop_lr`` suggests it and ``raise_lr``/``lower_lr`` aim at the band above it.
+            ``drop_lr`` goes at least down to it and ``raise_lr``/``lower_lr`` aim at the band
+            above it. It may be set later (a live sweep learns it): advice from then on uses it.
     """
 
     def __init__(self, meta: dict[str, Any] | None, *, convergence_threshold_lr: float | None = None) -> None:

@@ -131,9 +131,8 @@ def analyze_sweep(runs: Iterable[tuple[dict[str, Any], Any]], running: Iterable[
     # Once the sweep knows its threshold, each run's advice uses it (raise_lr and lower_lr aim
     # into the band, drop_lr goes at least down to it): a second pass. The threshold only moves
     # these numbers, not a regime, so the sweep's verdict is the same.
-    again = summarize_sweep([_advised(meta, events, result.convergence_threshold_lr) for meta, events in pairs],
-                            flags)
-    return again
+    return summarize_sweep([_advised(meta, events, result.convergence_threshold_lr) for meta, events in pairs],
+                           flags)
 
 
 def _advised(meta: dict[str, Any], events: Any, threshold: float | None) -> tuple[dict[str, Any], AdvisorState,
