@@ -197,9 +197,12 @@ def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.
 
 
 def _sweep_so_far(tails: list[_Tail]) -> SweepResult:
-    live = [t for t in tails if t.advisor is not None]
-    return summarize_sweep([(t.advisor.meta | {"name": t.name}, t.advisor.state(), t.advisor.metric_events)  # type: ignore[union-attr]
-                            for t in live], running=[not t.done for t in live])
+    entries, running = [], []
+    for t in tails:
+        if t.advisor is not None:
+            entries.append((t.advisor.meta | {"name": t.name}, t.advisor.state(), t.advisor.metric_events))
+            running.append(not t.done)
+    return summarize_sweep(entries, running)
 
 
 def _sweep_update(name: str, result: SweepResult, tails: list[_Tail]) -> dict[str, Any]:
