@@ -161,6 +161,28 @@ def test_follow_prints_recommendations_as_they_arise(tmp_path, diverge):
         assert len(actions) == 2
 
 
+def test_offline_sweep_leaves_a_run_still_running_and_falling_undecided(tmp_path):
+    """``advise SWEEP`` on a sweep in progress: the lr 0.04 run has no end record and its writer's
+    process (this one) is alive, and at step 99 its loss still falls, so it may converge yet; the
+    threshold lies between the ended runs 0.01 and 0.08. Once ended, the same log counts."""
+    sweep = tmp_path / "sweep"
+    write_run(sweep / "lr0.01", np.exp(-np.arange(2000) / 150) + 1e-4, lr=0.01)
+    write_run(sweep / "lr0.08", equilibrium() * 2, lr=0.08)
+    falling = 0.3 + 0.7 * np.exp(-np.arange(100) / 100)
+    w = RunWriter(sweep / "lr0.04", {"name": "lr0.04", "optimizer": {"class": "SGD", "param_groups": [{"lr": 0.04}]}})
+    for i, value in enumerate(falling):
+        w.write("step", i, loss=float(value), grad_norm=1.0, lr=[0.04])
+    w.flush()
+    try:
+        js = json.loads(lrtui("advise", "--json", str(sweep)).stdout)
+        assert [r["pretrain_regime"] for r in js["runs"]] == ["converging", "converging", "equilibrium"]
+        assert js["convergence_threshold_interval"] == [0.01, 0.08]
+    finally:
+        w.close()  # its end record: now it ended still falling, and did not converge
+    js = json.loads(lrtui("advise", "--json", str(sweep)).stdout)
+    assert js["convergence_threshold_interval"] == [0.01, 0.04]
+
+
 def test_advise_reads_only_the_advisors_fields_and_answers_the_same() -> None:
     """``advise`` loads the step fields in STEP_FIELDS_READ only: every sample run and the sweep get
     exactly the verdict a full load gives (so the advisor reads nothing else)."""

@@ -166,8 +166,6 @@ def summarize_sweep(runs: Iterable[tuple[dict[str, Any], AdvisorState, list[dict
         name = str(meta.get("name") or meta.get("run_id") or f"run{len(out_runs)}")
         lr = _initial_lr(meta, st)
         pre = st.segments[0].regime if st.segments else "warmup"
-        if st.diverged_at_step is not None and st.segments and st.segments[0].regime == "diverged":
-            pre = "diverged"
         run = SweepRun(name, lr, pre, st, _last_test_acc(metric_events))
         out_runs.append(run)
         run.converged = bool(st.segments and st.segments[0].converged_by is not None)
