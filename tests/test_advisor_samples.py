@@ -6,15 +6,18 @@ logged loss is not finite; else ``converged`` when the last pre-training full-tr
 least-squares slope of its logarithm over the last half of the pre-training evaluations is
 negative with a t statistic below -3 (a run that did not reach 1e-2 within a short budget, such as
 the catapult run or full-batch training at the edge of stability, whose loss falls with upticks);
-else ``chance`` when the mean train accuracy of the last quarter of the
-pre-training evaluations is below 0.6 (balanced binary labels: chance is 0.5); else ``equilibrium``.
+else ``chance`` when the train accuracy stayed at chance, by the rule the recorder labels the sweep
+with (``probes.tasks.training.stayed_at_chance``: every evaluation of the last quarter of the
+pre-training below 0.6, on balanced binary labels where chance is 0.5); else ``equilibrium``.
 
 An earlier version called a run ``falling`` only when its full-train loss fell over each of the
 last three evaluation intervals; that made momentum-cnn (-17% over its last seven evaluations, one
 uptick of 0.6% at the very end; t = -7.6) an ``equilibrium``. The slope test changes no other run:
 the stationary runs have t between -1.7 and +0.7, the falling ones -6.2 and below.
-The mean, not the maximum: the maximum of ~8 evaluations on 512 points at chance exceeds 0.6 by
-luck (a preview run at lr 0.1 with accuracies 0.33..0.65 around 0.5 would be "equilibrium").
+Until 2026-11-29 this test had a chance rule of its own, the *mean* of that quarter below 0.6,
+which disagreed with the recorder's label on lr 4.33e-2 (accuracies 0.56, 0.52, 0.66, 0.65, 0.51:
+mean 0.58, but three evaluations far above chance) and counted a miss there. One rule now, the
+recorder's: see the README's validation section for why.
 ``python tests/test_advisor_samples.py`` prints the confusion table that is in the README.
 """
 
@@ -29,11 +32,10 @@ import pytest
 
 from lrtui.advisor import Advisor, analyze_sweep
 from lrtui.runlog import find_runs, load_run
+from probes.tasks.training import stayed_at_chance
 
 #: The recorded sample runs (LRTUI_SAMPLES names another recording made with make_samples.py --out).
 SAMPLES = Path(os.environ.get("LRTUI_SAMPLES") or Path(__file__).resolve().parent.parent / "sample_runs")
-#: Train accuracy below this stayed at chance (labels are balanced: chance is 0.5).
-CHANCE_ACC = 0.6
 #: Ground truth -> the advisor's name for that regime.
 VERDICT_NAME = {"converged": "converging", "falling": "converging", "equilibrium": "equilibrium",
                 "chance": "chance", "diverged": "diverged"}
@@ -63,9 +65,7 @@ def ground_truth(run) -> str:
     steps = sorted(k for k in by_step if k is not None)
     if falling_t(steps, [by_step[k] for k in steps]) < FALLING_T:
         return "falling"
-    accs = [r["train_acc"] for r in pre if isinstance(r.get("train_acc"), (int, float))]
-    tail = accs[-max(1, len(accs) // 4):]
-    if tail and sum(tail) / len(tail) < CHANCE_ACC:
+    if stayed_at_chance([r["train_acc"] for r in pre if isinstance(r.get("train_acc"), (int, float))]):
         return "chance"
     return "equilibrium"
 
@@ -132,29 +132,11 @@ def test_samples_are_recorded():
     assert len(RUNS) >= 10, f"no sample runs under {SAMPLES}"
 
 
-#: Regimes next to each other on the LR axis: a verdict may miss to a neighbour on a borderline
-#: run, never further (converging <-> chance, or anything <-> diverged, is a real error).
-NEIGHBOURS = {("converging", "equilibrium"), ("equilibrium", "chance")}
-#: Least share of runs whose verdict matches the ground truth.
-MIN_AGREEMENT = 0.85
-
-
 @pytest.mark.parametrize("path", RUNS, ids=[p.name for p in RUNS])
-def test_regime_is_the_ground_truth_or_its_neighbour(path):
+def test_regime_is_the_ground_truth(path):
     run = load_run(path)
     truth, (got, _) = ground_truth(run), verdict(run)
-    want = VERDICT_NAME[truth]
-    if truth in ("diverged", "converged"):  # decided by the numbers themselves: no excuse to miss
-        assert got == want, f"{path.name}: ground truth {truth}, advisor {got}"
-    else:
-        assert got == want or tuple(sorted((got, want), key=list(VERDICT_NAME.values()).index)) in NEIGHBOURS, \
-            f"{path.name}: ground truth {truth}, advisor {got}"
-
-
-def test_regime_agreement_over_all_sample_runs():
-    rows, _ = confusion()
-    agree = [name for name, truth, got in rows if VERDICT_NAME[truth] == got]
-    assert len(agree) >= MIN_AGREEMENT * len(rows), confusion_markdown()
+    assert got == VERDICT_NAME[truth], f"{path.name}: ground truth {truth}, advisor {got}"
 
 
 @pytest.mark.parametrize("path", RUNS, ids=[p.name for p in RUNS])

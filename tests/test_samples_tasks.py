@@ -88,3 +88,18 @@ def test_digits_split() -> None:
     data = make_digits_data(seed=0)
     assert data.x_train.shape == (1200, 1, 8, 8) and len(data.y_test) == 597
     assert 0.0 <= float(data.x_train.min()) and float(data.x_train.max()) <= 1.0
+
+
+def test_ground_truth_regime_chance_is_every_evaluation_of_the_last_quarter() -> None:
+    from probes.tasks.training import ground_truth_regime, stayed_at_chance
+
+    at_chance = [0.9, 0.95] + [0.52, 0.48] * 3 + [0.5, 0.54]  # learned early, at chance for the last quarter
+    assert stayed_at_chance(at_chance)
+    # leaving chance once in the last quarter is learning, even when the mean stays under 0.6
+    left = at_chance[:-1] + [0.66]
+    assert sum(left[-2:]) / 2 < 0.6 and not stayed_at_chance(left)
+    assert stayed_at_chance([0.55]) and not stayed_at_chance([])
+    assert ground_truth_regime(0.5, at_chance) == "random_walk"
+    assert ground_truth_regime(0.5, left) == "chaotic_equilibrium"
+    assert ground_truth_regime(5e-3, at_chance) == "converged"
+    assert ground_truth_regime(float("nan"), left) == "diverged"
