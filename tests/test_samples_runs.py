@@ -4,11 +4,9 @@ README shows the table make_samples.py prints from them."""
 from __future__ import annotations
 
 import importlib.util
-import math
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from lrtui.runlog import find_runs, load_run
 from probes.tasks.training import ground_truth_regime
