@@ -16,7 +16,7 @@ uptick of 0.6% at the very end; t = -7.6) an ``equilibrium``. The slope test cha
 the stationary runs have t between -1.7 and +0.7, the falling ones -6.2 and below.
 Until 2026-11-29 this test had a chance rule of its own, the *mean* of that quarter below 0.6,
 which disagreed with the recorder's label on lr 4.33e-2 (accuracies 0.56, 0.52, 0.66, 0.65, 0.51:
-mean 0.58, but three evaluations far above chance) and counted a miss there. One rule now, the
+mean 0.58, but two of the five far above chance) and counted a miss there. One rule now, the
 recorder's: see the README's validation section for why.
 ``python tests/test_advisor_samples.py`` prints the confusion table that is in the README.
 """

@@ -14,6 +14,7 @@ from probes.tasks import (
     make_tick_data,
     tick,
 )
+from probes.tasks.training import ground_truth_regime, stayed_at_chance
 
 torch.set_num_threads(1)
 
@@ -91,8 +92,6 @@ def test_digits_split() -> None:
 
 
 def test_ground_truth_regime_chance_is_every_evaluation_of_the_last_quarter() -> None:
-    from probes.tasks.training import ground_truth_regime, stayed_at_chance
-
     at_chance = [0.9, 0.95] + [0.52, 0.48] * 3 + [0.5, 0.54]  # learned early, at chance for the last quarter
     assert stayed_at_chance(at_chance)
     # leaving chance once in the last quarter is learning, even when the mean stays under 0.6
