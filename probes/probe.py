@@ -12,6 +12,7 @@ import torch
 
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
+from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
@@ -68,6 +69,9 @@ class Probe:
         gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
         flush_every: measured steps kept on the device before one copy to the host (default: 32,
             or 128 for a CPU model whose norms are taken from copies; see ``probes.step_metrics``).
+        scaler: the run's ``torch.amp.GradScaler``: the steps it skips (inf/NaN gradients) are
+            logged as ``"skipped": true`` step events (see ``probes.amp``; a fused optimizer's
+            skips are seen without it).
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class Probe:
         gpu: int | None = None,
         flush_every: int | None = None,
         adaptive_stride: bool = True,
+        scaler: Any = None,
     ) -> None:
         started = time.perf_counter()
         self._wall_start = started
@@ -105,6 +110,7 @@ class Probe:
         self.writer: RunWriter | None = None
         self.faults = Faults(self._write_warning)
         self.steps: StepMetrics | None = None
+        self.amp = SkippedSteps(optimizer, scaler)
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
@@ -209,7 +215,9 @@ class Probe:
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                records = self.steps.finish_step(loss)
+                records = self.amp.at_probe_step(self.steps, loss)
+                if records is None:
+                    records = self.steps.finish_step(loss)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -264,7 +272,7 @@ class Probe:
         if self.steps is not None and self.faults.ok("step"):
             try:
                 records = self.steps.finish_step(None) if self.steps._current is not None else []
-                self._write_steps(records + self.steps.flush())
+                self._write_steps(records + self.steps.flush(), final=True)
             except Exception as exc:
                 self.faults.fail("step", exc)
         self._write_overhead(time.perf_counter())
@@ -288,6 +296,7 @@ class Probe:
         if self.faults.ok("step"):
             try:
                 records = self.steps.before_step()
+                self.amp.before_step(optimizer, self.steps.steps_taken - 1)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -326,7 +335,8 @@ class Probe:
     ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
         """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
         if hessian_loss is not None:
-            return hessian_loss, hessian_loss
+            loss_only = in_full_precision(hessian_loss)  # autocast off: sharpness in the parameters' dtype
+            return loss_only, loss_only
         if loss_fn is None or hessian_batch is None:
             return None, None
         inputs, targets = hessian_batch
@@ -340,7 +350,7 @@ class Probe:
             out = module(inputs)
             return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
 
-        return loss, outputs
+        return in_full_precision(loss), in_full_precision(outputs)
 
     def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
         n_groups = len(self.optimizer.param_groups)
@@ -396,7 +406,8 @@ class Probe:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write_steps(self, events: list[dict[str, Any]]) -> None:
+    def _write_steps(self, events: list[dict[str, Any]], final: bool = False) -> None:
+        events = self.amp.mark(events, final)
         for event in events:
             self.writer.write_event(event)
 
