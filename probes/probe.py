@@ -14,6 +14,7 @@ from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
 from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
+from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.meta import run_meta
@@ -197,6 +198,8 @@ class Probe:
                     tolerance=self.settings["tolerance"],
                     max_iters=self.settings["max_iters"],
                 )
+                if is_compiled(self.model):
+                    self.faults.fail("compile", COMPILED_NOTICE, disables=False)
         if system_stats:
             self.system = SystemStats(
                 self.writer.write,
@@ -335,7 +338,8 @@ class Probe:
     ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
         """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
         if hessian_loss is not None:
-            loss_only = in_full_precision(hessian_loss)  # autocast off: sharpness in the parameters' dtype
+            # Autocast off (sharpness in the parameters' dtype), compiled code run eagerly (double backward).
+            loss_only = in_full_precision(run_eagerly(hessian_loss))
             return loss_only, loss_only
         if loss_fn is None or hessian_batch is None:
             return None, None
@@ -350,7 +354,7 @@ class Probe:
             out = module(inputs)
             return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
 
-        return in_full_precision(loss), in_full_precision(outputs)
+        return in_full_precision(run_eagerly(loss)), in_full_precision(run_eagerly(outputs))
 
     def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
         n_groups = len(self.optimizer.param_groups)
