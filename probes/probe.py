@@ -17,6 +17,7 @@ from probes.budget import OverheadBudget, StrideGovernor
 from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
+from probes.fsdp import ShardedRun
 from probes.meta import run_meta
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
@@ -115,6 +116,10 @@ class Probe:
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
+        # FSDP: every rank measures its shard at the same steps, so the stride must not adapt per rank.
+        self.sharded = ShardedRun.attach(model, optimizer, self.world_size)
+        if self.sharded is not None and self.sharded.measures:
+            adaptive_stride = False
         self.governor = StrideGovernor(sharpness_budget, stride, adaptive_stride)
         self._hooks: list[Any] = []
         self._closed = False
@@ -129,6 +134,8 @@ class Probe:
             "adaptive_stride": bool(adaptive_stride),
         }
         if self.rank != 0:
+            if self.sharded is not None and self.sharded.measures:
+                self._measure_shard()  # FSDP: every rank's shard is part of the norms
             return  # only rank 0 writes; the other ranks cost nothing
         flags = self._declared_scale_invariance(scale_invariant, len(optimizer.param_groups))
         try:
@@ -165,6 +172,10 @@ class Probe:
             loss = outputs = None
         n_groups = len(optimizer.param_groups)
         self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
+        if self.sharded is not None and self.world_size > 1 and loss is not None:
+            # Its forward gathers the shards from every rank; rank 0 alone would wait forever.
+            self.faults.fail("sharpness", "FSDP: the forward pass of a sharded model needs every rank")
+            loss = outputs = None
         if flags is None:
             flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
         meta = run_meta(
@@ -179,8 +190,11 @@ class Probe:
         self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
         if not self.writer.ok:
             return  # already reported once; measuring for a dead log would only cost time
-        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
+        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"],
+                                 norms=self.sharded.engine if self.sharded is not None else None)
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        if self.sharded is not None and self.sharded.refusal():
+            self.faults.fail("grad_norm", self.sharded.refusal())
         for source, message in self._early_warnings:
             self._write_warning(source, message)
         if loss is not None and self.budget.fraction > 0:
@@ -273,6 +287,8 @@ class Probe:
         if self.writer is None:
             return
         if self.steps is not None and self.faults.ok("step"):
+            if self.sharded is not None:
+                self.sharded.close()
             try:
                 records = self.steps.finish_step(None) if self.steps._current is not None else []
                 self._write_steps(records + self.steps.flush(), final=True)
@@ -280,6 +296,16 @@ class Probe:
                 self.faults.fail("step", exc)
         self._write_overhead(time.perf_counter())
         self.writer.close(status, exception)
+
+    def _measure_shard(self) -> None:
+        """A rank other than 0 under FSDP: the step hooks and norms, for the sums; it writes nothing."""
+        try:
+            self.steps = StepMetrics(self.optimizer, stride=self.settings["stride"], flush_every=self.settings["flush_every"],
+                                     norms=self.sharded.engine)
+            self._hooks = [self.optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        except Exception as exc:
+            self.faults.fail("probe", exc)
+            self.steps = None
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -411,6 +437,10 @@ class Probe:
     # -- writing -------------------------------------------------------------------------------
 
     def _write_steps(self, events: list[dict[str, Any]], final: bool = False) -> None:
+        if self.writer is None:
+            return  # a rank other than 0 of an FSDP run: it measured its shard for the sums
+        if self.sharded is not None:
+            events = self.sharded.finish(events)
         events = self.amp.mark(events, final)
         for event in events:
             self.writer.write_event(event)
@@ -431,6 +461,8 @@ class Probe:
         )
 
     def _write_warning(self, source: str, message: str) -> None:
+        if source in ("probe", "step") and self.sharded is not None:
+            self.sharded.leave()  # its step metrics failed: the other ranks must not wait for its sums
         if self.writer is None:
             self._early_warnings.append((source, message))
         else:
