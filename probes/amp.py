@@ -5,7 +5,7 @@ too large a loss scale) and halves its scale. It skips in one of two ways:
 
 * most optimizers: ``scaler.step`` never calls ``optimizer.step``, so the probe's step hooks
   never fire. ``probe.step`` then sees no optimizer step since the last call; with
-  ``Probe(..., scaler=scaler)`` the scaler confirms it skipped (see :meth:`SkippedSteps.at_probe_step`).
+  ``Probe(..., scaler=scaler)`` the scaler confirms it stepped (see :meth:`SkippedSteps.at_probe_step`).
 * fused optimizers (``Adam(fused=True)`` and others with ``_step_supports_amp_scaling``): the
   scaler calls ``optimizer.step`` with ``optimizer.found_inf`` set and the fused kernel leaves the
   weights alone. The pre-step hook keeps that flag (a device tensor, read only when the step events
@@ -43,7 +43,8 @@ class SkippedSteps:
         self.optimizer = optimizer
         self.scaler = scaler
         self._steps_seen = 0  # StepMetrics.steps_taken at the last probe.step
-        self._scale: torch.Tensor | None = None  # the scaler's scale at the last probe.step (a copy)
+        # The scaler's per-optimizer state dict at the last probe.step: update() replaces it.
+        self._states = getattr(scaler, "_per_optimizer_states", None)
         # Fused optimizers: (step, found_inf tensor, lrs, loss) of steps not yet written.
         self._flags: list[list[Any]] = []
 
@@ -51,7 +52,7 @@ class SkippedSteps:
 
     def before_step(self, optimizer: Any, step: int) -> None:
         """Pre-step hook: keep the fused path's ``found_inf`` of step ``step`` (no device sync)."""
-        found_inf = getattr(optimizer, "found_inf", None)
+        found_inf = optimizer.__dict__.get("found_inf")  # set by GradScaler.step for fused optimizers
         if isinstance(found_inf, torch.Tensor):
             self._flags.append([step, found_inf.detach(), [g["lr"] for g in optimizer.param_groups], None])
 
@@ -61,28 +62,25 @@ class SkippedSteps:
         """At ``probe.step``: the events to write if the scaler skipped the step just taken, else None.
 
         A skipped step is one where ``optimizer.step`` did not run since the last ``probe.step``
-        and the scaler says it skipped: its state for this optimizer is still "stepped" (before
-        ``scaler.update()``), or its scale went down since the last ``probe.step`` (after it). The
-        scale is copied on the device each call; it is read only on a step without an optimizer step.
+        while the scaler did step: its state for this optimizer is "stepped" (``probe.step`` before
+        ``scaler.update()``), or ``update()`` ran since the last ``probe.step`` (after it: each
+        ``update()`` starts a new per-optimizer state dict). That costs no torch call per step, and
+        a ``probe.step`` without any ``scaler.step`` (a micro-batch) is not taken for a skip.
         A skipped step takes the next index: ``steps.steps_taken`` goes up by one.
         """
-        if self._flags and loss is not None and self._flags[-1][0] == steps.steps_taken - 1:
-            self._flags[-1][3] = _detached(loss)
+        flags = self._flags
+        if flags and loss is not None and flags[-1][0] == steps.steps_taken - 1:
+            flags[-1][3] = _detached(loss)
+        scaler = self.scaler
+        if scaler is None:
+            return None
         taken, last = steps.steps_taken, self._steps_seen
         self._steps_seen = taken
-        scaler = self.scaler
-        if scaler is None or not _enabled(scaler):
+        states = getattr(scaler, "_per_optimizer_states", None)
+        updated, self._states = states is not self._states, states
+        if taken != last or not isinstance(states, dict) or not _enabled(scaler):
             return None
-        scale = getattr(scaler, "_scale", None)
-        # Before the first call, the scale the scaler started from (a resumed one: its loaded scale).
-        previous: Any = self._scale if self._scale is not None else getattr(scaler, "_init_scale", None)
-        skipped = taken == last and self._scaler_skipped(scale, previous)
-        if isinstance(scale, torch.Tensor):
-            if self._scale is None or self._scale.device != scale.device:
-                self._scale = scale.detach().clone()
-            else:
-                self._scale.copy_(scale)
-        if not skipped:
+        if not updated and not self._stepped(states):
             return None
         steps.steps_taken = self._steps_seen = taken + 1
         event = {
@@ -91,14 +89,13 @@ class SkippedSteps:
         }
         return steps.flush() + [event]  # the measured steps before it first, in step order
 
-    def _scaler_skipped(self, scale: Any, previous: Any) -> bool:
-        states = getattr(self.scaler, "_per_optimizer_states", None)
-        state = states.get(id(self.optimizer)) if isinstance(states, dict) else None
-        if state is not None and getattr(state.get("stage"), "name", None) == "STEPPED":
-            return True  # scaler.step ran for this optimizer and did not call optimizer.step
-        if isinstance(scale, torch.Tensor) and previous is not None:
-            before = previous.reshape(-1)[0] if isinstance(previous, torch.Tensor) else float(previous)
-            return bool(scale.detach().reshape(-1)[0] < before)  # update() backed off
+    def _stepped(self, states: dict[Any, Any]) -> bool:
+        """True when ``scaler.step`` ran for this optimizer since the last ``update()``."""
+        # The scaler may have been given the torch optimizer inside a wrapper (Accelerate's).
+        for opt in (self.optimizer, getattr(self.optimizer, "optimizer", None)):
+            state = states.get(id(opt)) if opt is not None else None
+            if state is not None and getattr(state.get("stage"), "name", None) == "STEPPED":
+                return True
         return False
 
     # -- writing -------------------------------------------------------------------------------

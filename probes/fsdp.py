@@ -19,6 +19,7 @@ events then have no gradient, update or weight norm rather than a shard's.
 from __future__ import annotations
 
 import datetime
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,19 +92,15 @@ def _fsdp2_layout(params: list[torch.Tensor], dtensor: type, world_size: int) ->
 
 
 def _dtensor_class() -> type | None:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # torch before 2.4
-        return None
-    return DTensor
+    # Only when already imported: a run that shards has imported it; any other pays nothing.
+    module = sys.modules.get("torch.distributed.tensor")
+    return getattr(module, "DTensor", None)
 
 
 def _is_fsdp1(module: Any) -> bool:
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-    except ImportError:
-        return False
-    return isinstance(module, FullyShardedDataParallel)
+    fsdp = sys.modules.get("torch.distributed.fsdp")
+    cls = getattr(fsdp, "FullyShardedDataParallel", None)
+    return cls is not None and isinstance(module, cls)
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -227,8 +224,16 @@ class ShardedRun:
     @classmethod
     def attach(cls, model: torch.nn.Module, optimizer: Any, world_size: int) -> ShardedRun | None:
         """The FSDP part for a run whose parameters are sharded, else None. Call it on every rank."""
-        layout = sharded_layout(model, optimizer, world_size)
-        return None if layout is None else cls(layout, world_size)
+        try:
+            layout = sharded_layout(model, optimizer, world_size)
+        except Exception as exc:  # an FSDP this code does not know: no norms rather than a shard's
+            layout = Layout("fsdp", 1, f"its layout could not be read: {type(exc).__name__}: {exc}")
+        if layout is None:
+            return None
+        try:
+            return cls(layout, world_size)
+        except Exception as exc:  # the probe's process group could not be made
+            return cls(Layout(layout.kind, 1, f"no process group for the sums: {type(exc).__name__}: {exc}"), world_size)
 
     @property
     def measures(self) -> bool:

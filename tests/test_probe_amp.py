@@ -191,3 +191,28 @@ def test_sharpness_under_bf16_autocast_is_computed_in_float32(tmp_path: Path) ->
         assert abs(e["value"] - want) <= 3e-3 * abs(want), (e, want)
     steps = _events(tmp_path / "run", "step")
     assert len(steps) == 4 and all(math.isfinite(e["loss"]) and e["grad_norm"] > 0 for e in steps)
+
+
+def test_a_probe_step_without_any_scaler_step_is_not_a_skip(tmp_path: Path) -> None:
+    """Gradient accumulation with probe.step called at every micro-batch (too often, but it
+    happens): the calls between two scaler steps are not skipped steps; real skips still are."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu")
+    at = {"step": 0}
+    model.weight.register_hook(lambda g: g * math.inf if at["step"] == 2 else g)
+    with Probe(model, optimizer, tmp_path / "run", scaler=scaler, system_stats=False) as probe:
+        for step in range(5):
+            at["step"] = step
+            optimizer.zero_grad()
+            for _ in range(2):  # two micro-batches per optimizer step
+                with torch.autocast("cpu", dtype=torch.float16):
+                    loss = model(torch.randn(8, 4)).float().square().mean()
+                scaler.scale(loss / 2).backward()
+                probe.step(loss)  # once too often: also after the first micro-batch
+            scaler.step(optimizer)
+            scaler.update()
+    steps = _events(tmp_path / "run", "step")
+    assert [e["step"] for e in steps] == list(range(5))
+    assert [e["step"] for e in steps if e.get("skipped")] == [2]
