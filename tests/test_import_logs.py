@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from app_support import headless
 from lrtui.cli import main
 from lrtui.runlog import find_runs, load_run
 
@@ -223,3 +224,20 @@ def test_bad_input_is_one_line_exit_2_and_nothing_is_overwritten(tmp_path: Path,
     # An empty directory is not a run: importing into it is fine.
     assert main(["import", "csv", str(tmp_path / "metrics.csv"), str(tmp_path / "empty")]) == 0
     assert len(_events(tmp_path / "empty", "step")) == 8
+
+
+@headless
+async def test_the_app_replays_an_imported_run(tmp_path: Path) -> None:
+    from app_support import screen_text, wait_for
+    from lrtui.app import LrtuiApp
+
+    (tmp_path / "metrics.csv").write_text(LIGHTNING_CSV)
+    assert main(["import", "csv", str(tmp_path / "metrics.csv"), str(tmp_path / "imported")]) == 0
+    app = LrtuiApp(tmp_path / "imported", "replay", clock=lambda: 1_795_840_100.0, autoplay=False,
+                   system_interval=0, refresh=0.05, start_at_end=True)  # type: ignore[arg-type]
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: app.view is not None and app.view.state is not None and app.view.state.step == 7,
+                       what="the imported run to load to its last step")
+        app.redraw()
+        await pilot.pause()
+        assert "imported" in screen_text(app)
