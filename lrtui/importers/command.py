@@ -28,25 +28,27 @@ def add_parser(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
         "user metric. --map overrides. Never writes into an existing, non-empty directory.",
     )
     sources = command.add_subparsers(dest="source", metavar="SOURCE", parser_class=parser_class, required=True)
-    tb = sources.add_parser(
-        "tensorboard", help="TensorBoard event files (needs lrtui[tensorboard])",
-        description="Read a TensorBoard log directory (or one event file) with TensorBoard's own "
-        "reader. A directory with several runs (subdirectories with event files) becomes a "
-        "directory of runs, one per subdirectory.",
-    )
-    tb.add_argument("logdir", metavar="LOGDIR", help="a TensorBoard log directory, or one event file")
-    tb.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to create")
-    tb.add_argument("--map", action="append", default=[], metavar="NAME=FIELD", help=MAP_HELP)
-    table = sources.add_parser(
-        "csv", help="a CSV log with a header row (Lightning's metrics.csv, a W&B export, ...)",
-        description="Read a CSV log: a header row, then one row per logged step. The step is the "
-        "step/global_step/_step column (or --step-column), else the row number; empty cells are "
-        "steps where that column was not logged.",
-    )
-    table.add_argument("file", metavar="FILE", help="the CSV file")
-    table.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to create")
-    table.add_argument("--map", action="append", default=[], metavar="NAME=FIELD", help=MAP_HELP)
+    _source(sources, "tensorboard", ("logdir", "LOGDIR", "a TensorBoard log directory, or one event file"),
+            help="TensorBoard event files (needs lrtui[tensorboard])",
+            description="Read a TensorBoard log directory (or one event file) with TensorBoard's own "
+            "reader. A directory with several runs (subdirectories with event files) becomes a "
+            "directory of runs, one per subdirectory.")
+    table = _source(sources, "csv", ("file", "FILE", "the CSV file"),
+                    help="a CSV log with a header row (Lightning's metrics.csv, a W&B export, ...)",
+                    description="Read a CSV log: a header row, then one row per logged step. The step is the "
+                    "step/global_step/_step column (or --step-column), else the row number; empty cells are "
+                    "steps where that column was not logged.")
     table.add_argument("--step-column", metavar="NAME", help="the column that holds the step")
+
+
+def _source(sources: Any, name: str, where: tuple[str, str, str], **texts: str) -> argparse.ArgumentParser:
+    """One source's parser: where the log is, the run directory to create, ``--map``."""
+    parser: argparse.ArgumentParser = sources.add_parser(name, **texts)
+    dest, metavar, help_text = where
+    parser.add_argument(dest, metavar=metavar, help=help_text)
+    parser.add_argument("run_dir", metavar="RUN_DIR", help="the run directory to create")
+    parser.add_argument("--map", action="append", default=[], metavar="NAME=FIELD", help=MAP_HELP)
+    return parser
 
 
 def import_main(args: argparse.Namespace) -> int:
