@@ -241,3 +241,20 @@ async def test_the_app_replays_an_imported_run(tmp_path: Path) -> None:
         app.redraw()
         await pilot.pause()
         assert "imported" in screen_text(app)
+
+
+def test_name_mapping_rules() -> None:
+    from lrtui.importers.names import assign
+
+    # HF Trainer's TensorBoard names; the first common name present wins a field.
+    plan = assign(["train/loss", "loss", "train/learning_rate", "train/grad_norm", "eval/accuracy", "eval/loss"], {})
+    assert plan["loss"] == ("loss", 0) and plan["train/loss"] == ("train/loss", 0)
+    assert plan["train/learning_rate"] == ("lr", 0) and plan["train/grad_norm"] == ("grad_norm", 0)
+    assert plan["eval/accuracy"] == ("eval/accuracy", 0)  # a metric; "acc" in it makes it an accuracy
+    # Lightning's LR monitor: one LR per param group in group order; its momentum is not an LR.
+    plan = assign(["lr-Adam/pg2", "lr-Adam/pg1", "lr-Adam-momentum/pg1", "train_loss", "kind"], {})
+    assert (plan["lr-Adam/pg1"], plan["lr-Adam/pg2"]) == (("lr", 0), ("lr", 1))
+    assert plan["lr-Adam-momentum/pg1"][0] == "lr-Adam-momentum/pg1" and plan["kind"] == ("kind_", 0)
+    # --map wins, several LRs in the order given, and skip leaves a scalar out.
+    plan = assign(["a", "b", "loss", "lr"], {"b": "lr", "a": "lr", "loss": "skip"})
+    assert plan == {"a": ("lr", 1), "b": ("lr", 0), "loss": ("skip", 0), "lr": ("lr_", 0)}  # "lr" is now a metric

@@ -72,8 +72,8 @@ def assign(names: Iterable[str], overrides: dict[str, str]) -> dict[str, tuple[s
             if overrides[name] in STEP_TARGETS:
                 taken.add(overrides[name])
     if "lr" in taken:
-        lr_names = [n for n in names if plan.get(n, ("",))[0] == "lr"]
-        plan.update({n: ("lr", i) for i, n in enumerate(lr_names)})  # several: one per group, in order
+        lr_names = [n for n, field in overrides.items() if field == "lr" and n in plan]
+        plan.update({n: ("lr", i) for i, n in enumerate(lr_names)})  # several: one per group, as given
     lowered: dict[str, str] = {}
     for name in names:
         lowered.setdefault(name.lower(), name)
@@ -124,4 +124,6 @@ def optimizer_class(plan: dict[str, tuple[str, int]]) -> str | None:
 
 
 def _metric_name(name: str) -> str:
-    return f"{name}_" if name in RESERVED_FIELDS else name
+    """A scalar kept as a metric, renamed if its name is an event field or a step field (an ``lr``
+    scalar when ``--map`` chose others for the LR)."""
+    return f"{name}_" if name in RESERVED_FIELDS or name in STEP_TARGETS or name == SKIP else name
