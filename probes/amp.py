@@ -132,10 +132,23 @@ class SkippedSteps:
 def full_precision() -> Iterator[None]:
     """Autocast off on every device type, so the probe's own passes run in the parameters' dtype
     (float32 for a float32 model trained under bf16/fp16 autocast) whatever context it is called in."""
+    on = [d for d in _AUTOCAST_DEVICES if _autocast_enabled(d)]
+    if not on:  # the common case: nothing to undo, and entering autocast is not free
+        yield
+        return
     with contextlib.ExitStack() as stack:
-        for device_type in _AUTOCAST_DEVICES:
+        for device_type in on:
             stack.enter_context(torch.autocast(device_type, enabled=False))
         yield
+
+
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return bool(torch.is_autocast_enabled(device_type))
+    except TypeError:  # torch before 2.4: no device argument
+        if device_type == "cpu":
+            return bool(torch.is_autocast_cpu_enabled())
+        return bool(torch.is_autocast_enabled()) if device_type == "cuda" else True
 
 
 def _autocast_devices() -> tuple[str, ...]:
