@@ -100,6 +100,10 @@ class SkippedSteps:
 
     # -- writing -------------------------------------------------------------------------------
 
+    def forget(self) -> None:
+        """Drop the fused path's pending flags (a rank that writes nothing)."""
+        self._flags.clear()
+
     def mark(self, events: list[dict[str, Any]], final: bool = False) -> list[dict[str, Any]]:
         """Step events about to be written, with the fused path's skipped steps marked (and added,
         for skipped steps the stride left unmeasured). Flags of steps after the last event wait for

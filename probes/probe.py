@@ -437,8 +437,9 @@ class Probe:
     # -- writing -------------------------------------------------------------------------------
 
     def _write_steps(self, events: list[dict[str, Any]], final: bool = False) -> None:
-        if self.writer is None:
-            return  # a rank other than 0 of an FSDP run: it measured its shard for the sums
+        if self.writer is None:  # a rank other than 0 of an FSDP run: it measured its shard for the sums
+            self.amp.forget()
+            return
         if self.sharded is not None:
             events = self.sharded.finish(events)
         events = self.amp.mark(events, final)
