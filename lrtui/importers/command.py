@@ -75,9 +75,15 @@ def import_main(args: argparse.Namespace) -> int:
         return EXIT_OK
     # Several runs: one run directory each, side by side in RUN_DIR (a sweep for advise/watch).
     plans = []
+    names: set[str] = set()
     for d in dirs:
         series = tensorboard.read_scalars(d)
-        name = str(d.relative_to(logdir)).replace(os.sep, "-") if d != logdir else logdir.name
+        base = str(d.relative_to(logdir)).replace(os.sep, "-") if d != logdir else logdir.name
+        name, n = base, 1
+        while name in names:  # "a/b" and "a-b" would share a name
+            n += 1
+            name = f"{base}-{n}"
+        names.add(name)
         try:
             events, mapping = build_events(series, overrides, default_time=_mtime(d))
         except UserError as exc:
