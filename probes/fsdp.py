@@ -112,12 +112,15 @@ def _local(t: torch.Tensor) -> torch.Tensor:
 class RankLink:
     """The probe's process group over every rank, and whether every rank still takes part."""
 
-    def __init__(self, layout: Layout, world_size: int) -> None:
+    def __init__(self, layout: Layout, world_size: int, n_groups: int, device: torch.device) -> None:
         self.layout = layout
         self.world_size = world_size
         self.group = dist.new_group()  # every rank calls it here, in Probe(): same order everywhere
         self.gloo = dist.get_backend(self.group) == "gloo"
-        self.width = 0  # the length of the vector each measured step sums (set by the engine)
+        # The vector each measured step sums: [took part, Σg², ΣΔw², Σw², Σw² per param group]
+        # (the engine sets it again when add_param_group changed the groups).
+        self.width = 4 + n_groups
+        self.device = torch.device("cpu") if self.gloo else device
         self.left = False  # this rank sent its last sum, or learnt that another rank left
         self.closing = False
 
@@ -127,16 +130,13 @@ class RankLink:
 
     def leave(self) -> None:
         """Tell the other ranks, once, that this rank measures no more (its step metrics failed)."""
-        if self.left or not self.width:
-            self.left = True
+        if self.left:
             return
         self.left = True
         try:
-            dist.all_reduce(torch.zeros(self.width, dtype=torch.float64, device=self._device), group=self.group, async_op=True)
+            dist.all_reduce(torch.zeros(self.width, dtype=torch.float64, device=self.device), group=self.group, async_op=True)
         except Exception:  # the group itself is broken: the others find out from it too
             pass
-
-    _device = torch.device("cpu")
 
     def wait(self, work: Any) -> None:
         if self.gloo:
@@ -161,8 +161,7 @@ class ShardedNorms:
         self.n_groups = n_groups
         self.link = link
         if link is not None:
-            link.width = 1 + 3 + n_groups
-            link._device = device if not link.gloo else torch.device("cpu")
+            link.width = 4 + n_groups
         self.unreduced = 0  # rows measured while closing: no sum, so no norms
 
     def gradients(self, params: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -216,9 +215,13 @@ class ShardedNorms:
 class ShardedRun:
     """The probe's FSDP part on one rank: the layout, the link between the ranks and the norm engine."""
 
-    def __init__(self, layout: Layout, world_size: int) -> None:
+    def __init__(self, layout: Layout, world_size: int, optimizer: Any) -> None:
         self.layout = layout
-        self.link = RankLink(layout, world_size) if layout.refused is None and world_size > 1 else None
+        self.link = None
+        if layout.refused is None and world_size > 1:
+            params, _ = trained_parameters(optimizer)
+            device = _local(params[0]).device if params else torch.device("cpu")
+            self.link = RankLink(layout, world_size, len(optimizer.param_groups), device)
         self._engine: ShardedNorms | None = None
 
     @classmethod
@@ -231,9 +234,9 @@ class ShardedRun:
         if layout is None:
             return None
         try:
-            return cls(layout, world_size)
+            return cls(layout, world_size, optimizer)
         except Exception as exc:  # the probe's process group could not be made
-            return cls(Layout(layout.kind, 1, f"no process group for the sums: {type(exc).__name__}: {exc}"), world_size)
+            return cls(Layout(layout.kind, 1, f"no process group for the sums: {type(exc).__name__}: {exc}"), world_size, optimizer)
 
     @property
     def measures(self) -> bool:

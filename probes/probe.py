@@ -462,8 +462,8 @@ class Probe:
         )
 
     def _write_warning(self, source: str, message: str) -> None:
-        if source in ("probe", "step") and self.sharded is not None:
-            self.sharded.leave()  # its step metrics failed: the other ranks must not wait for its sums
+        if source in ("probe", "step", "log") and self.sharded is not None:
+            self.sharded.leave()  # it measures no more: the other ranks must not wait for its sums
         if self.writer is None:
             self._early_warnings.append((source, message))
         else:

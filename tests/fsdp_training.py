@@ -15,7 +15,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 STEPS = 6
-SCENARIOS = ("fsdp2", "fsdp1", "mixed", "leave")
+SCENARIOS = ("fsdp2", "fsdp1", "mixed", "leave", "nolog")
 
 
 def data(rank: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -50,7 +50,10 @@ def run(scenario: str, rank: int, out: str) -> None:
     optimizer = torch.optim.SGD(m.parameters(), lr=0.1, momentum=0.9)
     criterion = torch.nn.CrossEntropyLoss()
     hx, hy = data(7)[0]
-    probe = Probe(m, optimizer, os.path.join(out, scenario if rank == 0 else f"{scenario}-rank{rank}"),
+    run_dir = os.path.join(out, scenario if rank == 0 else f"{scenario}-rank{rank}")
+    if scenario == "nolog" and rank == 0:
+        run_dir = os.path.join(out, "fsdp2-seen-0.json", "run")  # under a file: rank 0 cannot write its run
+    probe = Probe(m, optimizer, run_dir,
                   loss_fn=criterion, hessian_batch=(hx, hy), sharpness_budget=1.0, flush_every=1, system_stats=False)
     seen = []
     for k, (x, y) in enumerate(data(rank)):

@@ -108,3 +108,14 @@ def test_a_rank_whose_metrics_break_does_not_leave_the_other_waiting(runs: Path)
     step_warnings = [w for w in _events(runs / "leave", "warning") if w["source"] == "step"]
     assert len(step_warnings) == 1 and "another rank stopped measuring" in step_warnings[0]["message"]
     assert _events(runs / "leave", "end")[0]["status"] == "finished"
+
+
+def test_rank_0_that_cannot_write_its_run_does_not_leave_the_others_waiting(runs: Path) -> None:
+    # Rank 0's run directory cannot be made: it measures nothing, and says so to rank 1 at once, which
+    # would otherwise wait for rank 0's share of each step at its first flush (up to WAIT_SECONDS).
+    for rank in (0, 1):
+        assert len(json.loads((runs / f"nolog-seen-{rank}.json").read_text())) == fsdp_training.STEPS
+    stderr = (runs / "stderr.txt").read_text()
+    assert "lrtui probe: log disabled (cannot create run directory" in stderr
+    assert stderr.count("another rank stopped measuring its shard") == 2  # "leave" and "nolog", rank 1 each
+
