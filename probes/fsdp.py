@@ -129,7 +129,7 @@ class RankLink:
         return dist.all_reduce(vector, group=self.group, async_op=True)
 
     def leave(self) -> None:
-        """Tell the other ranks, once, that this rank measures no more (its step metrics failed)."""
+        """Tell the other ranks, once, that this rank measures no more (its step metrics or its log failed)."""
         if self.left:
             return
         self.left = True
