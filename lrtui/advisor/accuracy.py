@@ -9,8 +9,9 @@ percentages.
 
 A metric (one name) is *at chance* over a stretch of steps when it was evaluated at least
 ``MIN_EVALUATIONS`` times there and every evaluation of the last quarter (at least the last
-``MIN_EVALUATIONS``) stayed below ``chance + MARGIN × (1 - chance)``: less than a tenth of the way
-from chance to perfect. The run is at chance when every accuracy metric evaluated enough there
+``MIN_EVALUATIONS``) stayed below ``ABOVE × chance``: 0.6 on a balanced binary task, the rule the
+sample recorder labels random walks with (on 512 points 4.5 binomial standard deviations above
+0.5, so a classifier that ignores the labels does not reach it by sampling noise). The run is at chance when every accuracy metric evaluated enough there
 is at chance; above chance when one is not; unknown when none was evaluated enough.
 """
 
@@ -22,8 +23,8 @@ from typing import Any
 
 #: Fewest evaluations of an accuracy in a stretch before it says anything about chance.
 MIN_EVALUATIONS = 2
-#: Share of the way from chance to perfect an accuracy must cover to be above chance.
-MARGIN = 0.1
+#: An accuracy below this multiple of the chance level is at chance.
+ABOVE = 1.2
 #: Metric phases that evaluate an averaged copy of the model (SWA/EMA), not the trained weights.
 AVERAGED_PHASES = ("swa", "ema", "averaged")
 
@@ -70,7 +71,7 @@ class AccuracyLog:
                 continue
             scale = 100.0 if max(values) > 1.0 else 1.0
             chance = self.declared * scale if self.declared is not None else min(values[0], 0.5 * scale)
-            bar = chance + MARGIN * (scale - chance)
+            bar = min(ABOVE * chance, scale)
             tail = values[b - max(MIN_EVALUATIONS, (b - a) // 4):b]
             verdicts.append(max(tail) < bar)
         if not verdicts:

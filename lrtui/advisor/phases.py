@@ -74,11 +74,11 @@ class PhaseScan:
             change = np.log(v / prev)  # NaN where there was no LR before
         rate = np.abs(change) / np.maximum(steps[pos] - prev_step, 1)
         known = np.concatenate([np.asarray(self._rates, dtype=np.float64), np.where(change == change, rate, np.nan)])
+        padded = np.concatenate([np.full(LOOKBACK, np.nan), known])
+        first = LOOKBACK + len(self._rates)  # where this piece's rates begin in ``padded``
         back = np.full(len(pos), -np.inf)
         for lag in range(1, LOOKBACK + 1):  # the largest of the LOOKBACK rates before each
-            shifted = known[len(self._rates) - lag:len(known) - lag] if len(self._rates) >= lag else \
-                np.concatenate([np.full(lag - len(self._rates), np.nan), known[:len(known) - lag]])
-            back = np.fmax(back, shifted)
+            back = np.fmax(back, padded[first - lag:first - lag + len(pos)])
         jump = (np.abs(change) >= LOG_JUMP) & (back > -np.inf) & (rate >= SUDDEN * back)
         for k in np.flatnonzero(jump).tolist():
             starts.setdefault(a + int(pos[k]), "jump")

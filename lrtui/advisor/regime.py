@@ -26,12 +26,15 @@ The test, on the usable losses (``series.py``) of the phase after its warm-up (`
   4. ``equilibrium`` when the loss has *stopped falling*: its fastest plausible decline beyond the
      LR's share (from lo) is at most ``SLOWDOWN`` = 1/4 of the phase's average decline since its
      first ``HEAD`` losses (a short window of a slow decline keeps its pace: that is no
-     equilibrium) — but never for a loss at or above ``FAR_ABOVE`` × its start;
+     equilibrium); or when the logged accuracy is above chance (so not regime 3) while the loss is
+     not falling (rule 2 did not fire): of the paper's three regimes only this one is left — but
+     never for a loss at or above ``FAR_ABOVE`` × its start;
   5. otherwise no verdict yet.
-  The verdict also says whether the loss is *flat*: the whole interval within ±``STATIONARY_BAND``
-  of the explained one (two one-sided tests: with 95% confidence the loss changes by no more than
-  10% beyond the LR's share). Advice that acts on an equilibrium (``drop_lr``,
-  ``start_averaging``) needs it: evidence sized to the noise seen, not only a pause in the fall.
+  The verdict also says whether the evidence is enough to act on (``flat``): the whole interval
+  within ±``STATIONARY_BAND`` of the explained one (two one-sided tests: with 95% confidence the
+  loss changes by no more than 10% beyond the LR's share) *and* stopped falling. Advice that acts
+  on an equilibrium (``drop_lr``, ``start_averaging``) needs it: evidence sized to the noise seen,
+  not only a pause in the fall.
 - Checks run at phase lengths spaced geometrically (every ``CHECK_MIN`` logged steps, or
   ``CHECK_GROWTH``-fold), amortized O(1) per event and identical whichever way the events come. A
   regime is confirmed after ``CONFIRM`` equal verdicts in a row, and a stationary regime is left
@@ -63,8 +66,9 @@ SLOWDOWN = 0.25
 HEAD = 10
 #: A loss that stays at or above this fraction of the initial loss is at chance (no accuracy logged).
 CHANCE_FRACTION = 0.9
-#: A loss at or above this multiple of the initial loss is never an equilibrium.
-FAR_ABOVE = 2.0
+#: A loss at or above this multiple of the initial loss is never an equilibrium (the factor the
+#: divergence rule calls a blow-up, as LR-range tests do).
+FAR_ABOVE = 4.0
 #: Fewest usable losses after a phase's warm-up before its first test (2 per batch over half).
 MIN_SEGMENT = 4 * BATCHES
 #: Check spacing: every CHECK_MIN logged steps, or CHECK_GROWTH times the length, whichever is more.
@@ -80,7 +84,8 @@ class WindowVerdict:
 
     Attributes:
         regime: ``converging``, ``equilibrium``, ``chance`` or None (no verdict yet).
-        flat: the loss changed by no more than the band beyond the LR's share (90% interval).
+        flat: the loss changed by no more than the band beyond the LR's share (90% interval) and
+            has stopped falling: enough evidence to act on an equilibrium.
         reached: converged by level (mean of the last batch below ``CONVERGED_LOSS``).
         level: mean loss over the window; ``means_last``: of its last batch.
         change, lo, hi: relative change across the window and its 90% interval.
@@ -162,15 +167,16 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     loss_chance = positive_start and typical >= CHANCE_FRACTION * initial_loss
     far_above = positive_start and typical >= FAR_ABOVE * initial_loss
     chance = at_chance if at_chance is not None else loss_chance
+    stopped = _stopped_falling(s, j0, w0, j1, lo, low, log)
     if reached or hi < low:
         regime: str | None = "converging"
     elif chance and lo > low - STATIONARY_BAND:
         regime = "chance"
-    elif not far_above and _stopped_falling(s, j0, w0, j1, lo, low, log):
+    elif not far_above and (stopped or at_chance is False):
         regime = "equilibrium"
     else:
         regime = None
-    return WindowVerdict(regime, flat, reached, level, change, lo, hi, _expm1(d), int(at[w0]), int(at[j1 - 1]) + 1,
+    return WindowVerdict(regime, flat and stopped, reached, level, change, lo, hi, _expm1(d), int(at[w0]), int(at[j1 - 1]) + 1,
                          float(means[-1]))
 
 
