@@ -95,7 +95,10 @@ def describe_sweep(result: SweepResult) -> list[str]:
                      + ("no run converged" if lo is None else "every run converged"))
     if result.recommended_initial_lr is not None:
         a, b = result.recommended_initial_lr
-        lines.append(f"recommended initial lr: {a:.3g} .. {b:.3g} (slightly above the threshold)")
+        capped = result.capped_by
+        lines.append(f"recommended initial lr: {a:.3g} .. {b:.3g} (slightly above the threshold)" if capped is None
+                     else f"recommended initial lr: {a:.3g} .. below {b:.3g} (capped: lr {b:.3g}, run "
+                          f"{capped['run']}, was {capped['regime']})")
     for phase, best in result.best.items():
         where = {True: "in the band", False: "outside the band", None: ""}[result.winner_in_band(phase)]
         lines.append(f"best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), "
