@@ -152,15 +152,15 @@ def generated_text(n: int, seed: int = 0) -> str:
     return "".join(out)[:n]
 
 
-def train_char_gru(run_dir: Path, *, steps: int = 600, accumulate: int = 4, max_lr: float = 0.01,
-                   seq: int = 32, micro_batch: int = 8, seed: int = 0) -> dict[str, Any]:
+def train_char_gru(run_dir: Path, *, steps: int = 400, accumulate: int = 2, max_lr: float = 0.02,
+                   seq: int = 16, micro_batch: int = 4, seed: int = 0) -> dict[str, Any]:
     """A GRU character LM on generated text: AdamW + OneCycleLR, gradient clipping, and gradient
     accumulation over ``accumulate`` micro-batches per optimizer step; ``probe.step`` once per
     optimizer step with the mean micro-batch loss (as docs/advisor.md says)."""
     text = generated_text(20000, seed)
     chars = sorted(set(text))
     data = torch.tensor([chars.index(c) for c in text])
-    model = CharGRU(len(chars), seed=seed)
+    model = CharGRU(len(chars), hidden=24, seed=seed)
     opt = torch.optim.AdamW(model.parameters(), lr=max_lr)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=max_lr, total_steps=steps)
     loss_fn = nn.CrossEntropyLoss()
