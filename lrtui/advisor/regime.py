@@ -166,13 +166,18 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     positive_start = initial_loss is not None and initial_loss > 0
     loss_chance = positive_start and typical >= CHANCE_FRACTION * initial_loss
     far_above = positive_start and typical >= FAR_ABOVE * initial_loss
+    start_fall = _fall_since_start(s, j0, w0, j1, mean, float(resid @ resid) / (BATCHES - 2), size, log)
+    if loss_chance and at_chance is None:  # the loss decides: it must not have fallen below its start
+        loss_chance = not (start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
     chance = at_chance if at_chance is not None else loss_chance
-    stopped = _stopped_falling(s, j0, w0, j1, lo, low, log)
+    stopped = start_fall is not None and _stopped_falling(s, j0, w0, j1, lo, low, log,
+                                                          start_fall[0] - T_QUANTILE * start_fall[1])
+    rising = lo > high  # a significant rise beyond the LR's share: not stationary
     if reached or hi < low:
         regime: str | None = "converging"
     elif chance and lo > low - STATIONARY_BAND:
         regime = "chance"
-    elif not far_above and (stopped or at_chance is False):
+    elif not far_above and not rising and (stopped or at_chance is False):
         regime = "equilibrium"
     else:
         regime = None
@@ -184,25 +189,46 @@ def _expm1(x: float) -> float:
     return math.expm1(min(x, 700.0))
 
 
-def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: float, log: bool) -> bool:
-    """True when the window's fastest plausible decline beyond the LR's share is at most
-    ``SLOWDOWN`` × the phase's average decline before it (both per optimizer step)."""
+def _fall_since_start(s: StepSeries, j0: int, w0: int, j1: int, window_mean: float, batch_var: float, size: int,
+                      log: bool) -> tuple[float, float] | None:
+    """How far the window's mean (log) loss lies below the phase's first ``HEAD`` losses, and the
+    standard error of that difference; None when the phase has no head before its window.
+
+    The errors come from the window's batch means (their residual variance about the trend,
+    ``batch_var``, over ``size`` losses each); the head's is that per-loss variance over its
+    ``HEAD`` losses. A fall more than ``T_QUANTILE`` errors (one-sided 95%) means the loss has
+    fallen below its start, so it is not at chance: the band test has power only against a 10%
+    change within the window, this one sees any fall the noise allows since the phase began.
+    """
     head = min(HEAD, w0 - j0)
     if head <= 0:
-        return False
-    steps, at = s.step.a, s.loss_at.a
+        return None
     cum = s.cum_log.a if log else s.cum_loss.a
     first = (cum[j0 + head] - cum[j0]) / head
-    window_mean = (cum[j1] - cum[w0]) / (j1 - w0)
+    if not log:
+        window_mean, first = window_mean / max(abs(window_mean), 1e-300), first / max(abs(window_mean), 1e-300)
+        batch_var /= max(window_mean * window_mean, 1e-300)
+    return first - window_mean, math.sqrt(batch_var / BATCHES + batch_var * size / head)
+
+
+def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: float, log: bool,
+                     slowest_fall: float) -> bool:
+    """True when the window's fastest plausible decline beyond the LR's share is at most
+    ``SLOWDOWN`` × the slowest plausible average decline of the phase before it (both per
+    optimizer step). ``slowest_fall``: the lower confidence bound of the fall from the phase's
+    head to the window (``_fall_since_start``): a head that the noise put high must not make a
+    slow decline look as if it had stopped."""
+    head = min(HEAD, w0 - j0)
+    steps, at = s.step.a, s.loss_at.a
     elapsed = (steps[at[(w0 + j1) // 2]] - steps[at[j0 + head // 2]])
     span = max(float(steps[at[j1 - 1]] - steps[at[w0]]), 1.0)
     if elapsed <= 0:
         return False
-    average_rate = (first - window_mean) / elapsed
+    average_rate = slowest_fall / elapsed
     if log:
         fall = math.log1p(low) - math.log1p(lo) if lo > -1.0 else math.inf
     else:
-        fall = (low - lo) * abs(window_mean)
+        fall = low - lo
     return average_rate > 0 and max(0.0, fall) / span <= SLOWDOWN * average_rate
 
 

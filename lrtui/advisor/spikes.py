@@ -4,12 +4,17 @@ Rule, on the usable losses (``series.py``; index j) in log space:
 
 - The reference before loss j: the mean ``ref`` and standard deviation ``sd`` of the log of the
   last ``REFERENCE`` losses (at least ``MIN_REFERENCE``).
-- A spike starts at the first loss whose log is at least ``H = max(log SPIKE, NOISE × sd)`` above
-  ``ref``: four times the recent level, and far outside the noise seen (a chaotic equilibrium's
-  losses scatter by a factor of several from step to step; those are not catapults).
-- It recovered when a later loss is back within ``H / 2`` of the reference frozen at its start,
-  within ``WINDOW`` logged steps; then it counts as a catapult. A spike that does not recover
-  in time is not one (``divergence.py`` decides whether it is a divergence).
+- An excursion starts at the first loss whose log is at least ``H / 2`` above ``ref``, where
+  ``H = max(log SPIKE, NOISE × sd)``; ``ref`` and ``H`` are frozen there: the level *before the
+  rise began*. (A catapult rises over a few steps; a reference that kept moving would take in
+  the rise itself and never see the peak.)
+- It is a spike when its peak reaches ``H`` above that reference: four times the level before
+  it, and far outside the noise seen (a chaotic equilibrium's losses scatter by a factor of
+  several from step to step; those are not catapults).
+- It recovered when a later loss is back within ``H / 2`` of the reference (the same threshold
+  that opened it: hysteresis), within ``WINDOW`` logged steps; a spike that recovered counts as
+  a catapult. An excursion that comes back without reaching ``H`` is noise; a spike that does
+  not recover in time is no catapult (``divergence.py`` decides whether it is a divergence).
 
 ``SpikeScan.scan`` is incremental over pieces of any size, like ``DivergenceScan``.
 """
@@ -72,33 +77,34 @@ class SpikeScan:
         ok = (k >= MIN_REFERENCE) & (Z[j + 1] == Z[lo])
         x = L[j + 1] - L[j]
         found: list[Catapult] = []
+        onsets = np.flatnonzero(ok & (x - ref >= height / 2.0))  # where an excursion may begin
         pos = 0
         n = j1 - j0
         while pos < n:
             if self._open is None:
-                cand = np.flatnonzero(ok[pos:] & (x[pos:] - ref[pos:] >= height[pos:]))
-                if not len(cand):
+                c = int(np.searchsorted(onsets, pos))
+                if c == len(onsets):
                     break
-                pos += int(cand[0])
+                pos = int(onsets[c])
                 jj = j0 + pos
                 self._open = (jj, float(ref[pos]), float(height[pos]), jj, float(x[pos]))
                 pos += 1
                 continue
             start, r, h, peak, peak_x = self._open
-            if at[j0 + pos] - at[start] > WINDOW:  # never came back in time: not a catapult
+            horizon = int(np.searchsorted(at[j0 + pos:j1], at[start] + WINDOW, side="right"))
+            if horizon == 0 and pos < n:  # never came back in time: no catapult
                 self._open = None
                 continue
-            back = np.flatnonzero(x[pos:] <= r + h / 2.0)
-            horizon = int(np.searchsorted(at[j0 + pos:j1], at[start] + WINDOW, side="right"))
-            seg_end = pos + (int(back[0]) if len(back) else n - pos)
-            seg_end = min(seg_end, pos + horizon)
+            back = np.flatnonzero(x[pos:pos + horizon] <= r + h / 2.0)
+            seg_end = pos + (int(back[0]) if len(back) else horizon)
             if seg_end > pos:
                 m = pos + int(np.argmax(x[pos:seg_end]))
                 if x[m] > peak_x:
                     peak, peak_x = j0 + m, float(x[m])
-            if len(back) and int(back[0]) < horizon:
+            if len(back):
                 stop = j0 + pos + int(back[0])
-                found.append(Catapult(int(at[start]), int(at[peak]), int(at[stop]), math.exp(peak_x - r)))
+                if peak_x - r >= h:  # it was a spike, and it came back
+                    found.append(Catapult(int(at[start]), int(at[peak]), int(at[stop]), math.exp(peak_x - r)))
                 self._open = None
                 pos = stop - j0 + 1
             elif pos + horizon < n:  # the window ended in this piece without a recovery
