@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lrtui.advisor import Advisor, analyze_sweep, edge_state, max_stable_lr, stability_threshold
-from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT, judge_window
+from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT
 from lrtui.runlog import RunData
 
 SGD = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0, "dampening": 0, "nesterov": False,

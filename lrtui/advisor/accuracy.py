@@ -38,7 +38,8 @@ class AccuracyLog:
     """The accuracy evaluations of a run, by metric name, in step order."""
 
     def __init__(self, meta: dict[str, Any]) -> None:
-        extra = meta.get("extra") if isinstance(meta.get("extra"), dict) else {}
+        raw = meta.get("extra")
+        extra: dict[str, Any] = raw if isinstance(raw, dict) else {}
         declared = _number(extra.get("chance_accuracy"))
         classes = _number(extra.get("num_classes"))
         if declared is None and classes is not None and classes >= 2:

@@ -360,7 +360,7 @@ class Advisor:
         threshold = threshold_from(self._threshold_constant, lr)
         if threshold is None or not threshold == threshold or threshold <= 0:
             return
-        ratio = value / threshold
+        ratio = float(value / threshold)
         edge = edge_state(ratio)
         if edge not in ("at_edge", "above") or edge in ph.edge_alerts:
             return

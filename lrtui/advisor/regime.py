@@ -164,8 +164,9 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     flat = low - STATIONARY_BAND < lo and hi < high + STATIONARY_BAND
     level = float(means.mean())
     positive_start = initial_loss is not None and initial_loss > 0
-    loss_chance = positive_start and typical >= CHANCE_FRACTION * initial_loss
-    far_above = positive_start and typical >= FAR_ABOVE * initial_loss
+    initial = initial_loss if initial_loss is not None else 0.0
+    loss_chance = positive_start and typical >= CHANCE_FRACTION * initial
+    far_above = positive_start and typical >= FAR_ABOVE * initial
     start_fall = _fall_since_start(s, j0, w0, j1, mean, float(resid @ resid) / (BATCHES - 2), size, log)
     if loss_chance and at_chance is None:  # the loss decides: it must not have fallen below its start
         loss_chance = not (start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])

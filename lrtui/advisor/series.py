@@ -29,7 +29,7 @@ class Column:
     __slots__ = ("_buf", "n")
 
     def __init__(self, dtype: type = np.float64) -> None:
-        self._buf = np.zeros(64, dtype=dtype)
+        self._buf: np.ndarray = np.zeros(64, dtype=dtype)
         self.n = 0
 
     def extend(self, values: np.ndarray) -> None:

@@ -118,7 +118,7 @@ class SideEvents:
             if event.get("action") in LR_ACTIONS:
                 phase_scan.action(step)
         self._seq += 1
-        where = float(step) if is_step(step) else math.inf
+        where = float(step) if step is not None and is_step(step) else math.inf
         self._waiting.append((where, KIND_RANK.get(str(kind), 3), self._seq, event))
 
     def due(self, steps: np.ndarray, n: int, final: bool) -> list[tuple[int, int, dict[str, Any]]]:
@@ -127,7 +127,8 @@ class SideEvents:
         if not self._waiting:
             return []
         last = float(steps[n - 1]) if n else -math.inf
-        ready, keep = [], []
+        ready: list[tuple[float, int, int, dict[str, Any]]] = []
+        keep: list[tuple[float, int, int, dict[str, Any]]] = []
         for item in self._waiting:
             (ready if final or item[0] < last else keep).append(item)
         self._waiting = keep
