@@ -19,6 +19,7 @@ from probes import Probe
 from probes.tasks.digits import make_digits_data
 from probes.tasks.evaluation import evaluate
 from probes.tasks.ticks import TickMLP, keep_on_unit_sphere, make_tick_data
+from probes.tasks.training import _EpochSampler
 
 
 def _probe(model: nn.Module, optimizer: torch.optim.Optimizer, run_dir: Path, **extra: Any) -> Probe:
@@ -32,19 +33,9 @@ def _mlp(inputs: int, hidden: int, outputs: int, seed: int) -> nn.Module:
                          nn.Linear(hidden, outputs))
 
 
-class _Batches:
+def _batches(n: int, size: int, seed: int) -> Callable[[], torch.Tensor]:
     """Seeded mini-batch indices, a fresh permutation each epoch (a shuffling DataLoader)."""
-
-    def __init__(self, n: int, size: int, seed: int) -> None:
-        self.n, self.size = n, size
-        self.gen = torch.Generator().manual_seed(seed)
-        self.order = torch.empty(0, dtype=torch.int64)
-
-    def __call__(self) -> torch.Tensor:
-        if len(self.order) < self.size:
-            self.order = torch.randperm(self.n, generator=self.gen)
-        out, self.order = self.order[: self.size], self.order[self.size:]
-        return out
+    return _EpochSampler(n, size, seed).next
 
 
 def _digits(noisy_fraction: float = 0.0, seed: int = 0):
@@ -81,7 +72,7 @@ def train_digits_mlp(run_dir: Path, *, optimizer: str = "sgd", lr: float = 0.01,
     elif schedule == "cosine":
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     loss_fn = nn.CrossEntropyLoss()
-    batches = _Batches(len(y), batch, seed + 1)
+    batches = _batches(len(y), batch, seed + 1)
     with _probe(model, opt, run_dir, task="digits-mlp", noisy_fraction=noisy_fraction) as probe:
         for step in range(steps):
             idx = batches()
@@ -109,7 +100,7 @@ def train_ticks_large_lr(run_dir: Path, *, lr: float = 0.2, steps: int = 3000, e
     opt = torch.optim.SGD(params, lr=lr)
     keep_on_unit_sphere(opt, params)
     loss_fn = nn.BCEWithLogitsLoss()
-    batches = _Batches(len(data.y_train), 16, seed + 1)
+    batches = _batches(len(data.y_train), 16, seed + 1)
     accs = []
     with _probe(model, opt, run_dir, task="ticks-mlp") as probe:
         for step in range(steps):
