@@ -125,12 +125,9 @@ def test_a_finite_loss_on_a_skipped_step_in_the_log_is_what_the_advisor_reads(tm
     assert all("grad_norm" not in e for e in skipped)
 
 
-# Contract 4 (TEAM.md): the advisor never counts a skipped step as divergence unless its loss is
-# non-finite; contract 5: the skipped step's absent grad_norm is no value, not a non-finite one.
-# Both rules are the advisor's (i18). The advisor on main at c49e264 reads the absent grad_norm as
-# NaN and says "diverged: non-finite gradient norm from step 3". Strict: once the advisor keeps the
-# contracts this test passes, the xfail turns into a failure, and whoever sees it deletes the mark.
-@pytest.mark.xfail(strict=True, reason="contract 4/5 not yet in the advisor (i18): a skipped step's absent grad_norm reads as non-finite")
+# Contract 4: the advisor never counts a skipped step as divergence unless its loss is non-finite;
+# contract 5: the skipped step's absent grad_norm is no value, not a non-finite one. (The advisor
+# before issue 18 read the absent grad_norm as NaN and said "diverged: non-finite gradient norm".)
 def test_the_advisor_does_not_call_a_run_with_skipped_steps_diverged(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     _train_with_scaler(tmp_path / "run", fused=False, probe_before_update=False)
     status, result = _advise_json(tmp_path / "run", capsys)
