@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from pathlib import Path
@@ -148,7 +149,7 @@ class LrtuiApp(App[int]):
             for view in self.views:
                 self._follow(view)
             if self.is_sweep:
-                scanner = DirectoryScanner(self.path, lambda paths: self.post_message(RunsFound(paths)))
+                scanner = DirectoryScanner(self.path, self._on_found)
                 scanner.start([v.path for v in self.views])
                 self._sources.append(scanner)
         else:
@@ -172,6 +173,9 @@ class LrtuiApp(App[int]):
         # Bigger terminals: wider side panel (the .tcss says how much).
         self.set_class(event.size.width >= 120, "-wide")
 
+    def _on_found(self, paths: list[Path]) -> None:
+        self.post_message(RunsFound(paths))
+
     def _notify(self, key: str) -> None:
         self.post_message(RunChanged(key))
 
@@ -190,7 +194,7 @@ class LrtuiApp(App[int]):
             self._feeder.add(view)
             if i == 0:
                 self._feeder.start()
-            load_into(view, lambda key=view.key: self._notify(key),
+            load_into(view, functools.partial(self._notify, view.key),
                       first_shown=self._first_shown if i == 0 else None)
             self._feeder.loaded(view.key)
 

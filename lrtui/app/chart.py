@@ -91,8 +91,8 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
             # log is monotonic, so the log of a column's extremes is the extremes of the logs;
             # non-positive values sit at the floor rather than vanishing.
             with np.errstate(divide="ignore", invalid="ignore"):
-                cols = Columns(*(np.log10(np.maximum(a, 1e-300)) for a in (cols.low, cols.high, cols.last)),
-                               cols.non_finite, cols.count)
+                low, high, last = (np.log10(np.maximum(a, 1e-300)) for a in (cols.low, cols.high, cols.last))
+                cols = Columns(low, high, last, cols.non_finite, cols.count)
         reduced.append(cols)
         if np.any(np.isfinite(cols.low)):
             y_min = min(y_min, float(np.nanmin(cols.low)))
