@@ -10,8 +10,6 @@ from lrtui.errors import UserError
 from lrtui.runlog import find_runs
 
 
-
-
 def watch_main(args: argparse.Namespace) -> int:
     """``lrtui watch RUN_OR_DIR``: follow a run (or every run in a directory) as it is written."""
     path = Path(args.path)

@@ -1,4 +1,4 @@
-"""The widgets of the screen: a chart, the help screen and the run picker."""
+"""The widgets of the screen: a chart, the step axis, and the help, advice and run-picker dialogs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from lrtui.advisor import AdvisorState
+from lrtui.app.advisor_panel import advisor_detail
 from lrtui.app.chart import ChartSpec, render_chart, render_step_axis
 
 
@@ -77,14 +79,16 @@ class StepAxis(Widget):
 HELP_TEXT = """\
 [b]Charts[/b] share one step axis: loss (raw, and smoothed over the stated
 window), gradient norm, sharpness with the advisor's stability threshold
-for this optimizer (it moves with the LR), and each param group's LR.
+for this optimizer (it moves with the LR; an arrow in the legend when it
+leaves the chart), and each param group's LR.
 Long curves keep every column's min and max, so spikes stay visible;
-a red [b]x[/b] marks NaN or infinite values.
+a red [b]x[/b] marks NaN or infinite values (a missing value is not drawn).
 [b]Keys[/b]
  q      quit               ?      this help
  l      log scale          s      smoothing (50, 200, off, 10 steps)
+ a      all of the advice  d      dark / light colours
  r      list of runs       ] \\[    next / previous run
- o      overlay sweep      d      dark / light colours
+ o      overlay the runs of a directory on one loss chart
 [b]Replay[/b] (the advisor shows its state at the replay position)
  space  play / pause       + -    faster / slower
  home   jump to start      end    jump to end
@@ -102,6 +106,23 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="help"):
             yield Static(HELP_TEXT, id="help-text")
+
+
+class AdvisorScreen(ModalScreen[None]):
+    """Everything the advisor says about the run shown (the side panel shows what fits)."""
+
+    BINDINGS = [Binding("escape,a,q", "dismiss", "close")]
+
+    def __init__(self, name: str, state: AdvisorState | None, error: str | None) -> None:
+        super().__init__()
+        self.run_name = name
+        self.state = state
+        self.error = error
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="advice"):
+            yield Static(Text(f"Advisor: {self.run_name}", style="bold"), id="advice-title")
+            yield Static(advisor_detail(self.state, self.error), id="advice-text")
 
 
 class RunsScreen(ModalScreen[str | None]):
@@ -141,4 +162,4 @@ class RunsScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-__all__ = ["Chart", "HelpScreen", "RunsScreen", "StepAxis"]
+__all__ = ["AdvisorScreen", "Chart", "HelpScreen", "RunsScreen", "StepAxis"]
