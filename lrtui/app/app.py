@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -118,7 +119,7 @@ class LrtuiApp(App[int]):
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
 
     def action_one_run(self) -> None:
-        self.notify(ONE_RUN, timeout=6)
+        self.notify(escape(ONE_RUN), timeout=6)
 
 
 __all__ = ["LrtuiApp", "ONE_RUN"]
