@@ -85,7 +85,7 @@ def _watch(child: subprocess.Popen[bytes], run_dir: Path) -> int:
         code = app.run()
     finally:
         done.set()
-    return int(code or 0)
+    return int(code or app.return_code or 0)
 
 
 def _wait_printing(child: subprocess.Popen[bytes], run_dir: Path) -> int:

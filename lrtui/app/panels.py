@@ -65,9 +65,17 @@ def status_line(name: str, status: str, step: int | None, steps_per_s: float | N
     if extra:
         parts.append((2, f"  {extra}", "dim"))
     if width > 0:
-        while sum(len(t) for _, t, _ in parts) > width and max(p for p, _, _ in parts) > 0:
-            worst = max(range(len(parts)), key=lambda i: (parts[i][0], i))
-            parts.pop(worst)
+        def too_long() -> int:
+            return sum(len(t) for _, t, _ in parts) - width
+
+        while too_long() > 0 and max(p for p, _, _ in parts) > 1:
+            parts.pop(max(range(len(parts)), key=lambda i: (parts[i][0], i)))
+        if too_long() > 0:  # a long run name gives way before the sweep position and liveness
+            keep = max(len(name) - too_long() - 1, 12)
+            if keep < len(name):
+                parts[0] = (0, f" {name[:keep]}… ", parts[0][2])
+        while too_long() > 0 and max(p for p, _, _ in parts) > 0:
+            parts.pop(max(range(len(parts)), key=lambda i: (parts[i][0], i)))
     text = Text(no_wrap=True, overflow="ellipsis")
     for _, part, style in parts:
         text.append(part, style=style)

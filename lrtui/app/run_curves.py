@@ -85,7 +85,8 @@ def _threshold(meta: dict[str, Any], x: np.ndarray, lr0: np.ndarray) -> Curve | 
     if not isinstance(meta.get("optimizer"), dict):
         return None
     try:
-        line = float_column(np.asarray(stability_threshold(meta["optimizer"], lr0), dtype=np.float64))
+        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # an LR of 5e-324
+            line = float_column(np.asarray(stability_threshold(meta["optimizer"], lr0), dtype=np.float64))
         line = np.broadcast_to(line, x.shape)
     except Exception:  # an optimizer the advisor has no threshold for: no line, not a crash
         return None

@@ -72,7 +72,10 @@ def sweep_headline(views: list[RunView], replay: bool, now: float) -> str | None
         entries.append((meta | {"name": view.name}, state, metrics))
     if len(entries) < 2:
         return None
-    return "sweep: " + summarize_sweep(entries, running).headline()
+    try:
+        return "sweep: " + summarize_sweep(entries, running).headline()
+    except Exception as exc:  # what the runs hold must not take the runs list down
+        return f"sweep: no verdict ({type(exc).__name__}: {exc})"
 
 
 __all__ = ["LIVE_STATUSES", "discover", "live_run", "run_order", "run_row", "sweep_headline"]
