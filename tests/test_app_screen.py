@@ -22,6 +22,7 @@ from lrtui.app.chart_specs import chart_specs
 from lrtui.app.live import LiveSource
 from lrtui.app.recorded import load_into
 from lrtui.app.runview import RunView
+from lrtui.app.widgets import AdvisorScreen, RunsScreen
 from lrtui.runlog import RunWriter
 
 sys.path.insert(0, str(Path(__file__).parent / "reliability"))
@@ -216,3 +217,28 @@ async def test_watching_a_sweep_keeps_the_run_shown_and_opens_on_the_live_one(tm
             assert app.view.name == "a-large" and "run 4/4" in screen_text(app).splitlines()[0]
     finally:
         live.close()
+
+
+@headless
+async def test_the_runs_list_follows_the_runs_while_open(tmp_path: Path) -> None:
+    """While the table is open the runs go on (a replay's advisors catch up with a new position,
+    a watched run grows): its cells and the sweep's verdict follow, without closing it."""
+    for i, lr in enumerate((0.01, 0.02, 0.04)):
+        write_run(tmp_path / "sweep" / f"run-{i}", 600, lr, seed=i)
+    app = _replay(tmp_path / "sweep", start_at_end=True)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_for(pilot, lambda: [getattr(v.state, "step", None) for v in app.views] == [599] * 3,
+                       what="every run's advisor at the end")
+        await pilot.press("r")
+        screen = app.screen
+        assert isinstance(screen, RunsScreen) and [cells[2] for _, cells in screen.rows] == ["599"] * 3
+        app.set_position(300)  # the position moves while the table is open
+        await wait_for(pilot, lambda: [cells[2] for _, cells in screen.rows] == ["300"] * 3,
+                       what="the open table at the new position")
+        await pilot.pause(0.2)
+        row = next(line for line in screen_text(app).splitlines() if "run-0" in line)
+        assert app.screen is screen and "300" in row and "599" not in row
+        await pilot.press("escape", "a")  # all of the advice follows the advisor the same way
+        assert isinstance(app.screen, AdvisorScreen) and "At step 300" in screen_text(app)
+        app.set_position(450)
+        await wait_for(pilot, lambda: "At step 450" in screen_text(app), what="the open advice at step 450")

@@ -251,8 +251,11 @@ def _y_labels(y_low: float, y_high: float, rows: int, log: bool) -> list[str]:
     return labels
 
 
-def render_step_axis(x_range: tuple[float, float], width: int) -> Text:
-    """One line under the charts with the first, middle and last step of the shared axis."""
+def render_step_axis(x_range: tuple[float, float] | None, width: int) -> Text:
+    """One line under the charts with the first, middle and last step of the shared axis (just
+    the word before there are steps)."""
+    if x_range is None:
+        return Text(" " * (GUTTER - 5) + "step", style="dim", no_wrap=True, overflow="crop")
     plot_w = max(width - GUTTER, 1)
     low, high = x_range
     left, mid, right = (f"{int(round(v)):,}" if np.isfinite(v) else "?" for v in (low, low / 2 + high / 2, high))

@@ -22,6 +22,7 @@ from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
+from lrtui.advisor import AdvisorState
 from lrtui.app.advisor_panel import advisor_text
 from lrtui.app.chart_specs import CHART_IDS, Overlaid, chart_specs
 from lrtui.app.messages import RunChanged, SystemSampled
@@ -221,22 +222,28 @@ class MonitorScreen(Screen[None]):
         self._step_run(-1)
 
     def action_runs(self) -> None:
-        rows = [(v.key, run_row(v, self.replay)) for v in self.views]
-        current = self.view.key if self.view else None
+        def rows() -> list[tuple[str, tuple[str, ...]]]:
+            return [(v.key, run_row(v, self.replay)) for v in self.views]
+
+        def summary() -> str | None:
+            return sweep_headline(self.views, self.replay, self.options.clock())
 
         def chosen(key: str | None) -> None:
             if key is not None and key in {v.key for v in self.views}:
                 self.choose(key)
 
-        summary = sweep_headline(self.views, self.replay, self.options.clock())
-        self.app.push_screen(RunsScreen(rows, current, summary), chosen)
+        self.app.push_screen(RunsScreen(rows, self.view.key if self.view else None, summary), chosen)
 
     def action_advice(self) -> None:
         view = self.view
-        if view is not None:
+        if view is None:
+            return
+
+        def advice() -> tuple[AdvisorState | None, str | None]:
             with view.lock:
-                state, error = view.state, view.error or view.advisor_error
-            self.app.push_screen(AdvisorScreen(view.name, state, error))
+                return view.state, view.error or view.advisor_error
+
+        self.app.push_screen(AdvisorScreen(view.name, advice))
 
     def action_toggle_log(self) -> None:
         self.log_scale = not self.log_scale
@@ -274,7 +281,7 @@ class MonitorScreen(Screen[None]):
                           else "waiting for steps")
         if curves is not None and not self.first_shown.is_set():
             self.call_after_refresh(self.first_shown.set)
-        self.query_one("#step-axis", StepAxis).show(x_range)
+        self.query_one("#step-axis", StepAxis).show(x_range if curves is not None else None)
         panel = self.query_one("#advisor", Static)
         panel.update(advisor_text(state, error or view.advisor_error, catching_up=self.catching_up(view),
                                   width=panel.size.width, height=panel.size.height))
