@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pytest
 
 from lrtui.advisor import AdvisorState, Alert, Recommendation
@@ -76,3 +78,31 @@ def test_system_panel_takes_any_value_a_run_logged() -> None:
             text = system_text(None, {"cpu_percent": 3.0, "mem_used": 1 << 30, "mem_total": 8 << 30}, "NVML not available: x",
                                job, 5, compact).plain
             assert "GPU0" in text and "-%" in text
+
+
+@dataclass(frozen=True)
+class _Done:  # the shape of TEAM.md contract 6 (issue 18's AdvisorState.done)
+    recommendation: Recommendation
+    done_at_step: int | None
+    how: str
+
+
+@dataclass(frozen=True)
+class _Withdrawn:  # ... and of AdvisorState.withdrawn
+    recommendation: Recommendation
+    withdrawn_at_step: int | None
+    why: str
+
+
+def test_done_ones_show_as_done_and_withdrawn_ones_only_on_demand() -> None:
+    state = _state(1)
+    state.done = [_Done(Recommendation("start_averaging", 1832, "averaging"), 2000, "averaging began (action event)")]  # type: ignore[attr-defined]
+    state.withdrawn = [_Withdrawn(Recommendation("rollback", 900, "spike"), 1100, "the loss recovered: a catapult")]  # type: ignore[attr-defined]
+    panel = advisor_text(state, width=28, height=20).plain
+    assert "→ drop lr to 8.1e-4 @ 1,832" in panel and "✓ averaging started @ 2,000" in panel
+    assert "rollback" not in panel  # the history is one key away, not in the panel
+    detail = advisor_detail(state).plain
+    assert "✓ averaging started @ 2,000" in detail and "averaging began" in detail
+    assert "→ rollback @ 900, withdrawn @ 1,100" in detail and "why: the loss recovered" in detail
+    # a state of today's advisor has neither: the sections say none
+    assert "Done\nnone" in advisor_detail(_state(1)).plain and "Withdrawn\nnone" in advisor_detail(_state(1)).plain

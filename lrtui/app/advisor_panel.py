@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import textwrap
 from dataclasses import dataclass
+from typing import Any
 
 from rich.text import Text
 
@@ -47,6 +48,26 @@ def action_line(rec: Recommendation) -> str:
     if isinstance(rec.step, int):
         line += f" @ {rec.step:,}"
     return line
+
+
+def history(state: AdvisorState, which: str) -> list[Any]:
+    """``state.done`` (recommendations the run followed: ``.recommendation``, ``.done_at_step``,
+    ``.how``) or ``state.withdrawn`` (``.recommendation``, ``.withdrawn_at_step``, ``.why``), as
+    TEAM.md contract 6 has them. They arrive with issue 18's advisor; a state without them has
+    none. (Once that is on main this reads the attributes directly.)"""
+    return list(getattr(state, which, None) or [])
+
+
+#: What a recommendation the run followed is called once done.
+DONE_WORDS = {"drop_lr": "LR dropped", "lower_lr": "LR lowered", "raise_lr": "LR raised", "set_lr": "LR set",
+              "start_averaging": "averaging started", "rollback": "rolled back"}
+
+
+def done_line(done: Any) -> str:
+    """``✓ averaging started @ 10,000``: a recommendation the run followed, and from when."""
+    action = done.recommendation.action
+    at = done.done_at_step
+    return f"✓ {DONE_WORDS.get(action, action.replace('_', ' ') + ' done')}" + (f" @ {at:,}" if isinstance(at, int) else "")
 
 
 def _alerts(state: AdvisorState) -> list[tuple[str, str]]:
@@ -98,6 +119,8 @@ def _blocks(state: AdvisorState, error: str | None, width: int) -> list[_Block]:
         if rec.reason:
             blocks.append(_Block(_wrap(rec.reason, "dim", width - 2), 2, shrinks=True))
             blocks[-1].lines = [("  " + t, s, 0) for t, s, _ in blocks[-1].lines]
+    for done in history(state, "done"):
+        blocks.append(_Block(_wrap(done_line(done), "green", width, "  "), 2))
     for alert, style in _alerts(state)[-3:]:
         blocks.append(_Block(_wrap(alert, style, width, "  "), 3, shrinks=True))
     if error:
@@ -162,7 +185,8 @@ def advisor_text(state: AdvisorState | None, error: str | None = None, catching_
 
 def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text:
     """Everything the advisor says, for the full screen: each recommendation in force with its
-    reason and numbers, every alert, and the run's constant-LR phases."""
+    reason and numbers, those the run followed and those withdrawn (the history), every alert,
+    and the run's constant-LR phases."""
     text = Text()
     if state is None:
         text.append(error or "The advisor has no state yet: waiting for events.", style="dim")
@@ -181,6 +205,10 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     sections: list[tuple[str, list[tuple[str, str]]]] = [
         ("Recommendations in force", [(action_line(r) + (f"\n  {r.reason}" if r.reason else ""), "cyan")
                                       for r in state.recommendations]),
+        ("Done", [(done_line(d) + (f"\n  {d.how}" if d.how else ""), "green") for d in history(state, "done")]),
+        ("Withdrawn", [(action_line(w.recommendation) + (f", withdrawn @ {w.withdrawn_at_step:,}"
+                                                         if isinstance(w.withdrawn_at_step, int) else ", withdrawn")
+                        + (f"\n  why: {w.why}" if w.why else ""), "dim") for w in history(state, "withdrawn")]),
         ("Alerts", [(f"{a.severity}: {a.message}" + (f" @ {a.step:,}" if isinstance(a.step, int) else ""),
                      "bold red" if a.severity == "error" else "yellow" if a.severity == "warning" else "")
                     for a in state.alerts]),
@@ -200,4 +228,4 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
 
 
 __all__ = ["EDGE_SHORT", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
-           "advisor_text", "number"]
+           "advisor_text", "done_line", "history", "number"]

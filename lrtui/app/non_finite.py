@@ -5,6 +5,9 @@ absent. The charts must tell them apart (docs/run-format.md: missing is no value
 the infinities are non-finite): a missing loss is not drawn, a NaN loss is marked. So the reading
 threads note, per drawn field, the steps whose value was written as NaN; everything else that is
 NaN in a column is missing. Infinities need no note: a column keeps them as they are.
+
+``missing_rows`` gives the answer in the shape of ``RunData.missing`` (issue 18 adds it to the
+reader): once that is on main, the screen asks the reader and this module goes.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from lrtui.runlog import float_column
 from lrtui.runlog.format import NON_FINITE_MARKERS, decode_lines
 
 #: The fields the charts draw, by event kind.
@@ -59,12 +63,25 @@ class NonFiniteSteps:
         return self._frozen
 
 
-def written_nan(x: np.ndarray, y: np.ndarray, steps: np.ndarray | None) -> np.ndarray:
-    """True where ``y`` is NaN because the value was written as NaN (at a noted step)."""
-    nan = np.isnan(y)
-    if steps is None or steps.size == 0 or not nan.any():
-        return np.zeros(y.shape, dtype=bool)
-    return nan & np.isin(x, steps)
+def missing_rows(written: dict[tuple[str, str], np.ndarray], kind: str,
+                 table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """For each drawn field of ``kind`` with rows of no value, the mask of those rows, aligned
+    with ``table`` (the kind's columns): a NaN at a step not in ``written``
+    (``NonFiniteSteps.frozen``)."""
+    out: dict[str, np.ndarray] = {}
+    if not table or "step" not in table:
+        return out
+    x = float_column(table["step"])
+    for name in DRAWN_FIELDS.get(kind, ()):
+        col = table.get(name)
+        if col is None or col.ndim != 1:
+            continue
+        nan = np.isnan(float_column(col))
+        steps = written.get((kind, name))
+        mask = nan & ~np.isin(x, steps) if steps is not None and nan.any() else nan
+        if mask.any():
+            out[name] = mask
+    return out
 
 
-__all__ = ["DRAWN_FIELDS", "NonFiniteSteps", "written_nan"]
+__all__ = ["DRAWN_FIELDS", "NonFiniteSteps", "missing_rows"]

@@ -14,7 +14,6 @@ import numpy as np
 
 from lrtui.advisor import stability_threshold
 from lrtui.app.curves import Curve, moving_average
-from lrtui.app.non_finite import written_nan
 from lrtui.runlog import float_column
 
 #: Sharpness methods whose estimate is iterative and says whether it converged.
@@ -35,12 +34,11 @@ class ChartCurves:
     last_step: float
 
 
-def _present(x: np.ndarray, y: np.ndarray, nan_steps: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """The points of a field that have a value: NaN only where it was written as NaN."""
-    keep = ~np.isnan(y) | written_nan(x, y, nan_steps)
-    if keep.all():
+def _present(x: np.ndarray, y: np.ndarray, missing: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """The points of a field that have a value (``missing``: the rows that have none)."""
+    if missing is None or not missing.any():
         return x, y
-    return x[keep], y[keep]
+    return x[~missing], y[~missing]
 
 
 def _field(table: dict[str, np.ndarray], name: str, n: int) -> np.ndarray:
@@ -64,7 +62,7 @@ def _not_converged(table: dict[str, np.ndarray], methods: np.ndarray) -> np.ndar
     return false & iterative
 
 
-def _sharpness(sharp: dict[str, np.ndarray], nan_steps: dict[tuple[str, str], np.ndarray]) -> dict[str, Curve]:
+def _sharpness(sharp: dict[str, np.ndarray], missing: dict[str, np.ndarray]) -> dict[str, Curve]:
     if not sharp or "value" not in sharp or "step" not in sharp:
         return {}
     x = float_column(sharp["step"])
@@ -73,11 +71,12 @@ def _sharpness(sharp: dict[str, np.ndarray], nan_steps: dict[tuple[str, str], np
     if methods is None or methods.ndim != 1 or methods.dtype != object:
         methods = np.full(x.size, "hessian", dtype=object)  # no method logged: the probe's default
     usable = ~_not_converged(sharp, methods)
+    no_value = missing.get("value")
     curves = {}
     for method in sorted({m for m in methods if isinstance(m, str)}):
         mask = usable & (methods == method)
         if mask.any():
-            curves[method] = Curve(*_present(x[mask], values[mask], nan_steps.get(("sharpness", "value"))))
+            curves[method] = Curve(*_present(x[mask], values[mask], no_value[mask] if no_value is not None else None))
     return curves
 
 
@@ -95,17 +94,18 @@ def _threshold(meta: dict[str, Any], x: np.ndarray, lr0: np.ndarray) -> Curve | 
 
 
 def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict[str, np.ndarray],
-                 smoothing: int, nan_steps: dict[tuple[str, str], np.ndarray] | None = None) -> ChartCurves:
+                 smoothing: int, missing: dict[str, dict[str, np.ndarray]] | None = None) -> ChartCurves:
     """Curves for the charts from the ``step`` and ``sharpness`` columns of a run.
 
-    ``nan_steps`` (non_finite.NonFiniteSteps.frozen) says at which steps a NaN was written as
-    NaN; any other NaN is a missing value, left out.
+    ``missing[kind][field]``: the rows of that field with no value (the shape of
+    ``RunData.missing``), left out; every other NaN was written as NaN and is marked.
     """
-    nan_steps = nan_steps or {}
+    missing = missing or {}
+    step_missing = missing.get("step", {})
     x = float_column(steps["step"])
     n = x.size
-    lx, loss = _present(x, _field(steps, "loss", n), nan_steps.get(("step", "loss")))
-    gx, grad = _present(x, _field(steps, "grad_norm", n), nan_steps.get(("step", "grad_norm")))
+    lx, loss = _present(x, _field(steps, "loss", n), step_missing.get("loss"))
+    gx, grad = _present(x, _field(steps, "grad_norm", n), step_missing.get("grad_norm"))
     lr = steps.get("lr")  # one column per param group; a scalar LR is one group
     lr = float_column(lr) if lr is not None and lr.ndim in (1, 2) else np.full((n, 1), np.nan)
     if lr.ndim == 1:
@@ -118,7 +118,7 @@ def build_curves(meta: dict[str, Any], steps: dict[str, np.ndarray], sharp: dict
         loss=Curve(lx, loss),
         loss_smooth=Curve(lx, moving_average(loss, smoothing)),
         grad_norm=Curve(gx, grad),
-        sharpness=_sharpness(sharp, nan_steps),
+        sharpness=_sharpness(sharp, missing.get("sharpness", {})),
         threshold=_threshold(meta, x, lr[:, 0]),
         lr=groups,
         first_step=float(finite_x.min()) if finite_x.size else 0.0,

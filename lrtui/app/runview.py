@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from lrtui.advisor import Advisor, AdvisorState
-from lrtui.app.non_finite import NonFiniteSteps
+from lrtui.app.non_finite import NonFiniteSteps, missing_rows
 from lrtui.app.run_curves import ChartCurves, build_curves
 from lrtui.runlog import RunData, finite_float, run_status
 
@@ -115,7 +115,7 @@ class RunView:
             version = self.version
             steps = self.data.table("step")
             sharp = self.data.table("sharpness")
-            nan_steps = self.nan_steps.frozen()
+            written = self.nan_steps.frozen()
         if self._curves is not None and self._curves[0] == (version, smoothing):
             return self._curves[1]
         now = time.monotonic()
@@ -126,7 +126,8 @@ class RunView:
             return self._curves[1]
         if not steps or "step" not in steps:
             return None
-        curves = build_curves(self.meta or {}, steps, sharp, smoothing, nan_steps)
+        missing = {"step": missing_rows(written, "step", steps), "sharpness": missing_rows(written, "sharpness", sharp)}
+        curves = build_curves(self.meta or {}, steps, sharp, smoothing, missing)
         self._build_seconds = time.monotonic() - now
         self._built_at = now
         self._curves = ((version, smoothing), curves)
