@@ -98,6 +98,10 @@ class LrtuiApp(App[int]):
     def log_scale(self) -> bool:
         return self.monitor.log_scale
 
+    @log_scale.setter
+    def log_scale(self, value: bool) -> None:
+        self.monitor.log_scale = value
+
     @property
     def redraws(self) -> int:
         return self.monitor.redraws
