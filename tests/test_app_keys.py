@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app_support import headless, screen_text, wait_for, write_run
+from app_support import headless, screen_text, wait_for, write_two_run_sweep
 from lrtui.app import LrtuiApp
 from lrtui.app.widgets import AdvisorScreen, HelpScreen, RunsScreen
 
@@ -22,10 +22,7 @@ MAIN_KEYS = ["l", "s", "s", "o", "right_square_bracket", "left_square_bracket", 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("keys") / "sweep"
-    write_run(root / "lr-0.05", 300, 0.05, seed=3)
-    write_run(root / "lr-0.2", 300, 0.2, diverge_at=200, seed=4)
-    return root
+    return write_two_run_sweep(tmp_path_factory.mktemp("keys") / "sweep", 300, diverge_at=200)
 
 
 @pytest.mark.parametrize("mode", ["replay", "watch"])
