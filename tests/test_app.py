@@ -262,8 +262,10 @@ async def test_runs_that_appear_later_show_up(tmp_path: Path) -> None:
     app = LrtuiApp(tmp_path / "sweep", "watch", refresh=0.1, system_interval=0, clock=FROZEN)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.view.data.last_step == 49, 30, "run a")
+        assert "runs" not in screen_text(app).splitlines()[-1]  # one run: the footer offers no run keys
         write_run(tmp_path / "sweep" / "b", 80, 0.1)
         await wait_for(pilot, lambda: len(app.views) == 2, 30, "run b to be found")
+        await wait_for(pilot, lambda: "r runs" in screen_text(app).splitlines()[-1], 30, "the run keys offered")
         await wait_for(pilot, lambda: app.views[1].data.last_step == 79, 30, "run b to be read")
         await pilot.press("right_square_bracket")
         await pilot.pause(0.2)

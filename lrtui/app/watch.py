@@ -55,6 +55,7 @@ class WatchScreen(MonitorScreen):
                 self.views.append(view)
                 self._follow(view)
         self.sort_views()
+        self.refresh_bindings()  # a second run: r, o, [ and ] now work and show in the footer
         self._dirty = True
 
     def _follow_the_live_run(self) -> None:
