@@ -6,7 +6,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from lrtui import __version__
 from lrtui.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, UserError
@@ -38,7 +38,7 @@ def _positive_int(text: str) -> int:
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line and exit 2, instead of usage + message
+    def error(self, message: str) -> NoReturn:  # one line and exit 2, instead of usage + message
         self.exit(EXIT_BAD_INPUT, f"lrtui: {message} (see '{self.prog} --help')\n")
 
 
