@@ -13,6 +13,7 @@ import torch
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
 from probes.budget import OverheadBudget, StrideGovernor
+from probes.control import Control, autopilot_actions, autopilot_flush_every
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.meta import run_meta
@@ -68,6 +69,16 @@ class Probe:
         gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
         flush_every: measured steps kept on the device before one copy to the host (default: 32,
             or 128 for a CPU model whose norms are taken from copies; see ``probes.step_metrics``).
+        control: accept commands (``lrtui apply``, the app) through the run directory: set or
+            drop the LR, start weight averaging. Off by default: then nothing the probe reads
+            can change the run. See docs/control.md.
+        autopilot: act on the advisor's own ``drop_lr`` and ``start_averaging`` (True), or on
+            the one named (``"drop_lr"``); implies ``control``.
+        scheduler: the LR scheduler, so that an LR change rescales what it computes from
+            (default: the one found on the optimizer at the first change).
+        averaging: ``"swa"`` or ``"ema"``: what ``start_averaging`` makes (``probe.averaged_model``).
+        save_averaged: write the averaged weights to ``averaged_model.pt`` in the run directory
+            on close.
     """
 
     def __init__(
@@ -90,6 +101,11 @@ class Probe:
         gpu: int | None = None,
         flush_every: int | None = None,
         adaptive_stride: bool = True,
+        control: bool = False,
+        autopilot: bool | str | Sequence[str] = False,
+        scheduler: Any = None,
+        averaging: str = "swa",
+        save_averaged: bool = False,
     ) -> None:
         started = time.perf_counter()
         self._wall_start = started
@@ -113,6 +129,8 @@ class Probe:
         self._closed = False
         self._early_warnings: list[tuple[str, str]] = []
         self._last_checked_step = -1
+        acting = autopilot_actions(autopilot)
+        flush_every = autopilot_flush_every(acting, stride, flush_every)
         self.settings = {
             "stride": int(stride),
             "sharpness_budget": float(sharpness_budget),
@@ -121,6 +139,12 @@ class Probe:
             "flush_every": None if flush_every is None else int(flush_every),
             "adaptive_stride": bool(adaptive_stride),
         }
+        self.control: Control | None = None
+        if control or acting:  # every rank: under DDP each applies what rank 0 decides
+            self.control = Control(self.module, optimizer, rank=self.rank, world_size=self.world_size,
+                                   autopilot=acting, scheduler=scheduler, averaging=averaging,
+                                   save_averaged=save_averaged)
+            self.settings.update(self.control.settings)
         if self.rank != 0:
             return  # only rank 0 writes; the other ranks cost nothing
         flags = self._declared_scale_invariance(scale_invariant, len(optimizer.param_groups))
@@ -174,6 +198,8 @@ class Probe:
             return  # already reported once; measuring for a dead log would only cost time
         self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        if self.control is not None:
+            self.control.attach(self.writer, meta, self.steps, self.run_dir)
         for source, message in self._early_warnings:
             self._write_warning(source, message)
         if loss is not None and self.budget.fraction > 0:
@@ -248,6 +274,8 @@ class Probe:
             if step is None:
                 step = self.steps.steps_taken - 1 if self.steps is not None and self.steps.steps_taken else 0
             self.writer.write("metric", int(step), **fields)
+            if self.control is not None:
+                self.control.observe_metric(int(step), fields)
         except Exception as exc:
             self.faults.fail("metric", exc)
 
@@ -260,6 +288,8 @@ class Probe:
         if self.system is not None:
             self.system.close()
         if self.writer is None:
+            if self.control is not None:
+                self.control.close()
             return
         if self.steps is not None and self.faults.ok("step"):
             try:
@@ -267,8 +297,21 @@ class Probe:
                 self._write_steps(records + self.steps.flush())
             except Exception as exc:
                 self.faults.fail("step", exc)
+        if self.control is not None:
+            self.control.close()
         self._write_overhead(time.perf_counter())
         self.writer.close(status, exception)
+
+    @property
+    def averaged_model(self) -> torch.optim.swa_utils.AveragedModel | None:
+        """The weight average ``start_averaging`` began (None before): evaluate this one. With
+        BatchNorm, run ``torch.optim.swa_utils.update_bn(loader, probe.averaged_model)`` first."""
+        return self.control.averaged_model if self.control is not None else None
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        """The actions applied so far, as their ``action`` events (empty without control)."""
+        return list(self.control.actions) if self.control is not None else []
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -399,6 +442,8 @@ class Probe:
     def _write_steps(self, events: list[dict[str, Any]]) -> None:
         for event in events:
             self.writer.write_event(event)
+        if self.control is not None:
+            self.control.observe(events)
 
     def _write_overhead(self, now: float) -> None:
         self._last_overhead = now

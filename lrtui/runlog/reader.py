@@ -46,7 +46,7 @@ MAX_LINE_BYTES = 1 << 20
 #: process is reported stale.
 STALE_AFTER = 60.0
 #: Kinds kept as a list of dicts too (rare events whose text matters).
-RECORD_KINDS = ("warning", "end", "metric")
+RECORD_KINDS = ("warning", "end", "metric", "action")
 
 #: Step lines as our writer starts them; other lines (other kinds, other writers, garbage) are
 #: found by this pattern and decoded the generic way.
