@@ -6,7 +6,9 @@ advisor recommends an action the autopilot may take, schedules it. A recommendat
 logged step S is applied at optimizer step S + ``lag``, where ``lag`` covers the most steps a
 logged step's event can wait in the probe's batch before it is handed over, plus
 ``MARGIN_STEPS``: so the step an action lands on depends on the run alone, never on how fast the
-thread was. The training thread waits for the thread only when that would otherwise break (the
+thread was. With both actions, the average is taken at the equilibrium LR first, over the window
+the advisor sized (``averaging_steps``), and the LR is dropped when it is complete (the average
+then stops: it holds the equilibrium's checkpoints, not the fine-tuning's). The training thread waits for the thread only when that would otherwise break (the
 thread fell more than ``MARGIN_STEPS`` behind), and never longer than ``MAX_WAIT_SECONDS``.
 """
 
@@ -145,13 +147,20 @@ class Autopilot:
         for event in events:
             advisor.update(event)
         lag = due_after - min((e["step"] for e in events if isinstance(e.get("step"), int)), default=due_after)
-        for rec in advisor.state().recommendations:
-            if rec.action in self.actions and rec.action not in self._acted and rec.step is not None:
-                self._acted.add(rec.action)
-                decision = Decision(rec, rec.step + lag)
-                with self._cond:
-                    self._decisions.append(decision)
-                    self.next_due = min(self.next_due, decision.due)
+        recs = [r for r in advisor.state().recommendations
+                if r.action in self.actions and r.action not in self._acted and r.step is not None]
+        averaging = next((r for r in recs if r.action == "start_averaging"), None)
+        for rec in recs:
+            self._acted.add(rec.action)
+            due = rec.step + lag
+            if rec.action == "drop_lr" and "start_averaging" in self.actions:
+                # Average at the equilibrium LR first, over the window the advisor sized, then drop.
+                window = averaging.numbers.get("averaging_steps") if averaging is not None else None
+                due += int(window) if isinstance(window, (int, float)) and window > 0 else 0
+            decision = Decision(rec, due)
+            with self._cond:
+                self._decisions.append(decision)
+                self.next_due = min(self.next_due, decision.due)
 
     def _fail(self, message: str) -> None:
         """Stop acting (caller holds the lock or is the only thread that can race on it)."""

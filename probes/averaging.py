@@ -44,11 +44,17 @@ class WeightAveraging:
             self.model = AveragedModel(module)
         self.model.update_parameters(module)
         self.has_batchnorm = any(isinstance(m, _BATCHNORM) for m in module.modules())
+        self.stopped_at: int | None = None
 
     def before_step(self, step: int) -> None:
         """At the optimizer pre-step hook of ``step``: the weights the steps before left."""
-        if step > self.start_step and (step - self.start_step) % self.every == 0:
+        if self.stopped_at is None and step > self.start_step and (step - self.start_step) % self.every == 0:
             self.model.update_parameters(self.module)
+
+    def stop(self, step: int) -> None:
+        """Take no more checkpoints from ``step`` on (the average so far is kept)."""
+        if self.stopped_at is None:
+            self.stopped_at = step
 
     @property
     def checkpoints(self) -> int:

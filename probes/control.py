@@ -293,7 +293,9 @@ class Control:
             return self._averaging_order(int(rec.numbers["checkpoint_every"]), float(rec.numbers["ema_decay"]))
         new, current = rec.numbers.get("new_lr"), rec.numbers.get("current_lr")
         factor = new / current if isinstance(new, float) and isinstance(current, float) and current > 0 else DROP_FACTOR
-        return self._lr_order("drop_lr", factors=[factor] * len(self.optimizer.param_groups))
+        order = self._lr_order("drop_lr", factors=[factor] * len(self.optimizer.param_groups))
+        order.stop_averaging = "start_averaging" in self.autopilot_actions
+        return order
 
     def _averaging_order(self, every: int, decay: float) -> Order:
         if self.averager is not None:
@@ -343,6 +345,9 @@ class Control:
             factors = change.factors
             if len(set(factors)) == 1 and math.isfinite(factors[0]):
                 fields["factor"] = factors[0]
+            if order.stop_averaging and self.averager is not None and self.averager.stopped_at is None:
+                self.averager.stop(step)  # the autopilot's average holds the equilibrium's checkpoints
+                fields["averaging_stopped"] = self.averager.checkpoints
         fields["lr_before"], fields["lr_after"] = before, after
         self.actions.append({"kind": KIND_ACTION, "step": step, **fields})
         if self.rank == 0:

@@ -22,7 +22,7 @@ MAX_ORDERS = 4
 ACTION_CODES = {"set_lr": 1.0, "drop_lr": 2.0, "start_averaging": 3.0}
 MODE_CODES = {"swa": 0.0, "ema": 1.0}
 _HEAD = 2  # [disable, number of orders]
-_FIXED = 4  # [action, mode, checkpoint_every, ema_decay]
+_FIXED = 5  # [action, mode, checkpoint_every, ema_decay, stop_averaging]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Order:
     mode: str = "swa"
     checkpoint_every: int = 1
     ema_decay: float = 0.0
+    stop_averaging: bool = False  # an LR change that ends the averaging (the autopilot's drop)
 
 
 class ControlSync:
@@ -70,6 +71,7 @@ class ControlSync:
                 t[at + 1] = MODE_CODES.get(order.mode, 0.0)
                 t[at + 2] = order.checkpoint_every
                 t[at + 3] = order.ema_decay
+                t[at + 4] = 1.0 if order.stop_averaging else 0.0
                 f = order.factors or [math.nan] * n
                 e = order.new_lrs or [None] * n
                 t[at + _FIXED: at + _FIXED + n] = torch.tensor([math.nan if v is None else v for v in f], dtype=torch.float64)
@@ -94,5 +96,6 @@ class ControlSync:
                 mode=modes.get(values[at + 1], "swa"),
                 checkpoint_every=int(values[at + 2]),
                 ema_decay=values[at + 3],
+                stop_averaging=bool(values[at + 4]),
             ))
         return out, False

@@ -79,4 +79,6 @@ def train_ticks_autopilot(
             if averaged is not None else None
         acted = {a["action"]: a["step"] for a in probe.actions}
         steps_run = probe.steps.steps_taken if probe.steps is not None else None
-    return {"lr": lr, "seed": seed, "final": final, "swa": swa, "acted": acted, "steps": steps_run}
+        checkpoints = int(averaged.n_averaged) if averaged is not None else 0
+    return {"lr": lr, "seed": seed, "final": final, "swa": swa, "checkpoints": checkpoints, "acted": acted,
+            "steps": steps_run}

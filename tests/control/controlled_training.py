@@ -1,10 +1,11 @@
 """A real training job for the control tests, driven by the test through files, never by the clock.
 
-Run as ``python controlled_training.py WORKDIR [--control] [--steps N] [--wait-at K]
+Run as ``python controlled_training.py WORKDIR [--control] [--steps N] [--wait-at K ...]
 [--scheduler NAME] [--groups G]``. It trains a small regression with SGD (and the probe) in
-``WORKDIR/run``. Before optimizer step K it writes ``WORKDIR/ready`` and waits until a file
+``WORKDIR/run``. Before each optimizer step K it writes ``WORKDIR/ready`` and waits until a file
 appears in ``WORKDIR/run/control/commands/`` (or ``WORKDIR/go`` appears), then sleeps a little
-longer than the probe's command look interval, so the probe looks at exactly step K. At the end it
+longer than the probe's command look interval, so the probe looks at exactly step K, and removes
+``ready`` (and ``go``). At the end it
 writes ``WORKDIR/final.json``: each step's LRs as the optimizer held them when it stepped, and the
 LRs the optimizer holds after the last step.
 """
@@ -41,7 +42,7 @@ def main() -> None:
     parser.add_argument("workdir", type=Path)
     parser.add_argument("--control", action="store_true")
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--wait-at", type=int, default=None)
+    parser.add_argument("--wait-at", type=int, nargs="*", default=[])
     parser.add_argument("--scheduler", default="none")
     parser.add_argument("--groups", type=int, default=1)
     args = parser.parse_args()
@@ -57,7 +58,7 @@ def main() -> None:
                   adaptive_stride=False)
     lrs = []
     for step in range(args.steps):
-        if step == args.wait_at:
+        if step in args.wait_at:
             (args.workdir / "ready").write_text(str(step))
             queue = run / "control" / "commands"
             deadline = time.monotonic() + 120
@@ -67,6 +68,9 @@ def main() -> None:
                     raise SystemExit("no command came")
                 time.sleep(0.01)
             time.sleep(LOOK_EVERY + 0.2)
+            (args.workdir / "ready").unlink()
+            if (args.workdir / "go").exists():
+                (args.workdir / "go").unlink()
         batch = torch.randint(0, 64, (16,))
         loss = torch.nn.functional.mse_loss(model(inputs[batch]), targets[batch])
         optimizer.zero_grad()
