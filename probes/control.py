@@ -88,12 +88,14 @@ class Control:
         scheduler: the LR scheduler, if the user passed it; else found at the first LR change.
         averaging: ``"swa"`` or ``"ema"``, for ``start_averaging``.
         save_averaged: save the averaged weights into the run directory on close.
-        first_step: the optimizer step the next ``optimizer.step()`` is (0; a resumed run's K).
+    Steps: every rank counts the optimizer steps since the probe was made (the DDP sync schedule
+    runs on that count, the same on every rank); actions and events use the run's step numbers,
+    that count plus the offset rank 0 learns in ``attach`` (a resumed run's first step).
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, *, rank: int, world_size: int,
                  autopilot: tuple[str, ...] = (), scheduler: Any = None, averaging: str = "swa",
-                 save_averaged: bool = False, first_step: int = 0) -> None:
+                 save_averaged: bool = False) -> None:
         if averaging not in AVERAGING_MODES:
             raise ValueError(f"averaging must be one of {', '.join(AVERAGING_MODES)}, not {averaging!r}")
         self.module = module
@@ -102,7 +104,9 @@ class Control:
         self.autopilot_actions = autopilot
         self.averaging_mode = averaging
         self.save_averaged = save_averaged
-        self.step = first_step
+        self.step = 0  # the run's number of the next optimizer step
+        self._count = 0  # optimizer steps since the probe was made (every rank alike)
+        self._offset = 0
         self.enabled = True
         self.actions: list[dict[str, Any]] = []
         self.averager: WeightAveraging | None = None
@@ -117,7 +121,7 @@ class Control:
         self._disabling = False
         self._held: list[float] | None = None  # LRs set with no scheduler known, watched until changed
         self._held_since = 0
-        self._last_lr_change = first_step
+        self._last_lr_change = 0
         self._stride_max = 1
         self._steps: Any = None
         self._planned_lrs: list[float] | None = None
@@ -136,9 +140,15 @@ class Control:
 
     # -- set-up (rank 0) ---------------------------------------------------------------------
 
-    def attach(self, writer: Any, meta: dict[str, Any], steps: Any, run_dir: Any) -> None:
-        """Rank 0, once the run's log is open: open the command folder, start the autopilot."""
+    def attach(self, writer: Any, meta: dict[str, Any], steps: Any, run_dir: Any, step_offset: int = 0) -> None:
+        """Rank 0, once the run's log is open: open the command folder, start the autopilot.
+
+        ``step_offset``: the run's step number of this process's first optimizer step (a
+        resumed run's; 0 otherwise)."""
         self.writer, self._steps, self.run_dir = writer, steps, run_dir
+        self._offset = step_offset
+        self.step = self._count + step_offset
+        self._last_lr_change = self.step
         try:
             self.inbox = CommandInbox(run_dir, meta.get("run_id"))
             self.inbox.open()
@@ -177,7 +187,9 @@ class Control:
     # -- the hook ----------------------------------------------------------------------------
 
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        step = self.step
+        count = self._count
+        self._count = count + 1
+        step = count + self._offset
         self.step = step + 1
         if not self.enabled:
             return
@@ -188,7 +200,7 @@ class Control:
                 self.faults.fail("averaging", exc)
         try:
             if self.sync is not None:
-                if step % SYNC_EVERY == 0:
+                if count % SYNC_EVERY == 0:
                     self._sync(step)
             else:
                 ap = self.autopilot
