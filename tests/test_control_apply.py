@@ -146,3 +146,34 @@ def test_no_such_run_and_an_ended_run(tmp_path: Path) -> None:
         w.write("step", 0, loss=1.0, lr=[0.1])
     done = lrtui("apply", str(tmp_path / "over"), "set_lr", "--lr", "0.01")
     assert done.returncode == 2 and "the run has ended (finished)" in done.stderr
+
+
+def test_drop_lr_and_start_averaging_carry_the_advisors_numbers(tmp_path: Path) -> None:
+    import numpy as np
+
+    from lrtui.advisor import Advisor
+    from lrtui.runlog import load_run
+
+    run = tmp_path / "run"
+    writer = RunWriter(run, {"name": "eq", "probe": {"control": True},
+                             "optimizer": {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0}]}})
+    rng = np.random.default_rng(0)
+    for i in range(2000):  # falls, then fluctuates around a level: the advisor's equilibrium
+        writer.write("step", i, loss=float(0.3 + 0.7 * np.exp(-i / 100) + 0.05 * rng.standard_normal()),
+                     grad_norm=1.0, lr=[0.1])
+    writer.flush()
+    CommandInbox(run, None).open()
+    state = Advisor.from_run(load_run(run)).state()
+    drop = next(r for r in state.recommendations if r.action == "drop_lr")
+    avg = next(r for r in state.recommendations if r.action == "start_averaging")
+    done = lrtui("apply", str(run), "drop_lr", "--wait", "0")
+    assert done.returncode == 4 and f"the advisor's recommendation of step {drop.step}" in done.stderr
+    done = lrtui("apply", str(run), "start_averaging", "--wait", "0")
+    assert done.returncode == 4, done.stderr
+    queued = sorted((run / CONTROL_DIR / COMMANDS_DIR).iterdir())
+    commands = [json.loads(p.read_text()) for p in queued]
+    assert commands[0]["action"] == "drop_lr" and commands[0]["lr"] == pytest.approx(drop.numbers["new_lr"])
+    assert commands[0]["recommendation_step"] == drop.step
+    assert commands[1]["averaging"] == {"checkpoint_every": avg.numbers["checkpoint_every"],
+                                        "ema_decay": pytest.approx(avg.numbers["ema_decay"])}
+    writer.close()
