@@ -130,8 +130,8 @@ def apply_main(args: argparse.Namespace) -> int:
     parse_args(args)
     run_dir = Path(args.path)
     meta = read_meta(run_dir)
-    probe = meta.get("probe") if isinstance(meta.get("probe"), dict) else {}
-    if not probe.get("control"):
+    probe = meta.get("probe")
+    if not (isinstance(probe, dict) and probe.get("control") is True):
         raise UserError(f"{run_dir}: this run does not accept commands; start it with "
                         "Probe(..., control=True) (see docs/control.md)")
     ended = run_ended(run_dir, meta)

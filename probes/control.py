@@ -77,6 +77,23 @@ def autopilot_flush_every(actions: tuple[str, ...], stride: int, flush_every: in
     return max(4, HOST_FLUSH_EVERY // stride)
 
 
+def make_control(module: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int, world_size: int,
+                 faults: Faults, *, wanted: bool, autopilot: tuple[str, ...], scheduler: Any, averaging: str,
+                 save_averaged: bool) -> Control | None:
+    """The probe's ``Control`` when the user asked for one; a bad argument raises ValueError, any
+    other failure is reported through ``faults`` and leaves the run without control."""
+    if not wanted:
+        return None
+    if averaging not in AVERAGING_MODES:
+        raise ValueError(f"averaging must be one of {', '.join(AVERAGING_MODES)}, not {averaging!r}")
+    try:
+        return Control(module, optimizer, rank=rank, world_size=world_size, autopilot=autopilot,
+                       scheduler=scheduler, averaging=averaging, save_averaged=save_averaged)
+    except Exception as exc:  # the probe must never stop a training run from starting
+        faults.fail(WARNING_SOURCE, exc)
+        return None
+
+
 class Control:
     """The control path of one probe, on every rank.
 

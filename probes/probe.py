@@ -13,7 +13,7 @@ import torch
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
 from probes.budget import OverheadBudget, StrideGovernor
-from probes.control import Control, autopilot_actions, autopilot_flush_every
+from probes.control import Control, autopilot_actions, autopilot_flush_every, make_control
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.meta import run_meta
@@ -139,11 +139,11 @@ class Probe:
             "flush_every": None if flush_every is None else int(flush_every),
             "adaptive_stride": bool(adaptive_stride),
         }
-        self.control: Control | None = None
-        if control or acting:  # every rank: under DDP each applies what rank 0 decides
-            self.control = Control(self.module, optimizer, rank=self.rank, world_size=self.world_size,
-                                   autopilot=acting, scheduler=scheduler, averaging=averaging,
-                                   save_averaged=save_averaged)
+        # On every rank: under DDP each applies what rank 0 decides.
+        self.control: Control | None = make_control(
+            self.module, optimizer, self.rank, self.world_size, self.faults, wanted=bool(control or acting),
+            autopilot=acting, scheduler=scheduler, averaging=averaging, save_averaged=save_averaged)
+        if self.control is not None:
             self.settings.update(self.control.settings)
         if self.rank != 0:
             return  # only rank 0 writes; the other ranks cost nothing

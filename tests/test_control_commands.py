@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from control_support import Training, events, write_raw
+from control_support import Training, write_raw
 from lrtui.control import DONE_DIR, MAX_COMMAND_BYTES, REFUSED_DIR, CommandError, parse_command
 
 torch.set_num_threads(1)
