@@ -120,9 +120,9 @@ class CommandInbox:
                     pass
         self._fd = self._queue_fd = None
 
-    def take(self) -> list[Taken]:
-        """The commands queued now, oldest name first (at most ``MAX_PER_LOOK``), each moved out of
-        the queue: to ``done/`` when it will be applied, to ``refused/`` otherwise."""
+    def take(self, limit: int = MAX_PER_LOOK) -> list[Taken]:
+        """The commands queued now, oldest name first (at most ``limit``), each moved out of the
+        queue: to ``done/`` when it will be applied, to ``refused/`` otherwise."""
         if self._queue_fd is None:
             return []
         names = []
@@ -137,7 +137,7 @@ class CommandInbox:
             taken = self._take_one(name)
             if taken is not None:
                 out.append(taken)
-                if len(out) >= MAX_PER_LOOK:
+                if len(out) >= limit:
                     break
         return out
 

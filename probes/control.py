@@ -33,8 +33,8 @@ from lrtui.control import (
 from lrtui.runlog.format import KIND_ACTION
 from probes.autopilot import AUTOPILOT_ACTIONS, MARGIN_STEPS, Autopilot
 from probes.averaging import WeightAveraging
-from probes.command_inbox import CommandInbox
-from probes.control_sync import SYNC_EVERY, ControlSync, Order
+from probes.command_inbox import MAX_PER_LOOK, CommandInbox
+from probes.control_sync import MAX_ORDERS, SYNC_EVERY, ControlSync, Order
 from probes.faults import Faults
 from probes.lr_rescale import (
     LRChange,
@@ -260,7 +260,7 @@ class Control:
     def _decide(self, step: int) -> list[tuple[Order, dict[str, Any]]]:
         """What to apply at ``step``: the autopilot's decisions due now, then queued commands."""
         out: list[tuple[Order, dict[str, Any]]] = []
-        self._planned_lrs: list[float] | None = None  # the LRs after the orders decided so far
+        self._planned_lrs = None  # the LRs after the orders decided so far
         ap = self.autopilot
         if ap is not None:
             for rec in ap.due(step):
@@ -270,7 +270,9 @@ class Control:
         now = time.perf_counter()
         if self.inbox is not None and now >= self._next_look:
             self._next_look = now + LOOK_EVERY
-            for taken in self.inbox.take():
+            # Under DDP no more than one broadcast carries: the rest wait, queued, for the next.
+            room = MAX_ORDERS - len(out) if self.sync is not None else MAX_PER_LOOK
+            for taken in self.inbox.take(room) if room > 0 else []:
                 if taken.command is None:
                     self._refuse(taken.id, None, taken.refused or "refused", step)
                     continue
@@ -279,8 +281,6 @@ class Control:
                 if cmd.recommendation_step is not None:
                     record["recommendation_step"] = cmd.recommendation_step
                 self._resolve_into(out, cmd.action, record, step, self._from_command, cmd)
-        if self.sync is not None and len(out) > 4:
-            out = out[:4]  # more than a broadcast holds: unlikely (8 commands a look at most)
         return out
 
     def _resolve_into(self, out: list[tuple[Order, dict[str, Any]]], action: str, record: dict[str, Any],
