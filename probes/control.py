@@ -378,9 +378,11 @@ class Control:
                 self.averager.stop(step)  # the autopilot's average holds the equilibrium's checkpoints
                 fields["averaging_stopped"] = self.averager.checkpoints
         fields["lr_before"], fields["lr_after"] = before, after
-        self.actions.append({"kind": KIND_ACTION, "step": step, **fields})
+        event = {"kind": KIND_ACTION, "step": step, "time": time.time(), **fields}
+        self.actions.append(event)
         if self.rank == 0:
             self._write(KIND_ACTION, step, **fields)
+            self.observe([event])  # the advisor in the process reads what the log says, in its order
             self._say(f"step {step}: {order.action} ({fields.get('source', '?')}): "
                       + (f"{order.mode.upper()} averaging started" if order.action == "start_averaging"
                          else f"lr {describe_lrs(before)} -> {describe_lrs(after)}"))
