@@ -67,6 +67,8 @@ class Autopilot:
         self._closed = False
         self.waited_seconds = 0.0
         self.waits = 0
+        #: CPU seconds the thread spent reading events and advising (its own clock).
+        self.cpu_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name="lrtui-autopilot", daemon=True)
         self._thread.start()
 
@@ -111,9 +113,8 @@ class Autopilot:
                                else "the advisor thread stopped")
                     break
                 self._cond.wait(min(left, 1.0))
-        spent = time.monotonic() - started
         self.waits += 1
-        self.waited_seconds += spent
+        self.waited_seconds += time.monotonic() - started
 
     def close(self) -> None:
         with self._cond:
@@ -132,7 +133,9 @@ class Autopilot:
                     if not self._queue:
                         return
                     _first, due, events = self._queue[0]
+                started = time.thread_time()
                 self._read(events, due)
+                self.cpu_seconds += time.thread_time() - started
                 with self._cond:
                     self._queue.popleft()
                     self.oldest_due = min((d for _, d, _ in self._queue), default=math.inf)
