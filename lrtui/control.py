@@ -260,16 +260,23 @@ def recommendation_in_force(state: AdvisorState, action: str) -> Recommendation 
     return None
 
 
+def size_averaging(step: int, since: int) -> Averaging:
+    """The advisor's sizing (``lrtui.advisor.recommend.start_averaging``: over as long again as
+    the LR has been constant since step ``since``), over at least as many steps as it has
+    checkpoints, so a segment only a few steps old still gives a valid average (EMA decay > 0)."""
+    since = min(since, step - _recommend.AVERAGING_CHECKPOINTS)
+    numbers = _recommend.start_averaging(step, since, math.nan).numbers
+    return Averaging(int(numbers["checkpoint_every"]), float(numbers["ema_decay"]))
+
+
 def averaging_for(state: AdvisorState) -> tuple[Averaging, Recommendation | None]:
     """The averaging the advisor sized (its ``start_averaging`` in force), or, without one, the
-    same sizing from the current segment so far (``lrtui.advisor.recommend.start_averaging``)."""
+    same sizing from the current segment so far (``size_averaging``)."""
     rec = recommendation_in_force(state, "start_averaging")
-    numbers = rec.numbers if rec is not None else None
-    if numbers is None:
-        step = state.step or 0
-        start = state.segments[-1].start_step if state.segments else 0
-        numbers = _recommend.start_averaging(step, start, state.loss_level or math.nan).numbers
-    return Averaging(int(numbers["checkpoint_every"]), float(numbers["ema_decay"])), rec
+    if rec is not None:
+        return Averaging(int(rec.numbers["checkpoint_every"]), float(rec.numbers["ema_decay"])), rec
+    start = state.segments[-1].start_step if state.segments else 0
+    return size_averaging(state.step or 0, start), None
 
 
 # -- the client's half --------------------------------------------------------------------
@@ -429,6 +436,7 @@ __all__ = [
     "new_command_id",
     "parse_command",
     "recommendation_in_force",
+    "size_averaging",
     "valid_id",
     "write_command",
 ]

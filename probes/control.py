@@ -20,7 +20,6 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lrtui.advisor import Recommendation
-from lrtui.advisor import recommend as advice
 from lrtui.control import (
     AVERAGING_MODES,
     DROP_FACTOR,
@@ -29,6 +28,7 @@ from lrtui.control import (
     WARNING_SOURCE,
     Command,
     describe_lrs,
+    size_averaging,
 )
 from lrtui.runlog.format import KIND_ACTION
 from probes.autopilot import AUTOPILOT_ACTIONS, MARGIN_STEPS, Autopilot
@@ -301,8 +301,8 @@ class Control:
             if cmd.averaging is not None:
                 every, decay = cmd.averaging.checkpoint_every, cmd.averaging.ema_decay
             else:  # sized as the advisor sizes it: over as long again as the LR has been constant
-                numbers = advice.start_averaging(step, self._last_lr_change, math.nan).numbers
-                every, decay = int(numbers["checkpoint_every"]), float(numbers["ema_decay"])
+                sized = size_averaging(step, self._last_lr_change)
+                every, decay = sized.checkpoint_every, sized.ema_decay
             return self._averaging_order(every, decay)
         if cmd.action == "set_lr":
             if cmd.factor is not None:

@@ -219,3 +219,13 @@ def test_ema_averaging(tmp_path: Path) -> None:
 def test_parse_refuses_with_a_reason(data: bytes, reason: str) -> None:
     with pytest.raises(CommandError, match=reason):
         parse_command(data, "a", "r")
+
+
+@pytest.mark.parametrize("step, since", [(0, 0), (17, 16), (40, 39), (2000, 0)])
+def test_an_average_sized_from_any_segment_is_one_the_run_accepts(step: int, since: int) -> None:
+    from lrtui.control import Averaging, size_averaging
+
+    sized = size_averaging(step, since)
+    assert sized.checkpoint_every >= 1 and 0 < sized.ema_decay < 1
+    parse_command(_command("r", "a", action="start_averaging", averaging=Averaging(
+        sized.checkpoint_every, sized.ema_decay).to_json()), "a", "r")
