@@ -28,7 +28,8 @@ class WeightAveraging:
         mode: ``"swa"`` or ``"ema"``.
         checkpoint_every: SWA: optimizer steps between checkpoints.
         ema_decay: EMA: the decay per step.
-        start_step: the optimizer step about to run when averaging starts.
+        start_step: the optimizer step about to run when averaging starts, on the clock
+            ``before_step`` is called with (the control's count of optimizer steps).
     """
 
     def __init__(self, module: torch.nn.Module, mode: str, checkpoint_every: int, ema_decay: float,

@@ -106,8 +106,9 @@ class Control:
         averaging: ``"swa"`` or ``"ema"``, for ``start_averaging``.
         save_averaged: save the averaged weights into the run directory on close.
     Steps: every rank counts the optimizer steps since the probe was made (the DDP sync schedule
-    runs on that count, the same on every rank); actions and events use the run's step numbers,
-    that count plus the offset rank 0 learns in ``attach`` (a resumed run's first step).
+    and the averaging's checkpoints run on that count, the same on every rank); actions and events
+    use the run's step numbers: on rank 0 the probe's own index (a step a GradScaler skipped has
+    one too) plus the offset it learns in ``attach`` (a resumed run's first step).
     """
 
     def __init__(self, module: torch.nn.Module, optimizer: torch.optim.Optimizer, *, rank: int, world_size: int,
@@ -143,6 +144,7 @@ class Control:
         self._steps: Any = None
         self._planned_lrs: list[float] | None = None
         self._rank_fault_said = False
+        self._averaging_since = 0
         self.sync = ControlSync(len(optimizer.param_groups)) if world_size > 1 else None
         self._hook = optimizer.register_step_pre_hook(self._before_step)
 
@@ -206,31 +208,32 @@ class Control:
     def _before_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         count = self._count
         self._count = count + 1
-        step = count + self._offset
+        steps = self._steps  # this hook runs before the probe's: steps_taken is this step's index
+        step = (steps.steps_taken if steps is not None else count) + self._offset
         self.step = step + 1
         if not self.enabled:
             return
         if self.averager is not None and self.faults.ok("averaging"):
             try:
-                self.averager.before_step(step)
+                self.averager.before_step(count)
             except Exception as exc:  # the average stops where it is; the rest of control goes on
                 self.faults.fail("averaging", exc)
         try:
             if self.sync is not None:
                 if count % SYNC_EVERY == 0:
-                    self._sync(step)
+                    self._sync(step, count)
             else:
                 ap = self.autopilot
                 if (ap is not None and (ap.next_due <= step or ap.oldest_due <= step)) or \
                         time.perf_counter() >= self._next_look:
                     for order, record in self._decide(step):
-                        self._apply(order, record, step)
+                        self._apply(order, record, step, count)
             if self._held is not None:
                 self._check_held(step)
         except Exception as exc:
             self._fault(exc)
 
-    def _sync(self, step: int) -> None:
+    def _sync(self, step: int, count: int) -> None:
         decided: list[tuple[Order, dict[str, Any]]] = []
         disable = self._disabling
         if self.rank == 0 and not disable:
@@ -251,7 +254,7 @@ class Control:
         records = [r for _, r in decided] if self.rank == 0 else [{} for _ in orders]
         for order, record in zip(orders, records):
             try:
-                self._apply(order, record, step)
+                self._apply(order, record, step, count)
             except Exception as exc:  # keep taking part in the broadcasts: the others wait on them
                 self._report_fault(exc)
 
@@ -328,7 +331,7 @@ class Control:
 
     def _averaging_order(self, every: int, decay: float) -> Order:
         if self.averager is not None:
-            raise Refused(f"weight averaging already runs (since step {self.averager.start_step})")
+            raise Refused(f"weight averaging already runs (since step {self._averaging_since})")
         return Order("start_averaging", mode=self.averaging_mode, checkpoint_every=max(1, every), ema_decay=decay)
 
     def _lr_order(self, action: str, *, factors: list[float] | None = None,
@@ -353,11 +356,12 @@ class Control:
 
     # -- applying (every rank) ---------------------------------------------------------------
 
-    def _apply(self, order: Order, record: dict[str, Any], step: int) -> None:
+    def _apply(self, order: Order, record: dict[str, Any], step: int, count: int) -> None:
         before = [lr_of(g) for g in self.optimizer.param_groups]
         fields: dict[str, Any] = {"action": order.action, **record}
         if order.action == "start_averaging":
-            self.averager = WeightAveraging(self.module, order.mode, order.checkpoint_every, order.ema_decay, step)
+            self.averager = WeightAveraging(self.module, order.mode, order.checkpoint_every, order.ema_decay, count)
+            self._averaging_since = step
             fields["averaging"] = self.averager.describe()
             after = before
         else:
@@ -375,7 +379,7 @@ class Control:
             if len(set(factors)) == 1 and math.isfinite(factors[0]):
                 fields["factor"] = factors[0]
             if order.stop_averaging and self.averager is not None and self.averager.stopped_at is None:
-                self.averager.stop(step)  # the autopilot's average holds the equilibrium's checkpoints
+                self.averager.stop(count)  # the autopilot's average holds the equilibrium's checkpoints
                 fields["averaging_stopped"] = self.averager.checkpoints
         fields["lr_before"], fields["lr_after"] = before, after
         event = {"kind": KIND_ACTION, "step": step, "time": time.time(), **fields}

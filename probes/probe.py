@@ -12,10 +12,13 @@ import torch
 
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
+from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
 from probes.control import Control, autopilot_actions, autopilot_flush_every, make_control
+from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
+from probes.fsdp import ShardedRun
 from probes.meta import run_meta
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
@@ -79,6 +82,9 @@ class Probe:
         averaging: ``"swa"`` or ``"ema"``: what ``start_averaging`` makes (``probe.averaged_model``).
         save_averaged: write the averaged weights to ``averaged_model.pt`` in the run directory
             on close.
+        scaler: the run's ``torch.amp.GradScaler``: the steps it skips (inf/NaN gradients) are
+            logged as ``"skipped": true`` step events (see ``probes.amp``; a fused optimizer's
+            skips are seen without it).
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class Probe:
         scheduler: Any = None,
         averaging: str = "swa",
         save_averaged: bool = False,
+        scaler: Any = None,
     ) -> None:
         started = time.perf_counter()
         self._wall_start = started
@@ -121,9 +128,14 @@ class Probe:
         self.writer: RunWriter | None = None
         self.faults = Faults(self._write_warning)
         self.steps: StepMetrics | None = None
+        self.amp = SkippedSteps(optimizer, scaler)
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
+        # FSDP: every rank measures its shard at the same steps, so the stride must not adapt per rank.
+        self.sharded = ShardedRun.attach(model, optimizer, self.world_size)
+        if self.sharded is not None and self.sharded.measures:
+            adaptive_stride = False
         self.governor = StrideGovernor(sharpness_budget, stride, adaptive_stride)
         self._hooks: list[Any] = []
         self._closed = False
@@ -146,6 +158,8 @@ class Probe:
         if self.control is not None:
             self.settings.update(self.control.settings)
         if self.rank != 0:
+            if self.sharded is not None and self.sharded.measures:
+                self._measure_shard()  # FSDP: every rank's shard is part of the norms
             return  # only rank 0 writes; the other ranks cost nothing
         flags = self._declared_scale_invariance(scale_invariant, len(optimizer.param_groups))
         try:
@@ -182,6 +196,10 @@ class Probe:
             loss = outputs = None
         n_groups = len(optimizer.param_groups)
         self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
+        if self.sharded is not None and self.world_size > 1 and loss is not None:
+            # Its forward gathers the shards from every rank; rank 0 alone would wait forever.
+            self.faults.fail("sharpness", "FSDP: the forward pass of a sharded model needs every rank")
+            loss = outputs = None
         if flags is None:
             flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
         meta = run_meta(
@@ -196,10 +214,13 @@ class Probe:
         self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
         if not self.writer.ok:
             return  # already reported once; measuring for a dead log would only cost time
-        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
+        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"],
+                                 norms=self.sharded.engine if self.sharded is not None else None)
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
         if self.control is not None:
             self.control.attach(self.writer, meta, self.steps, self.run_dir)
+        if self.sharded is not None and self.sharded.refusal():
+            self.faults.fail("grad_norm", self.sharded.refusal())
         for source, message in self._early_warnings:
             self._write_warning(source, message)
         if loss is not None and self.budget.fraction > 0:
@@ -217,6 +238,8 @@ class Probe:
                     tolerance=self.settings["tolerance"],
                     max_iters=self.settings["max_iters"],
                 )
+                if is_compiled(self.model):
+                    self.faults.fail("compile", COMPILED_NOTICE, disables=False)
         if system_stats:
             self.system = SystemStats(
                 self.writer.write,
@@ -235,7 +258,9 @@ class Probe:
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                records = self.steps.finish_step(loss)
+                records = self.amp.at_probe_step(self.steps, loss)
+                if records is None:
+                    records = self.steps.finish_step(loss)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -292,9 +317,11 @@ class Probe:
                 self.control.close()
             return
         if self.steps is not None and self.faults.ok("step"):
+            if self.sharded is not None:
+                self.sharded.close()
             try:
                 records = self.steps.finish_step(None) if self.steps._current is not None else []
-                self._write_steps(records + self.steps.flush())
+                self._write_steps(records + self.steps.flush(), final=True)
             except Exception as exc:
                 self.faults.fail("step", exc)
         if self.control is not None:
@@ -312,6 +339,15 @@ class Probe:
     def actions(self) -> list[dict[str, Any]]:
         """The actions applied so far, as their ``action`` events (empty without control)."""
         return list(self.control.actions) if self.control is not None else []
+    def _measure_shard(self) -> None:
+        """A rank other than 0 under FSDP: the step hooks and norms, for the sums; it writes nothing."""
+        try:
+            self.steps = StepMetrics(self.optimizer, stride=self.settings["stride"], flush_every=self.settings["flush_every"],
+                                     norms=self.sharded.engine)
+            self._hooks = [self.optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        except Exception as exc:
+            self.faults.fail("probe", exc)
+            self.steps = None
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -331,6 +367,7 @@ class Probe:
         if self.faults.ok("step"):
             try:
                 records = self.steps.before_step()
+                self.amp.before_step(optimizer, self.steps.steps_taken - 1)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -369,7 +406,9 @@ class Probe:
     ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
         """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
         if hessian_loss is not None:
-            return hessian_loss, hessian_loss
+            # Autocast off (sharpness in the parameters' dtype), compiled code run eagerly (double backward).
+            loss_only = in_full_precision(run_eagerly(hessian_loss))
+            return loss_only, loss_only
         if loss_fn is None or hessian_batch is None:
             return None, None
         inputs, targets = hessian_batch
@@ -383,7 +422,7 @@ class Probe:
             out = module(inputs)
             return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
 
-        return loss, outputs
+        return in_full_precision(run_eagerly(loss)), in_full_precision(run_eagerly(outputs))
 
     def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
         n_groups = len(self.optimizer.param_groups)
@@ -439,7 +478,13 @@ class Probe:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write_steps(self, events: list[dict[str, Any]]) -> None:
+    def _write_steps(self, events: list[dict[str, Any]], final: bool = False) -> None:
+        if self.writer is None:  # a rank other than 0 of an FSDP run: it measured its shard for the sums
+            self.amp.forget()
+            return
+        if self.sharded is not None:
+            events = self.sharded.finish(events)
+        events = self.amp.mark(events, final)
         for event in events:
             self.writer.write_event(event)
         if self.control is not None:
@@ -461,6 +506,8 @@ class Probe:
         )
 
     def _write_warning(self, source: str, message: str) -> None:
+        if source in ("probe", "step", "log") and self.sharded is not None:
+            self.sharded.leave()  # it measures no more: the other ranks must not wait for its sums
         if self.writer is None:
             self._early_warnings.append((source, message))
         else:

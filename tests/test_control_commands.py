@@ -229,3 +229,44 @@ def test_an_average_sized_from_any_segment_is_one_the_run_accepts(step: int, sin
     assert sized.checkpoint_every >= 1 and 0 < sized.ema_decay < 1
     parse_command(_command("r", "a", action="start_averaging", averaging=Averaging(
         sized.checkpoint_every, sized.ema_decay).to_json()), "a", "r")
+
+
+def test_the_action_step_is_the_logs_step_also_after_a_grad_scaler_skipped_one(tmp_path: Path) -> None:
+    import time
+
+    from control_support import events
+    from lrtui.control import Command, new_command_id, write_command
+    from lrtui.runlog.format import read_meta
+    from probes import Probe
+    from probes.control import LOOK_EVERY
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=16.0)
+    probe = Probe(model, optimizer, tmp_path / "run", control=True, scaler=scaler, sharpness_budget=0,
+                  system_stats=False, adaptive_stride=False)
+    x = torch.randn(8, 4)
+
+    def step(overflow: bool = False) -> None:
+        loss = model(x).pow(2).mean()
+        optimizer.zero_grad()
+        scaler.scale(loss).backward()
+        if overflow:
+            model.weight.grad.fill_(float("inf"))  # the scaler skips this optimizer step
+        scaler.step(optimizer)
+        scaler.update()
+        probe.step(loss)
+
+    for i in range(4):
+        step(overflow=i == 1)
+    write_command(tmp_path / "run", Command(new_command_id(), read_meta(tmp_path / "run")["run_id"], "set_lr", lr=0.05))
+    time.sleep(LOOK_EVERY + 0.05)
+    step()
+    step()
+    probe.close()
+    logged = events(tmp_path / "run", "step")
+    assert [e.get("skipped", False) for e in logged] == [False, True, False, False, False, False]
+    (action,) = events(tmp_path / "run", "action")
+    assert action["step"] == 4  # the log's index: the skipped step 1 has one too
+    assert [e["lr"] for e in logged if e["step"] >= 4] == [[0.05], [0.05]] and logged[3]["lr"] == [0.1]
