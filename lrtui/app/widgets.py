@@ -138,6 +138,42 @@ class AdvisorScreen(ModalScreen[None]):
             self.query_one("#advice-text", Static).update(advisor_detail(*advice))
 
 
+class ConfirmActionScreen(ModalScreen[int | None]):
+    """Asks before the app sends a command to a running job: what it does, with every group's
+    old and new LR. Dismissed with the chosen proposal's index, or None (not confirmed)."""
+
+    BINDINGS = [
+        Binding("y,enter", "confirm(0)", "apply"),
+        Binding("2", "confirm(1)", "apply 2", show=False),
+        Binding("3", "confirm(2)", "apply 3", show=False),
+        Binding("n,escape,q", "cancel", "cancel"),
+    ]
+
+    def __init__(self, run_name: str, choices: list[str]) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        text = Text(f"Apply to the running job {self.run_name}?", style="bold")
+        if len(self.choices) == 1:
+            text.append(f"\n{self.choices[0]}", style="cyan")
+            text.append("\n\ny or enter: apply   n or escape: cancel", style="dim")
+        else:
+            for i, choice in enumerate(self.choices[:3]):
+                text.append(f"\n{'y' if i == 0 else i + 1}  {choice}", style="cyan")
+            text.append("\n\ny/enter, 2, 3: apply that one   n or escape: cancel", style="dim")
+        with Vertical(id="confirm-box"):
+            yield Static(text, id="confirm-text")
+
+    def action_confirm(self, index: int) -> None:
+        if index < len(self.choices):
+            self.dismiss(index)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 #: The runs table's rows: (run key, cells) each; and the sweep's verdict above it (or None).
 Rows = list[tuple[str, tuple[str, ...]]]
 
@@ -210,4 +246,4 @@ class RunsScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-__all__ = ["AdvisorScreen", "Chart", "HelpScreen", "RunsScreen", "StepAxis"]
+__all__ = ["AdvisorScreen", "Chart", "ConfirmActionScreen", "HelpScreen", "RunsScreen", "StepAxis"]
