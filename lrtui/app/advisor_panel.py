@@ -107,6 +107,13 @@ def taken_line(event: dict[str, Any]) -> str:
     return f"{MARKER} {action}{where} ({event.get('source', '?')})"
 
 
+def actions_label(taken: list[dict[str, Any]]) -> str:
+    """The LR chart's legend for its action markers: the action when there is one, else how many."""
+    if len(taken) == 1:
+        return taken_line(taken[0])[2:].rsplit(" (", 1)[0]
+    return f"{len(taken)} actions"
+
+
 def _blocks(state: AdvisorState, error: str | None, width: int, notes: list[tuple[str, str]],
             taken: list[dict[str, Any]]) -> list[_Block]:
     """The panel's content in display order, each piece with its priority."""
@@ -244,5 +251,5 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     return text
 
 
-__all__ = ["EDGE_SHORT", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
+__all__ = ["EDGE_SHORT", "actions_label", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
            "advisor_text", "done_line", "history", "number", "taken_line"]

@@ -49,8 +49,9 @@ class ChartSpec:
 
     ``start_at_data``: a quantity that cannot be negative (loss, gradient norm, LR, sharpness):
     the axis starts at the data's lowest value, never padded below it (so never below zero).
-    ``markers``: steps drawn as a dotted vertical line (``MARKER``) through the cells no curve
-    passes, named ``marker_label`` in the legend (the LR chart's actions).
+    ``markers``: steps drawn as a vertical line in ``MARKER_STYLE`` (the curve's dots in that
+    colour, ``MARKER`` where no curve passes), named ``marker_label`` in the legend (the LR
+    chart's actions: a drop is the curve's own vertical step, an averaging start the dotted line).
     """
 
     title: str
@@ -223,10 +224,9 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
                    style="dim")
         row_chars = _BRAILLE[bits[r]].tolist()
         key = owner[r].copy()
-        if marker_cols.any():  # through the empty cells: the curve's dots stay the curve's
-            through = marker_cols & (bits[r] == 0)
-            key[through] = -3
-            for c in np.flatnonzero(through):
+        if marker_cols.any():  # the column in the marker's colour, a dotted line where no curve passes
+            key[marker_cols] = -3
+            for c in np.flatnonzero(marker_cols & (bits[r] == 0)):
                 row_chars[c] = MARKER
         if r == 0 and marks.any():
             key[marks] = -2

@@ -22,7 +22,7 @@ from textual.css.query import NoMatches
 from textual.widgets import Footer, Static
 
 from lrtui.advisor import AdvisorState
-from lrtui.app.advisor_panel import advisor_text
+from lrtui.app.advisor_panel import actions_label, advisor_text
 from lrtui.app.apply_key import ApplyKeyScreen
 from lrtui.app.chart_specs import CHART_IDS, Overlaid, chart_specs
 from lrtui.app.messages import RunChanged, SystemSampled
@@ -287,7 +287,7 @@ class MonitorScreen(ApplyKeyScreen):
             x_range = (0.0, 1.0)
         taken = [e for e in taken if isinstance(e.get("step"), int) and e["step"] <= x_range[1]]  # not past a replay
         self._draw_charts(curves, x_range, waiting="waiting for the run to start" if view.meta is None
-                          else "waiting for steps", actions=[float(e["step"]) for e in taken])
+                          else "waiting for steps", actions=taken)
         if curves is not None and not self.first_shown.is_set():
             self.call_after_refresh(self.first_shown.set)
         self.query_one("#step-axis", StepAxis).show(x_range if curves is not None else None)
@@ -311,7 +311,7 @@ class MonitorScreen(ApplyKeyScreen):
         self._draw_charts(None, (0.0, 1.0), waiting="waiting for a run")
 
     def _draw_charts(self, curves: ChartCurves | None, x_range: tuple[float, float], waiting: str,
-                     actions: list[float] | None = None) -> None:
+                     actions: list[dict[str, Any]] | None = None) -> None:
         overlay = None
         if curves is not None and self.overlay and len(self.views) > 1:
             overlay = []
@@ -321,7 +321,8 @@ class MonitorScreen(ApplyKeyScreen):
                     lr = other.initial_lr()
                     overlay.append(Overlaid(f"{lr:.3g}" if lr is not None else other.name, c.loss_smooth))
         specs = chart_specs(curves, x_range, log=self.log_scale, smoothing=self.smoothing, overlay=overlay,
-                            waiting=waiting, actions=actions)
+                            waiting=waiting, actions=[float(e["step"]) for e in actions or []],
+                            actions_label=actions_label(actions or []))
         for chart_id, spec in zip(CHART_IDS, specs):
             self.query_one(f"#{chart_id}", Chart).show(spec)
 
