@@ -99,18 +99,20 @@ def _wrap(text: str, style: str, width: int, indent: str = "", label: str = "") 
     return [(line, style, len(label) if i == 0 else 0) for i, line in enumerate(lines)]
 
 
-def taken_line(event: dict[str, Any]) -> str:
-    """``┊ drop lr @ 300 (app)``: an action the run took (an ``action`` event), as on the LR chart."""
+def taken_line(event: dict[str, Any], width: int = 0) -> str:
+    """``┊ drop lr @ 300 (app)``: an action the run took (an ``action`` event), as on the LR
+    chart; who took it only where it fits ``width`` (0: always)."""
     action = str(event.get("action", "?")).replace("_", " ")
     step = event.get("step")
-    where = f" @ {step:,}" if isinstance(step, int) else ""
-    return f"{MARKER} {action}{where} ({event.get('source', '?')})"
+    line = f"{MARKER} {action}" + (f" @ {step:,}" if isinstance(step, int) else "")
+    source = f" ({event.get('source', '?')})"
+    return line + source if not width or len(line + source) <= width else line
 
 
 def actions_label(taken: list[dict[str, Any]]) -> str:
     """The LR chart's legend for its action markers: the action when there is one, else how many."""
     if len(taken) == 1:
-        return taken_line(taken[0])[2:].rsplit(" (", 1)[0]
+        return taken_line(taken[0], 1)[2:]
     return f"{len(taken)} actions"
 
 
@@ -139,7 +141,7 @@ def _blocks(state: AdvisorState, error: str | None, width: int, notes: list[tupl
     for done in history(state, "done"):
         blocks.append(_Block(_wrap(done_line(done), "green", width, "  "), 2))
     for event in taken[-2:]:
-        blocks.append(_Block(_wrap(taken_line(event), MARKER_STYLE, width, "  "), 2))
+        blocks.append(_Block(_wrap(taken_line(event, width), MARKER_STYLE, width, "  "), 2))
     for alert, style in _alerts(state)[-3:]:
         blocks.append(_Block(_wrap(alert, style, width, "  "), 3, shrinks=True))
     if error:
