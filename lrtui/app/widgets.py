@@ -90,6 +90,9 @@ a red [b]x[/b] marks NaN or infinite values (a missing value is not drawn).
  a      all of the advice  d      dark / light colours
  r      list of runs       ] \\[    next / previous run
  o      overlay the runs of a directory on one loss chart
+ x      apply the advice in force to a live run started with
+        Probe(..., control=True) (asks first; docs/control.md)
+A yellow column (┊ where no curve passes) on the LR chart marks an action.
 [b]Replay[/b] (the advisor shows its state at the replay position)
  space  play / pause       + -    faster / slower
  home   jump to start      end    jump to end
