@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore torch==2.13.0
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test]'
+# With the framework extras: their integration tests run in CI, never skipped (CI is set there).
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test,lightning,transformers]'
 
 # Each test gets at most 300 s (pytest-timeout, a traceback of where it hung); the whole suite at
 # most 15 minutes, so CI never hangs. Exit status 5 (no tests collected) is a failure too.

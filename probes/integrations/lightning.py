@@ -142,5 +142,5 @@ def _trainer_settings(trainer: Any) -> dict[str, Any]:
         "version": getattr(_pl, "__version__", None),
         "accumulate_grad_batches": trainer.accumulate_grad_batches,
         "gradient_clip_val": trainer.gradient_clip_val,
-        "gradient_clip_algorithm": trainer.gradient_clip_algorithm,
+        "gradient_clip_algorithm": getattr(trainer.gradient_clip_algorithm, "value", trainer.gradient_clip_algorithm),
     }
