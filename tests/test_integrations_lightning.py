@@ -170,6 +170,15 @@ def test_a_failing_fit_ends_the_run_as_failed(tmp_path: Path) -> None:
     assert end[0]["status"] == "failed" and end[0]["exception"] == "RuntimeError"
 
 
+def test_a_probe_argument_it_refuses_leaves_the_fit_running(tmp_path: Path, capfd: Any) -> None:
+    module = recorded_module(L.LightningModule)
+    callback = LrtuiCallback(tmp_path / "run", scale_invariant=[True, False, True], system_stats=False)
+    trainer = quiet_trainer(L, max_epochs=1, callbacks=[callback])
+    trainer.fit(module, DataLoader(data(), batch_size=BATCH))
+    assert trainer.global_step == 5 and callback.probe is None and not (tmp_path / "run").exists()
+    assert "lrtui probe: probe disabled (ValueError: scale_invariant has 3 flags for 1 param groups); training continues" in capfd.readouterr().err
+
+
 def test_an_unknown_probe_keyword_is_refused_when_the_callback_is_made(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="unknown Probe keyword 'sharpnes_budget'"):
         LrtuiCallback(tmp_path / "run", sharpnes_budget=0.1)

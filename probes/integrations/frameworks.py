@@ -9,6 +9,7 @@ from typing import Any, Iterable, Mapping
 import torch
 
 from lrtui.runlog.format import RESERVED_FIELDS
+from probes.faults import Faults
 from probes.probe import Probe
 
 #: Probe arguments a callback fills in itself from the trainer.
@@ -27,6 +28,24 @@ def check_probe_options(options: Mapping[str, Any], callback: str) -> None:
             raise TypeError(f"{callback}: {name!r} comes from the trainer; pass only the Probe's keywords")
         if name not in accepted:
             raise TypeError(f"{callback}: unknown Probe keyword {name!r} (accepted: {', '.join(accepted)})")
+
+
+def start_probe(model: Any, optimizer: Any, run_dir: Any, options: dict[str, Any], trainer: dict[str, Any]) -> Probe | None:
+    """The ``Probe`` for a trainer's run, with the trainer's settings in ``meta.json`` ``extra.trainer``.
+
+    The callbacks make it when training starts: an argument it refuses (a ``ValueError``) is
+    said on stderr in one line and the training goes on without a probe, as it would for an
+    error inside one.
+    """
+    options = dict(options)
+    extra = options.get("extra")
+    if extra is None or isinstance(extra, dict):
+        options["extra"] = {"trainer": trainer, **(extra or {})}
+    try:
+        return Probe(model, optimizer, run_dir, **options)
+    except Exception as exc:
+        Faults().fail("probe", exc)
+        return None
 
 
 def user_metrics(values: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from probes.integrations.frameworks import check_probe_options, user_metrics
+from probes.integrations.frameworks import check_probe_options, start_probe, user_metrics
 from probes.probe import Probe
 
 #: The packages Lightning ships as, in the order they are tried when neither is imported yet.
@@ -79,12 +79,8 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         optimizers = list(trainer.optimizers)
         if not optimizers:
             return
-        options = dict(self.probe_options)
-        options.setdefault("extra", {})
-        if isinstance(options["extra"], dict):
-            options["extra"] = {"trainer": _trainer_settings(trainer), **options["extra"]}
-        self.probe = Probe(pl_module, optimizers[0], self.run_dir, **options)
-        if len(optimizers) > 1:
+        self.probe = start_probe(pl_module, optimizers[0], self.run_dir, self.probe_options, _trainer_settings(trainer))
+        if self.probe is not None and len(optimizers) > 1:
             self.probe.faults.fail(
                 "lightning", f"the Trainer has {len(optimizers)} optimizers: the probe measures the first", disables=False
             )

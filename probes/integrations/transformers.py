@@ -15,7 +15,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError("probes.integrations.transformers needs transformers: pip install 'lrtui[transformers]'") from exc
 
 from probes.distributed import unwrap_module
-from probes.integrations.frameworks import check_probe_options, user_metrics
+from probes.integrations.frameworks import check_probe_options, start_probe, user_metrics
 from probes.probe import Probe, _to_device
 
 #: Suffixes of the evaluation metrics that time the evaluation rather than judge the model.
@@ -73,19 +73,18 @@ class LrtuiCallback(TrainerCallback):
             self._finish()  # a second train() with the same callback: the first run is complete
         if model is None or optimizer is None:
             return
-        trainer = _calling_trainer(self)
         options = dict(self.probe_options)
-        options.setdefault("extra", {})
-        if isinstance(options["extra"], dict):
-            options["extra"] = {"trainer": _trainer_settings(args), **options["extra"]}
         if isinstance(options.get("hessian_batch"), Mapping):
             options["hessian_loss"] = _dict_batch_loss(model, options.pop("hessian_batch"), options.pop("loss_fn", None))
-        self.probe = Probe(model, optimizer, self.run_dir, **options)
+        self.probe = probe = start_probe(model, optimizer, self.run_dir, options, _trainer_settings(args))
         self._loss_sum = None
+        if probe is None:
+            return
+        trainer = _calling_trainer(self)
         if trainer is not None:
-            self._restore = _record_training_losses(trainer, self._add_loss)
+            self._restore = _record_training_losses(trainer, self._add_loss, lambda exc: probe.faults.fail("loss", exc))
         else:
-            self.probe.faults.fail("transformers", "the Trainer was not found: steps are logged without their loss", disables=False)
+            probe.faults.fail("loss", "the Trainer was not found: steps are logged without their loss", disables=False)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.probe is not None:
@@ -122,22 +121,26 @@ def _calling_trainer(callback: LrtuiCallback) -> Any:
     Trainer sums into its logged loss) is nowhere else: so it is found on the call stack, as
     the ``self`` of a frame whose callback handler holds this callback.
     """
-    frame = sys._getframe(1)
-    for _ in range(MAX_FRAMES):
-        if frame is None:
-            break
-        candidate = frame.f_locals.get("self")
-        handler = getattr(candidate, "callback_handler", None)
-        if handler is not None and any(cb is callback for cb in getattr(handler, "callbacks", ())):
-            return candidate if callable(getattr(candidate, "training_step", None)) else None
-        frame = frame.f_back
+    try:
+        frame = sys._getframe(1)
+        for _ in range(MAX_FRAMES):
+            if frame is None:
+                break
+            candidate = frame.f_locals.get("self")
+            handler = getattr(candidate, "callback_handler", None)
+            if handler is not None and any(cb is callback for cb in getattr(handler, "callbacks", ())):
+                return candidate if callable(getattr(candidate, "training_step", None)) else None
+            frame = frame.f_back
+    except Exception:  # an interpreter without frames, an odd object on the stack: no Trainer
+        return None
     return None
 
 
-def _record_training_losses(trainer: Any, record: Callable[[Any], None]) -> Callable[[], None]:
+def _record_training_losses(trainer: Any, record: Callable[[Any], None], failed: Callable[[Exception], None]) -> Callable[[], None]:
     """Make ``trainer.training_step`` also hand its result to ``record``; returns the undo.
 
-    The result itself is returned unchanged; an error in ``record`` never reaches the Trainer.
+    The result itself is returned unchanged; an error in ``record`` goes to ``failed``, never
+    to the Trainer.
     """
     original = trainer.training_step
 
@@ -145,8 +148,8 @@ def _record_training_losses(trainer: Any, record: Callable[[Any], None]) -> Call
         loss = original(*args, **kwargs)
         try:
             record(loss)
-        except Exception:
-            pass
+        except Exception as exc:
+            failed(exc)
         return loss
 
     trainer.training_step = training_step
@@ -159,12 +162,18 @@ def _record_training_losses(trainer: Any, record: Callable[[Any], None]) -> Call
 
 
 def _dict_batch_loss(model: torch.nn.Module, batch: Mapping[str, Any], loss_fn: Callable[[Any, Any], torch.Tensor] | None) -> Callable[[], torch.Tensor]:
-    """The loss on a fixed dict batch, on the unwrapped model (no DDP collective in an HVP)."""
+    """The loss on a fixed dict batch, on the unwrapped model (no DDP collective in an HVP).
+
+    The batch goes to the model's device at the first call, which the probe makes inside its
+    own error handling (a batch that cannot move disables sharpness, not the training).
+    """
     module = unwrap_module(model)
-    first = next(iter(module.parameters()), None)
-    fixed = _to_device(dict(batch), first.device if first is not None else torch.device("cpu"))
+    fixed: dict[str, Any] = {}
 
     def hessian_loss() -> torch.Tensor:
+        if not fixed:
+            first = next(iter(module.parameters()), None)
+            fixed.update(_to_device(dict(batch), first.device if first is not None else torch.device("cpu")))
         # The fused attention kernels (flash, memory-efficient) have no double backward, which
         # a Hessian-vector product needs; the math kernel computes the same attention with one.
         with sdpa_kernel(SDPBackend.MATH):
