@@ -47,6 +47,7 @@ ARMS = ("plain", "callback", "sharpness", "twin")
 
 def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[str, Any]]]:
     import lightning.pytorch as pl
+    from probe_overhead import small_cnn  # the probe benchmark's CNN (this folder is on sys.path)
 
     from probes.integrations.lightning import LrtuiCallback
 
@@ -77,20 +78,12 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
         def configure_optimizers(self) -> Any:
             return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
 
-    def cnn() -> torch.nn.Module:
-        return torch.nn.Sequential(
-            torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.BatchNorm2d(16), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-            torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.BatchNorm2d(32), torch.nn.ReLU(),
-            torch.nn.AdaptiveAvgPool2d(2), torch.nn.Flatten(), torch.nn.Linear(128, 10),
-        )
-
     def mlp() -> torch.nn.Module:
         return torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
 
     g = torch.Generator().manual_seed(0)
     workloads = {
-        "Lightning, small CNN, batch 128": (cnn, torch.randn(16 * 128, 3, 32, 32, generator=g), 10, 128),
+        "Lightning, small CNN, batch 128": (small_cnn, torch.randn(16 * 128, 3, 32, 32, generator=g), 10, 128),
         "Lightning, tests' MLP, batch 5": (mlp, torch.randn(40 * 5, 4, generator=g), 2, 5),
     }
     rows = []
