@@ -60,9 +60,17 @@ def describe_state(st: AdvisorState, name: str) -> list[str]:
         lines.append(f"  ({len(st.recommendations) - SHOWN_RECOMMENDATIONS} earlier recommendations; --json has all)")
     for r in st.recommendations[-SHOWN_RECOMMENDATIONS:]:
         lines.append("  " + describe_recommendation(r))
+    for d in st.done[-SHOWN_RECOMMENDATIONS:]:
+        lines.append(f"  done: {d.recommendation.action} (step {d.recommendation.step}): {d.how}")
+    if st.withdrawn:
+        lines.append(f"  {len(st.withdrawn)} earlier recommendation(s) withdrawn (--json has them and why)")
     if not st.recommendations:
-        lines.append("  no recommendation yet")
+        lines.append("  no recommendation in force")
     return lines
+
+
+def _key(r: Recommendation) -> tuple[Any, ...]:
+    return r.action, r.step, r.reason
 
 
 def describe_recommendation(r: Recommendation) -> str:
@@ -87,7 +95,10 @@ def describe_sweep(result: SweepResult) -> list[str]:
                      + ("no run converged" if lo is None else "every run converged"))
     if result.recommended_initial_lr is not None:
         a, b = result.recommended_initial_lr
-        lines.append(f"recommended initial lr: {a:.3g} .. {b:.3g} (slightly above the threshold)")
+        capped = result.capped_by
+        lines.append(f"recommended initial lr: {a:.3g} .. {b:.3g} (slightly above the threshold)" if capped is None
+                     else f"recommended initial lr: {a:.3g} .. below {b:.3g} (capped: lr {b:.3g}, run "
+                          f"{capped['run']}, was {capped['regime']})")
     for phase, best in result.best.items():
         where = {True: "in the band", False: "outside the band", None: ""}[result.winner_in_band(phase)]
         lines.append(f"best after {phase}: lr {_num(best['lr'], '.3g')} ({best['run']}), "
@@ -137,7 +148,8 @@ class _Tail:
         self.name = path.name
         self.follower = RunFollower(path, poll_interval=FOLLOW_POLL_SECONDS, use_inotify=not poll, wake=wake)
         self.advisor: Advisor | None = None
-        self.shown = 0
+        self.printed: set[tuple[Any, ...]] = set()  # the recommendations printed
+        self.shown_withdrawn = 0
         self.threshold = threshold  # the convergence threshold its advice aims by, once known
 
     def know_threshold(self, threshold: float | None) -> None:
@@ -151,19 +163,24 @@ class _Tail:
         if batch.reset or (batch.meta is not None and self.advisor is None):
             meta = batch.meta or self.follower.meta or {}
             self.name = str(meta.get("name") or self.path.name)
-            self.advisor, self.shown = Advisor(meta, convergence_threshold_lr=self.threshold), 0
+            self.advisor = Advisor(meta, convergence_threshold_lr=self.threshold)
+            self.printed, self.shown_withdrawn = set(), 0
             if batch.reset and not as_json:
                 _emit(out, f"{self.name}: the run log was replaced; starting over")
         if self.advisor is None:
             return
         self.advisor.update_many(batch.events)
-        recs = self.advisor.state().recommendations
-        for r in recs[self.shown:]:
-            if as_json:
-                _emit(out, json.dumps({"run": self.name, **r.to_json()}))
-            else:
-                _emit(out, f"{self.name}: " + describe_recommendation(r))
-        self.shown = len(recs)
+        st = self.advisor.state()
+        for r in st.recommendations:
+            if _key(r) not in self.printed:
+                self.printed.add(_key(r))
+                _emit(out, json.dumps({"run": self.name, **r.to_json()}) if as_json
+                      else f"{self.name}: " + describe_recommendation(r))
+        for w in st.withdrawn[self.shown_withdrawn:]:
+            _emit(out, json.dumps({"run": self.name, "withdrawn": True, **w.to_json()}) if as_json
+                  else f"{self.name}: withdrawn {w.recommendation.action} (step {w.recommendation.step}) at step "
+                       f"{w.withdrawn_at_step}: {w.why}")
+        self.shown_withdrawn = len(st.withdrawn)
 
     @property
     def done(self) -> bool:

@@ -1,4 +1,4 @@
-"""The ``lrtui`` command: watch, replay, advise, demo."""
+"""The ``lrtui`` command: watch, replay, advise, demo, import."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 
 from lrtui import __version__
 from lrtui.errors import EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK, UserError
+from lrtui.importers import command as import_command
 from lrtui.runlog.format import RunFormatError
 
 __all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_DIVERGED", "EXIT_INTERRUPTED", "EXIT_OK", "UserError",
@@ -105,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="training steps of the live demo (default 40000: about a minute)")
     demo.add_argument("--no-app", action="store_true",
                       help="only run the training and print where the run is (no screen)")
+
+    import_command.add_parser(sub, _Parser)
     return parser
 
 
@@ -114,6 +117,7 @@ COMMANDS: dict[str, str] = {
     "replay": "lrtui.app:replay_main",
     "advise": "lrtui.advise:advise_main",
     "demo": "lrtui.demo:demo_main",
+    "import": "lrtui.importers.command:import_main",
 }
 
 

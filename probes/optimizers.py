@@ -42,6 +42,14 @@ def torch_optimizer(optimizer: Any) -> torch.optim.Optimizer:
     )
 
 
+def unwrap_optimizer(optimizer: Any) -> Any:
+    """``torch_optimizer(optimizer)``, or ``optimizer`` itself when it wraps none (never raises)."""
+    try:
+        return torch_optimizer(optimizer)
+    except TypeError:
+        return optimizer
+
+
 def _has_step_hooks(value: Any) -> bool:
     # In the instance's own __dict__: LightningOptimizer forwards unknown attributes to the
     # optimizer it wraps, so hasattr() would find that one's hooks.

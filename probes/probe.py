@@ -12,11 +12,14 @@ import torch
 
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
+from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
+from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
+from probes.fsdp import ShardedRun
 from probes.meta import run_meta
-from probes.optimizers import after_closure, torch_optimizer
+from probes.optimizers import after_closure, torch_optimizer, unwrap_optimizer
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
@@ -70,6 +73,9 @@ class Probe:
         gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
         flush_every: measured steps kept on the device before one copy to the host (default: 32,
             or 128 for a CPU model whose norms are taken from copies; see ``probes.step_metrics``).
+        scaler: the run's ``torch.amp.GradScaler``: the steps it skips (inf/NaN gradients) are
+            logged as ``"skipped": true`` step events (see ``probes.amp``; a fused optimizer's
+            skips are seen without it).
     """
 
     def __init__(
@@ -92,6 +98,7 @@ class Probe:
         gpu: int | None = None,
         flush_every: int | None = None,
         adaptive_stride: bool = True,
+        scaler: Any = None,
     ) -> None:
         started = time.perf_counter()
         self._wall_start = started
@@ -101,15 +108,20 @@ class Probe:
         self._last_overhead = started
         self.model = model
         self.module = unwrap_module(model)
-        self.optimizer = optimizer
+        self.optimizer = optimizer = unwrap_optimizer(optimizer)  # the torch one in Accelerate's, Lightning's wrapper
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = rank_and_world_size()
         self.writer: RunWriter | None = None
         self.faults = Faults(self._write_warning)
         self.steps: StepMetrics | None = None
+        self.amp = SkippedSteps(optimizer, scaler)
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
+        # FSDP: every rank measures its shard at the same steps, so the stride must not adapt per rank.
+        self.sharded = ShardedRun.attach(model, optimizer, self.world_size)
+        if self.sharded is not None and self.sharded.measures:
+            adaptive_stride = False
         self.governor = StrideGovernor(sharpness_budget, stride, adaptive_stride)
         self._hooks: list[Any] = []
         self._closed = False
@@ -124,6 +136,8 @@ class Probe:
             "adaptive_stride": bool(adaptive_stride),
         }
         if self.rank != 0:
+            if self.sharded is not None and self.sharded.measures:
+                self._measure_shard()  # FSDP: every rank's shard is part of the norms
             return  # only rank 0 writes; the other ranks cost nothing
         flags = self._declared_scale_invariance(scale_invariant, len(optimizer.param_groups))
         try:
@@ -150,7 +164,7 @@ class Probe:
         gpu: int | None,
     ) -> None:
         """Rank 0's set-up: closures, scale invariance, meta, writer, hooks, sharpness, system thread."""
-        optimizer = self.optimizer = torch_optimizer(self.optimizer)  # through Accelerate's, Lightning's wrapper
+        optimizer = self.optimizer = torch_optimizer(self.optimizer)  # none found: the probe says so, once
         first = next(iter(self.module.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         try:
@@ -160,6 +174,10 @@ class Probe:
             loss = outputs = None
         n_groups = len(optimizer.param_groups)
         self.settings["scale_invariant"] = "declared" if flags is not None else "detected"
+        if self.sharded is not None and self.world_size > 1 and loss is not None:
+            # Its forward gathers the shards from every rank; rank 0 alone would wait forever.
+            self.faults.fail("sharpness", "FSDP: the forward pass of a sharded model needs every rank")
+            loss = outputs = None
         if flags is None:
             flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
         meta = run_meta(
@@ -174,8 +192,11 @@ class Probe:
         self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
         if not self.writer.ok:
             return  # already reported once; measuring for a dead log would only cost time
-        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"])
+        self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"],
+                                 norms=self.sharded.engine if self.sharded is not None else None)
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        if self.sharded is not None and self.sharded.refusal():
+            self.faults.fail("grad_norm", self.sharded.refusal())
         for source, message in self._early_warnings:
             self._write_warning(source, message)
         if loss is not None and self.budget.fraction > 0:
@@ -193,6 +214,8 @@ class Probe:
                     tolerance=self.settings["tolerance"],
                     max_iters=self.settings["max_iters"],
                 )
+                if is_compiled(self.model):
+                    self.faults.fail("compile", COMPILED_NOTICE, disables=False)
         if system_stats:
             self.system = SystemStats(
                 self.writer.write,
@@ -211,7 +234,9 @@ class Probe:
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                records = self.steps.finish_step(loss)
+                records = self.amp.at_probe_step(self.steps, loss)
+                if records is None:
+                    records = self.steps.finish_step(loss)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -264,13 +289,25 @@ class Probe:
         if self.writer is None:
             return
         if self.steps is not None and self.faults.ok("step"):
+            if self.sharded is not None:
+                self.sharded.close()
             try:
                 records = self.steps.finish_step(None) if self.steps._current is not None else []
-                self._write_steps(records + self.steps.flush())
+                self._write_steps(records + self.steps.flush(), final=True)
             except Exception as exc:
                 self.faults.fail("step", exc)
         self._write_overhead(time.perf_counter())
         self.writer.close(status, exception)
+
+    def _measure_shard(self) -> None:
+        """A rank other than 0 under FSDP: the step hooks and norms, for the sums; it writes nothing."""
+        try:
+            self.steps = StepMetrics(self.optimizer, stride=self.settings["stride"], flush_every=self.settings["flush_every"],
+                                     norms=self.sharded.engine)
+            self._hooks = [self.optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        except Exception as exc:
+            self.faults.fail("probe", exc)
+            self.steps = None
 
     def _remove_hooks(self) -> None:
         for handle in self._hooks:
@@ -294,6 +331,7 @@ class Probe:
         if self.faults.ok("step"):
             try:
                 records = self.steps.before_step()
+                self.amp.before_step(optimizer, self.steps.steps_taken - 1)
                 if records:
                     self._write_steps(records)
             except Exception as exc:
@@ -332,7 +370,9 @@ class Probe:
     ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
         """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
         if hessian_loss is not None:
-            return hessian_loss, hessian_loss
+            # Autocast off (sharpness in the parameters' dtype), compiled code run eagerly (double backward).
+            loss_only = in_full_precision(run_eagerly(hessian_loss))
+            return loss_only, loss_only
         if loss_fn is None or hessian_batch is None:
             return None, None
         inputs, targets = hessian_batch
@@ -346,7 +386,7 @@ class Probe:
             out = module(inputs)
             return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
 
-        return loss, outputs
+        return in_full_precision(run_eagerly(loss)), in_full_precision(run_eagerly(outputs))
 
     def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
         n_groups = len(self.optimizer.param_groups)
@@ -402,7 +442,13 @@ class Probe:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def _write_steps(self, events: list[dict[str, Any]]) -> None:
+    def _write_steps(self, events: list[dict[str, Any]], final: bool = False) -> None:
+        if self.writer is None:  # a rank other than 0 of an FSDP run: it measured its shard for the sums
+            self.amp.forget()
+            return
+        if self.sharded is not None:
+            events = self.sharded.finish(events)
+        events = self.amp.mark(events, final)
         for event in events:
             self.writer.write_event(event)
 
@@ -422,6 +468,8 @@ class Probe:
         )
 
     def _write_warning(self, source: str, message: str) -> None:
+        if source in ("probe", "step", "log") and self.sharded is not None:
+            self.sharded.leave()  # it measures no more: the other ranks must not wait for its sums
         if self.writer is None:
             self._early_warnings.append((source, message))
         else:

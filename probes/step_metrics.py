@@ -249,6 +249,8 @@ class StepMetrics:
         flush_every: measured steps held on the device before one copy to the host; None:
             ``DEVICE_FLUSH_EVERY``, or ``HOST_FLUSH_EVERY`` for a CPU model's ``_HostNorms``.
         flush_seconds: also copy when this long has passed, so slow steps still show up live.
+        norms: makes the norm engine, ``norms(params, group_of, n_groups)``, instead of the two
+            above (``probes.fsdp.ShardedNorms`` for sharded parameters).
     """
 
     def __init__(
@@ -258,11 +260,13 @@ class StepMetrics:
         scale_invariant: Sequence[bool] | None = None,
         flush_every: int | None = None,
         flush_seconds: float = 1.0,
+        norms: Any = None,
     ) -> None:
         self.optimizer = optimizer
         self.stride = max(1, int(stride))
         self.flush_every = None if flush_every is None else max(1, int(flush_every))
         self.flush_seconds = flush_seconds
+        self._make_norms = norms
         self.params, self.group_of = trained_parameters(optimizer)
         n_groups = len(optimizer.param_groups)
         self.scale_invariant = list(scale_invariant) if scale_invariant is not None else [False] * n_groups
@@ -356,7 +360,9 @@ class StepMetrics:
             })
         return events
 
-    def _norm_engine(self) -> _HostNorms | _ForeachNorms:
+    def _norm_engine(self) -> Any:
+        if self._make_norms is not None:
+            return self._make_norms(self.params, self.group_of, self._n_groups)
         if _HostNorms.fits(self.params):
             invariant = [gi for gi, flag in enumerate(self.scale_invariant) if flag]
             return _HostNorms(self.params, self.group_of, self._n_groups, invariant, self.flush_every or HOST_FLUSH_EVERY)

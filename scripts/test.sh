@@ -8,8 +8,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore torch==2.13.0
-# With the framework extras: their integration tests run in CI, never skipped (CI is set there).
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test,lightning,transformers]'
+# With the optional extras the tests exercise (lightning, transformers, tensorboard); none brings a torch.
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test,lightning,transformers,tensorboard]'
+# An extra that pulled another torch (a CUDA build, a newer release) would make the suite slow or wrong.
+"$PYTHON" -c "import sys, torch; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'scripts/test.sh: torch {v} after the extras, not 2.13.0')"
 
 # Each test gets at most 300 s (pytest-timeout, a traceback of where it hung); the whole suite at
 # most 15 minutes, so CI never hangs. Exit status 5 (no tests collected) is a failure too.

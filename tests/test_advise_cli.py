@@ -151,14 +151,18 @@ def test_follow_prints_recommendations_as_they_arise(tmp_path, diverge):
     writer = subprocess.run([sys.executable, str(script), str(run), "1" if diverge else "0"], timeout=120)
     assert writer.returncode == 0
     out, err = follow.communicate(timeout=60)
-    lines = [json.loads(line) for line in out.splitlines()]
+    printed = [json.loads(line) for line in out.splitlines()]
     assert follow.returncode == (3 if diverge else 0), err
+    lines = [r for r in printed if not r.get("withdrawn")]
+    withdrawn = [r for r in printed if r.get("withdrawn")]
     actions = [r["action"] for r in lines]
-    assert actions[:2] == ["drop_lr", "start_averaging"] and all(r["run"] == "live" for r in lines)
-    if diverge:
+    assert actions[:2] == ["drop_lr", "start_averaging"] and all(r["run"] == "live" for r in printed)
+    if diverge:  # the divergence withdraws the equilibrium's advice, one line each, and says why
         assert actions[2:] == ["lower_lr", "rollback"] and lines[2]["step"] == 1200
+        assert [r["action"] for r in withdrawn] == ["drop_lr", "start_averaging"]
+        assert all(r["withdrawn_at_step"] == 1200 and "diverged at step 1200" in r["why"] for r in withdrawn)
     else:
-        assert len(actions) == 2
+        assert len(actions) == 2 and not withdrawn
 
 
 def test_offline_sweep_leaves_a_run_still_running_and_falling_undecided(tmp_path):

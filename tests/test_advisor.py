@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from lrtui.advisor import Advisor, analyze_sweep, edge_state, max_stable_lr, stability_threshold
-from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT, judge_window
+from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT
 from lrtui.runlog import RunData
 
 SGD = {"class": "SGD", "param_groups": [{"lr": 0.1, "momentum": 0.0, "dampening": 0, "nesterov": False,
@@ -212,19 +212,27 @@ def test_noisy_equilibrium_is_found_and_advised_once(noise):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_chaotic_equilibrium_with_spikes_is_found(seed):
+def test_chaotic_equilibrium_with_spikes_is_found_and_advised_once_the_evidence_is_there(seed):
     """The loss of a large LR: a fast fall, then a level with heavy multiplicative noise and rare
-    10x spikes (the sample sweep at lr 2.85e-2 looks like this). The slope's interval is far wider
-    than the stationarity band; the loss makes no new low, so it is an equilibrium, not converging."""
+    10x spikes (the sample sweep from lr 8.11e-3 to 4.33e-2 looks like this: the log loss scatters
+    by 0.3-0.7 from step to step at stride 8). It has stopped falling, so it is an
+    equilibrium; but over 1,250 logged steps the slope's interval is far wider than the ±10% band,
+    so nothing is dropped yet (evidence before action). Ten times as long, the interval fits the
+    band and drop_lr and start_averaging come."""
     r = np.random.default_rng(seed)
-    n = 1250
+    n = 12500
     level = 0.5 + 1.5 * np.exp(-np.arange(n) / 20)
     spikes = np.where(r.random(n) < 0.02, 10.0, 1.0)
-    loss = level * np.exp(0.8 * r.standard_normal(n)) * spikes
+    loss = level * np.exp(0.5 * r.standard_normal(n)) * spikes
+    short = advise(steps(loss[:1250], stride=8))
+    assert short.regime == "equilibrium", [a.message for a in short.alerts]
+    assert not {"drop_lr", "start_averaging"} & set(actions(short))
+    assert bulk(steps(loss[:1250], stride=8)).regime == "equilibrium"
     st = advise(steps(loss, stride=8))
-    assert st.regime == "equilibrium", [a.message for a in st.alerts]
-    assert {"drop_lr", "start_averaging"} <= set(actions(st))
-    assert bulk(steps(loss, stride=8)).regime == "equilibrium"
+    given = st.recommendations + [w.recommendation for w in st.withdrawn]  # spikes may flip it later
+    assert {"drop_lr", "start_averaging"} <= {r.action for r in given}
+    drop = next(r for r in given if r.action == "drop_lr")
+    assert -0.1 < drop.numbers["change_lo"] and drop.numbers["change_hi"] < 0.1
 
 
 def _thinned_like_the_probe(loss_at, total: int) -> list[dict]:
@@ -248,7 +256,7 @@ def test_equilibrium_is_found_as_soon_when_the_stride_changed_early(tau):
     thinned = advise(thinned_events)
     assert even.regime == thinned.regime == "equilibrium"
     first = [next(r.step for r in st.recommendations if r.action == "drop_lr") for st in (even, thinned)]
-    assert first[1] <= 1.25 * first[0], first
+    assert first[1] <= 1.5 * first[0], first
     assert bulk(thinned_events).recommendations[0].step == thinned.recommendations[0].step
 
 
@@ -266,34 +274,6 @@ def test_a_stride_lowered_late_keeps_the_window_inside_the_segment():
     assert [(r.action, r.step) for r in inc.recommendations] == [(r.action, r.step) for r in blk.recommendations]
     drop = next(r for r in inc.recommendations if r.action == "drop_lr")
     assert 0 <= drop.numbers["window_start_step"] < drop.numbers["window_end_step"] <= drop.step
-
-
-class _SegmentOnly(list):
-    """Prefix sums that refuse to be read before the segment's start."""
-
-    def __init__(self, values, start):
-        super().__init__(values)
-        self.start = start
-
-    def __getitem__(self, i):
-        assert i >= self.start, f"read prefix[{i}] before the segment's start {self.start}"
-        return super().__getitem__(i)
-
-
-def test_the_regime_window_and_the_losses_before_it_stay_inside_the_segment():
-    """A segment logged every 8th step, then every step (a stride lowered late): the last half of
-    its optimizer steps holds most of its logged steps, but the window (and the plateau rule's
-    look at as many losses before it) must stay inside the segment."""
-    r = np.random.default_rng(3)
-    before = 100  # another segment's losses come first
-    seg_steps = list(range(0, 20000, 8)) + list(range(20000, 21000))
-    falling = 0.5 * np.exp(-np.array(seg_steps) / 15000)  # outside the stationary band: the plateau rule looks
-    loss = np.r_[np.full(before, 5.0), falling * np.exp(0.3 * r.standard_normal(len(seg_steps)))]
-    prefix = _SegmentOnly(np.r_[0.0, np.cumsum(loss)].tolist(), before)
-    log_prefix = _SegmentOnly(np.r_[0.0, np.cumsum(np.log(loss))].tolist(), before)
-    all_steps = list(range(-before, 0)) + seg_steps
-    v = judge_window(prefix, before, len(all_steps), 0.7, log_prefix=log_prefix, steps=all_steps)
-    assert before <= v.start < v.stop == len(all_steps) and v.regime == "converging" and not v.reached
 
 
 def test_equilibrium_label_does_not_flap():
@@ -320,8 +300,9 @@ def test_drop_to_the_threshold_when_known_and_new_segment_judged_on_its_own():
     assert [s.lr for s in st.segments] == [0.1, 0.007]
     assert st.segments[0].regime == "equilibrium" and st.segments[1].start_step == 3000
     assert st.segments[1].regime == "equilibrium" and st.segments[1].loss_level == pytest.approx(0.05, rel=0.05)
-    drops = [r for r in st.recommendations if r.action == "drop_lr"]
+    drops = [d.recommendation for d in st.done] + [r for r in st.recommendations if r.action == "drop_lr"]
     assert drops[0].numbers["new_lr"] == 0.007 and drops[0].step < 3000
+    assert st.done[0].done_at_step == 3000 and {d.recommendation.action for d in st.done} == {"drop_lr"}
     assert drops[1].numbers["new_lr"] == pytest.approx(0.0007) and drops[1].step > 3000
 
 
@@ -439,11 +420,14 @@ def test_bulk_then_incremental_equals_incremental():
 def test_prefix_sums_are_bitwise_identical():
     events = steps(decay_to(0.3, 5000, 0.3))
     a = Advisor(meta())
-    a.update_many(events)
+    for k in range(0, len(events), 333):  # judged in pieces of any size
+        a.update_many(events[k:k + 333])
+        a.state()
     data = RunData()
     data.extend(events)
     b = Advisor(meta()).update_data(data)
-    assert a._P == b._P and a._G == b._G
+    for name in ("cum_loss", "cum_log", "cum_log2", "cum_log_grad", "step", "lr"):
+        assert getattr(a.series, name).a.tobytes() == getattr(b.series, name).a.tobytes(), name
 
 
 # -- json ------------------------------------------------------------------------------------------
@@ -507,7 +491,9 @@ def test_a_sweeps_threshold_aims_each_runs_advice():
     result = analyze_sweep(sweep_runs(lrs, threshold=0.006))
     t = result.convergence_threshold_lr
     lo, hi = result.recommended_initial_lr
-    by_lr = {r.initial_lr: {x.action: x for x in reversed(r.state.recommendations)} for r in result.runs}  # first
+    by_lr = {r.initial_lr: {x.action: x for x in reversed([d.recommendation for d in r.state.done]
+                                                          + r.state.recommendations)}  # the first of each
+             for r in result.runs}
     assert by_lr[0.002]["raise_lr"].numbers["new_lr"] == pytest.approx(math.sqrt(lo * hi))  # not x2 = 0.004
     assert by_lr[0.004]["raise_lr"].numbers["new_lr"] == pytest.approx(math.sqrt(lo * hi))
     assert by_lr[0.016]["drop_lr"].numbers["new_lr"] == pytest.approx(0.0016)  # x0.1, already below t
@@ -545,25 +531,12 @@ def _data(events):
     return d
 
 
-def test_drop_lr_reason_says_how_the_loss_was_found_flat() -> None:
-    """"within ±10%" only when the interval is inside the band; a plateau (chaotic equilibrium,
-    interval far wider) says so instead of claiming a band it does not meet."""
+def test_drop_lr_reason_says_what_was_flat() -> None:
+    """The reason gives the interval and, under a moving LR, that the change is beyond its share."""
     from lrtui.advisor.recommend import drop_lr
 
-    tight = drop_lr(100, 0.1, 0.5, (50, 100), (-0.04, 0.03), None)
-    wide = drop_lr(100, 0.1, 0.5, (50, 100), (-0.40, 1.49), None)
-    assert "within ±10%" in tight.reason and "no new low" not in tight.reason
-    assert "within ±10%" not in wide.reason and "no new low" in wide.reason
-    assert wide.numbers["change_lo"] == -0.40 and wide.numbers["new_lr"] == pytest.approx(0.01)
-
-
-@pytest.mark.parametrize("n", [1, 5, 19, 20, 21, 40, 63, 64, 65, 300])
-@pytest.mark.parametrize("window", [1, 20, 64])
-def test_trailing_means_are_the_mean_of_the_last_window_values(n: int, window: int) -> None:
-    """The bulk divergence scan's smoothing, on runs shorter and longer than its window."""
-    from lrtui.advisor.divergence import _trailing_means
-
-    x = np.random.default_rng(n * 1000 + window).standard_normal(n)
-    got = _trailing_means(np.concatenate([[0.0], np.cumsum(x)]), window)
-    want = [x[max(0, i + 1 - window) : i + 1].mean() for i in range(n)]
-    assert np.allclose(got, want, rtol=1e-12, atol=1e-12)
+    still = drop_lr(100, 0.1, 0.5, (50, 100), (-0.04, 0.03), 0.0, None)
+    moving = drop_lr(100, 0.1, 0.5, (50, 100), (-0.2, -0.05), -0.2, None)
+    assert "within ±10%" in still.reason and "LR's own change" not in still.reason
+    assert "beyond what the LR's own change (-20%) explains" in moving.reason
+    assert moving.numbers["lr_change"] == -0.2 and moving.numbers["new_lr"] == pytest.approx(0.01)

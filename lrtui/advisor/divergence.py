@@ -1,36 +1,41 @@
-"""Divergence: non-finite values, a sustained loss blow-up, or a gradient-norm explosion — not a catapult.
+"""Divergence: a non-finite value, a sustained loss blow-up, or a gradient-norm explosion.
 
-Rules, on the sequence of logged steps (index i):
+Rules, on the usable losses (``series.py``: finite, not skipped; index j) and the usable gradient
+norms, judged at each logged step (index i):
 
-- ``sm[i]``: mean of the last ``SMOOTH`` logged losses; ``initial`` = ``sm[SMOOTH-1]``, the initial
-  loss level; ``best`` = the lowest mean of ``REFERENCE`` consecutive logged losses so far (fewer at
-  the start). A longer mean for the reference matters: mini-batch losses near the edge of stability
+- ``sm[j]``: mean of the last ``SMOOTH`` losses; ``initial`` = ``sm[SMOOTH-1]``, the initial loss
+  level; ``best`` = the lowest mean of ``REFERENCE`` consecutive losses so far (fewer at the
+  start). A longer mean for the reference matters: mini-batch losses near the edge of stability
   are heavy-tailed, and the luckiest 10-step mean of a long run lies far below its typical level.
-- Non-finite loss or gradient norm: diverged at that step, flagged at once.
-- Blow-up: ``sm[i] >= BLOWUP × max(best, FLOOR × initial)`` (the LR-range test's 4×, with a floor so a
-  loss that has reached ~0 is not "4× its best" through noise).
-- Gradient explosion: the mean log gradient norm of the last ``SMOOTH`` steps at least
-  ``GRAD_EXPLOSION``-fold above its mean over all earlier steps.
-- A stretch of consecutive steps where either holds is an *excursion*. One that lasts longer than
-  ``WINDOW`` logged steps is a divergence that began where the excursion began; one that recovers
-  within ``WINDOW`` is a catapult (Lewkowycz et al. 2020) and only an info alert. A non-finite value
-  during an excursion dates the divergence from the excursion's start.
+- Non-finite loss or gradient norm (``series.py`` says which count): diverged at that step,
+  flagged at once.
+- Blow-up: ``sm[j] >= BLOWUP × max(best, FLOOR × initial)`` (the LR-range test's 4×, with a floor
+  so a loss that has reached ~0 is not "4× its best" through noise).
+- Gradient explosion: the mean log gradient norm of the last ``SMOOTH`` norms at least
+  ``GRAD_EXPLOSION``-fold above its mean over all earlier ones.
+- A stretch of consecutive logged steps where either holds (a step with no usable value keeps the
+  state of the step before) is an *excursion*. One that lasts longer than ``WINDOW`` logged steps
+  is a divergence that began where the excursion began; one that recovers within it was not (a
+  catapult: ``spikes.py`` counts those). A non-finite value during an excursion dates the
+  divergence from the excursion's start.
 
-The incremental ``DivergenceDetector`` and the vectorized ``detect_divergence`` apply the same rules
-to the same prefix sums and give the same answers (tests check this).
+``DivergenceScan.scan`` applies the rules to the logged steps not yet scanned, carrying its state
+from one call to the next, so one call over a whole run and many calls over its pieces give the
+same answer (the advisor's bulk and incremental paths are the same code).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
-#: Logged steps in the smoothing window (and the warm-up before ``best`` is tracked).
+from lrtui.advisor.series import StepSeries
+
+#: Losses in the smoothing window (and the warm-up before ``best`` is tracked).
 SMOOTH = 10
-#: Logged steps in the mean whose lowest value is the reference ``best``.
+#: Losses in the mean whose lowest value is the reference ``best``.
 REFERENCE = 100
 #: Smoothed loss at this multiple of its best (LR-range tests use 4-5x) is a blow-up.
 BLOWUP = 4.0
@@ -39,18 +44,8 @@ FLOOR = 0.05
 #: Smoothed gradient norm at this multiple of its history is an explosion.
 GRAD_EXPLOSION = 100.0
 LOG_GRAD_EXPLOSION = math.log(GRAD_EXPLOSION)
-#: Logged steps an excursion may last and still be a catapult that recovered.
+#: Logged steps an excursion may last and still recover.
 WINDOW = 100
-
-
-@dataclass(frozen=True)
-class Excursion:
-    """A stretch of logged steps [start, stop) above the blow-up level; ``stop`` None while ongoing."""
-
-    start: int
-    stop: int | None
-    peak: float  # highest smoothed loss / blow-up level during it
-    loss: bool  # the loss rose (not only the gradient norm)
 
 
 @dataclass(frozen=True)
@@ -62,193 +57,117 @@ class Divergence:
     reason: str
 
 
-@dataclass(frozen=True)
-class BulkDivergence:
-    """What ``detect_divergence`` found, plus what an incremental detector needs to carry on."""
+class DivergenceScan:
+    """The divergence rules, applied to each logged step once, in pieces of any size."""
 
-    catapults: list[Excursion]
-    divergence: Divergence | None
-    initial: float | None
-    best: float
-    ongoing: Excursion | None
-
-
-class DivergenceDetector:
-    """Incremental divergence rules; call ``step`` once per logged step, after extending the prefixes.
-
-    Args:
-        loss_prefix: prefix sums of the cleaned loss (non-finite values replaced by the last finite).
-        grad_prefix: prefix sums of the cleaned log gradient norm, or None when the run logs none.
-    """
-
-    def __init__(self, loss_prefix: Sequence[float], grad_prefix: Sequence[float] | None) -> None:
-        self.P = loss_prefix
-        self.G = grad_prefix
+    def __init__(self) -> None:
         self.initial: float | None = None
         self.best = math.inf
-        self.excursion_start: int | None = None
-        self.excursion_peak = 0.0
-        self.excursion_loss = False
         self.divergence: Divergence | None = None
+        self._done = 0  # logged steps scanned
+        self._j = 0  # usable losses scanned
+        self._g = 0  # usable gradient norms scanned
+        self._loss_up = False  # the state of the last scanned step with a loss / a gradient norm
+        self._grad_up = False
+        self._start: int | None = None  # the excursion going on
+        self._loss_in_it = False
 
-    def resume(self, found: BulkDivergence) -> None:
-        """Carry on after ``detect_divergence`` processed the steps so far."""
-        self.initial, self.best, self.divergence = found.initial, found.best, found.divergence
-        if found.ongoing is not None:
-            self.excursion_start = found.ongoing.start
-            self.excursion_peak = found.ongoing.peak / BLOWUP
-            self.excursion_loss = found.ongoing.loss
-
-    def smoothed(self, i: int) -> float:
-        k = min(i + 1, SMOOTH)
-        return (self.P[i + 1] - self.P[i + 1 - k]) / k
-
-    def step(self, i: int, non_finite: str | None) -> Excursion | Divergence | None:
-        """Judge logged step i; returns a finished catapult, a divergence, or None."""
-        if self.divergence is not None:
+    def scan(self, s: StepSeries) -> Divergence | None:
+        """Judge the logged steps added since the last call; the divergence, once found."""
+        a, b = self._done, len(s)
+        if self.divergence is not None or a >= b:
+            self._done = b
             return None
-        if non_finite is not None:
-            began = self.excursion_start if self.excursion_start is not None else i
-            self.divergence = Divergence(began, i, non_finite)
-            return self.divergence
-        if i < SMOOTH - 1:
-            return None
-        P = self.P
-        sm = (P[i + 1] - P[i + 1 - SMOOTH]) / SMOOTH  # self.smoothed(i), inlined: this runs every step
-        k = i + 1 if i < REFERENCE else REFERENCE
-        ref = (P[i + 1] - P[i + 1 - k]) / k
-        if i == SMOOTH - 1:
-            self.initial, self.best = sm, ref
-            return None
-        initial = self.initial
-        if self.best > 0 and initial is not None and initial > 0:
-            level = BLOWUP * max(self.best, FLOOR * initial)
-        else:
-            level = math.inf
-        loss_up = sm >= level
-        grad_up = False
-        if self.G is not None:
-            g = self.G
-            grad_up = (g[i + 1] - g[i + 1 - SMOOTH]) / SMOOTH - g[i + 1 - SMOOTH] / (i + 1 - SMOOTH) >= LOG_GRAD_EXPLOSION
-        if ref < self.best:
-            self.best = ref
-        if loss_up or grad_up:
-            ratio = sm / level if level > 0 and math.isfinite(level) else 0.0
-            if self.excursion_start is None:
-                self.excursion_start, self.excursion_peak, self.excursion_loss = i, ratio, loss_up
-            else:
-                self.excursion_peak = max(self.excursion_peak, ratio)
-                self.excursion_loss = self.excursion_loss or loss_up
-            if i - self.excursion_start + 1 > WINDOW:
-                reason = "loss blow-up" if self.excursion_loss else "gradient-norm explosion"
-                self.divergence = Divergence(self.excursion_start, i, reason)
+        self._done = b
+        loss_up = self._loss_flags(s, a, b)
+        grad_up = self._grad_flags(s, a, b)
+        above = loss_up | grad_up
+        bad = s.first_bad if s.first_bad is not None and a <= s.first_bad < b else None
+        stop = b if bad is None else bad  # the excursions judged before a non-finite value
+        i = a
+        while i < stop:
+            if self._start is None:
+                nxt = _first(above, i - a, stop - a, True)
+                if nxt is None:
+                    break
+                self._start, self._loss_in_it = a + nxt, False
+                i = a + nxt
+            end = _first(above, i - a, stop - a, False)  # the first step below again
+            last = stop if end is None else a + end
+            long_at = self._start + WINDOW  # where the excursion first lasts longer than WINDOW
+            if long_at < last:
+                rose = self._loss_in_it or bool(loss_up[i - a:long_at + 1 - a].any())
+                self.divergence = Divergence(self._start, long_at, "loss blow-up" if rose else "gradient-norm explosion")
                 return self.divergence
-            return None
-        if self.excursion_start is not None:
-            done = Excursion(self.excursion_start, i, self.excursion_peak * BLOWUP, self.excursion_loss)
-            self.excursion_start = None
-            return done
-        return None
+            self._loss_in_it = self._loss_in_it or bool(loss_up[i - a:last - a].any())
+            if end is None:
+                break
+            self._start, i = None, last
+        if bad is not None:
+            began = self._start if self._start is not None and bad <= self._start + WINDOW else bad
+            self.divergence = Divergence(began, bad, s.first_bad_reason)
+        return self.divergence
+
+    def _loss_flags(self, s: StepSeries, a: int, b: int) -> np.ndarray:
+        """Blow-up or not at each logged step of [a, b) (forward-filled where no loss)."""
+        j0, j1 = self._j, s.usable_before(b)
+        self._j = j1
+        flags = np.zeros(j1 - j0, dtype=bool)
+        lo = max(j0, SMOOTH - 1)
+        if j1 > lo:
+            P = s.cum_loss.a
+            j = np.arange(lo, j1)
+            sm = (P[j + 1] - P[j + 1 - SMOOTH]) / SMOOTH
+            k = np.minimum(j + 1, REFERENCE)
+            ref = (P[j + 1] - P[j + 1 - k]) / k
+            if lo == SMOOTH - 1:
+                self.initial, self.best = float(sm[0]), float(ref[0])
+            judged = j >= SMOOTH
+            best_before = np.minimum.accumulate(np.concatenate([[self.best], ref]))[:-1]
+            initial = self.initial if self.initial is not None else math.nan
+            with np.errstate(invalid="ignore"):
+                level = BLOWUP * np.maximum(best_before, FLOOR * initial)
+            level = np.where((best_before > 0) & (initial > 0), level, np.inf)
+            flags[lo - j0:] = judged & (sm >= level)
+            self.best = min(self.best, float(ref.min()))
+        return _fill(flags, s.loss_at.a[j0:j1] - a, b - a, self, "_loss_up")
+
+    def _grad_flags(self, s: StepSeries, a: int, b: int) -> np.ndarray:
+        g0 = self._g
+        g1 = int(np.searchsorted(s.grad_at.a, b, side="left"))
+        self._g = g1
+        flags = np.zeros(g1 - g0, dtype=bool)
+        lo = max(g0, SMOOTH)
+        if g1 > lo:
+            G = s.cum_log_grad.a
+            g = np.arange(lo, g1)
+            recent = (G[g + 1] - G[g + 1 - SMOOTH]) / SMOOTH
+            history = G[g + 1 - SMOOTH] / (g + 1 - SMOOTH)
+            flags[lo - g0:] = recent - history >= LOG_GRAD_EXPLOSION
+        return _fill(flags, s.grad_at.a[g0:g1] - a, b - a, self, "_grad_up")
 
 
-def _trailing_means(prefix: np.ndarray, window: int) -> np.ndarray:
-    """Mean of the last ``window`` values (fewer at the start) at each index, from prefix sums."""
-    n = len(prefix) - 1
-    head = min(window, n)
-    lo = np.empty(n)
-    lo[:head] = prefix[0]
-    if n > window:
-        lo[window:] = prefix[1 : n - window + 1]
-    count = np.full(n, float(window))
-    count[:head] = np.arange(1, head + 1)
-    return (prefix[1:] - lo) / count
+def _fill(flags: np.ndarray, where: np.ndarray, n: int, holder: DivergenceScan, attr: str) -> np.ndarray:
+    """Flags given at some of n logged steps, carried forward to the steps without one (from the
+    last flag of the previous piece)."""
+    out = np.empty(n, dtype=bool)
+    pos = np.full(n, -1)
+    pos[where] = np.arange(len(where))
+    last = np.maximum.accumulate(pos)
+    out[:] = getattr(holder, attr)
+    has = last >= 0
+    out[has] = flags[last[has]]
+    if n:
+        setattr(holder, attr, bool(out[-1]))
+    return out
 
 
-def detect_divergence(
-    loss_prefix: np.ndarray, grad_prefix: np.ndarray | None, non_finite: tuple[int, str] | None
-) -> BulkDivergence:
-    """The same rules over a whole run at once.
-
-    Args:
-        loss_prefix: prefix sums (length n + 1) of the cleaned loss.
-        grad_prefix: same for the cleaned log gradient norm, or None.
-        non_finite: (index, reason) of the first logged step with a non-finite loss or gradient.
-
-    Returns:
-        catapults that recovered before any divergence, the divergence or None, the initial loss
-        level, the best smoothed loss, and the excursion still going on at the end (if any).
-    """
-    n = len(loss_prefix) - 1
-    first_bad, bad_reason = non_finite if non_finite is not None else (None, "")
-    if n < SMOOTH:
-        div = Divergence(first_bad, first_bad, bad_reason) if first_bad is not None else None
-        return BulkDivergence([], div, None, math.inf, None)
-    P = loss_prefix
-    sm = _trailing_means(P, SMOOTH)
-    initial = float(sm[SMOOTH - 1])
-    ref = _trailing_means(P, REFERENCE)
-    # best before step i: min of ref over [SMOOTH-1, i-1]
-    run_min = np.minimum.accumulate(ref[SMOOTH - 1:])
-    best_before = run_min[:-1]  # aligned with i = SMOOTH .. n-1
-    sm_i = sm[SMOOTH:]
-    if initial > 0:
-        level = BLOWUP * np.maximum(best_before, FLOOR * initial)
-        level = np.where(best_before > 0, level, np.inf)
-    else:
-        level = np.full(len(sm_i), np.inf)
-    loss_up = sm_i >= level
-    if grad_prefix is not None:
-        G = grad_prefix
-        # for i = SMOOTH .. n-1: the mean of the last SMOOTH values and of all before them
-        recent = (G[SMOOTH + 1 :] - G[1 : n - SMOOTH + 1]) / SMOOTH
-        history = G[1 : n - SMOOTH + 1] / np.arange(1, n - SMOOTH + 1)
-        grad_up = recent - history >= LOG_GRAD_EXPLOSION
-    else:
-        grad_up = np.zeros(len(sm_i), dtype=bool)
-    above = loss_up | grad_up
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where((level > 0) & np.isfinite(level), sm_i / level, 0.0)
-    # runs of `above`, as indices into the run (offset SMOOTH)
-    padded = np.concatenate([[False], above, [False]])
-    edges = np.flatnonzero(padded[1:] != padded[:-1])
-    starts, stops = edges[0::2] + SMOOTH, edges[1::2] + SMOOTH
-    catapults: list[Excursion] = []
-    divergence: Divergence | None = None
-    ongoing: Excursion | None = None
-    for s, e in zip(starts.tolist(), stops.tolist()):
-        if first_bad is not None and s >= first_bad:
-            break
-        long_at = s + WINDOW  # the step at which the excursion's length first exceeds WINDOW
-        if first_bad is not None and first_bad <= e and first_bad <= long_at:
-            # non-finite while the excursion is still on: it began where the excursion began
-            divergence = Divergence(s, first_bad, bad_reason)
-            break
-        if e - s > WINDOW:
-            part = slice(s - SMOOTH, long_at + 1 - SMOOTH)
-            reason = "loss blow-up" if bool(loss_up[part].any()) else "gradient-norm explosion"
-            divergence = Divergence(s, long_at, reason)
-            break
-        seg = slice(s - SMOOTH, e - SMOOTH)
-        found = Excursion(s, None if e == n else e, float(ratio[seg].max()) * BLOWUP, bool(loss_up[seg].any()))
-        if e == n:
-            ongoing = found
-            break
-        catapults.append(found)
-    if divergence is None and first_bad is not None:
-        divergence = Divergence(first_bad, first_bad, bad_reason)
-    best = float(run_min[-1])
-    return BulkDivergence(catapults, divergence, initial, best, None if divergence else ongoing)
+def _first(flags: np.ndarray, lo: int, hi: int, value: bool) -> int | None:
+    """The first index in [lo, hi) where flags is ``value``, or None."""
+    part = flags[lo:hi] if value else ~flags[lo:hi]
+    k = int(np.argmax(part)) if len(part) else 0
+    return lo + k if len(part) and part[k] else None
 
 
-__all__ = [
-    "BLOWUP",
-    "Divergence",
-    "DivergenceDetector",
-    "Excursion",
-    "FLOOR",
-    "GRAD_EXPLOSION",
-    "REFERENCE",
-    "SMOOTH",
-    "WINDOW",
-    "detect_divergence",
-]
+__all__ = ["BLOWUP", "Divergence", "DivergenceScan", "FLOOR", "GRAD_EXPLOSION", "REFERENCE", "SMOOTH",
+           "WINDOW"]

@@ -1,8 +1,8 @@
 """Recommendations: what to do about a regime or a divergence, with the reason and the numbers.
 
 Each function is pure: the facts in, one ``Recommendation`` out. The advisor decides *when* (once
-per segment and situation, which is the hysteresis that keeps advice from flapping); this module
-decides *what*.
+per phase and situation, on confirmed verdicts: the hysteresis that keeps advice from flapping)
+and ``ledger.py`` what is still in force; this module decides *what*.
 """
 
 from __future__ import annotations
@@ -39,24 +39,22 @@ def _fmt(x: float) -> str:
 
 
 def drop_lr(step: int, lr: float, level: float, window: tuple[int, int], change: tuple[float, float],
-            convergence_threshold_lr: float | None) -> Recommendation:
-    """Equilibrium reached: drop the LR x0.1, and at least to the convergence threshold when known
-    (from far above it x0.1 is not enough; from just above it, the threshold alone is too little)."""
+            lr_change: float, convergence_threshold_lr: float | None) -> Recommendation:
+    """Equilibrium reached at the LR in force: drop the LR x0.1, and at least to the convergence
+    threshold when known (from far above it x0.1 is not enough; from just above it, the threshold
+    alone is too little)."""
     new_lr, how = lr * DROP_FACTOR, f"x{DROP_FACTOR:g}"
     if convergence_threshold_lr is not None and 0 < convergence_threshold_lr < new_lr:
         new_lr, how = convergence_threshold_lr, "the convergence threshold from the sweep"
     elif convergence_threshold_lr is not None and convergence_threshold_lr > 0:
         how += f", below the sweep's convergence threshold {_fmt(convergence_threshold_lr)}"
-    if -STATIONARY_BAND < change[0] and change[1] < STATIONARY_BAND:
-        how_flat = f"within ±{STATIONARY_BAND:.0%}"
-    else:  # the plateau rule: too noisy for the band, but no new low
-        how_flat = f"too noisy to bound, but no new low {STATIONARY_BAND:.0%} below the best before it"
+    moving = f" beyond what the LR's own change ({lr_change:+.0%}) explains" if lr_change else ""
     reason = (f"loss is stationary at {_fmt(level)} over steps {window[0]}-{window[1]} (change "
-              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI, {how_flat}): further steps at lr "
-              f"{_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")
+              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI, within ±{STATIONARY_BAND:.0%}{moving}): further "
+              f"steps at lr {_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")
     return Recommendation("drop_lr", step, reason, {
         "new_lr": new_lr, "current_lr": lr, "loss_level": level, "window_start_step": window[0],
-        "window_end_step": window[1], "change_lo": change[0], "change_hi": change[1],
+        "window_end_step": window[1], "change_lo": change[0], "change_hi": change[1], "lr_change": lr_change,
         "convergence_threshold_lr": convergence_threshold_lr,
     })
 

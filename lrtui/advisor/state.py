@@ -1,4 +1,4 @@
-"""What the advisor says: alerts, recommendations, constant-LR segments and the overall state."""
+"""What the advisor says: alerts, recommendations (in force, withdrawn, done), phases and the overall state."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from typing import Any
 REGIMES = ("warmup", "converging", "equilibrium", "chance", "diverged")
 #: What a recommendation asks for.
 ACTIONS = ("drop_lr", "start_averaging", "lower_lr", "rollback", "raise_lr")
-SEVERITIES = ("info", "warning", "error")
 
 
 def json_number(value: Any) -> Any:
@@ -72,19 +71,49 @@ class Recommendation:
         return out
 
 
+@dataclass(frozen=True)
+class Withdrawn:
+    """A recommendation later evidence contradicted: when (``withdrawn_at_step``) and why."""
+
+    recommendation: Recommendation
+    withdrawn_at_step: int | None
+    why: str
+    phase: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.recommendation.to_json() | {"withdrawn_at_step": self.withdrawn_at_step, "why": self.why}
+
+
+@dataclass(frozen=True)
+class Done:
+    """A recommendation the run followed: from ``done_at_step`` on, and how."""
+
+    recommendation: Recommendation
+    done_at_step: int | None
+    how: str
+    phase: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.recommendation.to_json() | {"done_at_step": self.done_at_step, "how": self.how}
+
+
 @dataclass
 class Segment:
-    """A stretch of training at one learning rate (within ``SEGMENT_TOLERANCE``), judged on its own.
+    """A phase of the run, judged on its own: a constant LR, or a schedule's moving LR (``phases.py``).
 
     Attributes:
-        start_step, end_step: first and last logged optimizer step of the segment.
-        lr: the learning rate (group 0) at its start.
-        regime: its regime (see ``REGIMES``).
+        start_step, end_step: first and last logged optimizer step of the phase.
+        lr, lr_end: the learning rate (group 0) at its first and at its last logged step.
+        cause: what started it: ``start`` (the run's first step), ``jump`` (the LR jumped: a step
+            schedule or a manual change) or ``action`` (an applied ``set_lr``/``drop_lr``).
+        warmup_end_step: the first step after its warm-up (the LR rose at its start), or None.
+        regime: its regime (see ``REGIMES``); ``warmup`` while its LR still rises or too little
+            is logged yet.
         logged_steps: how many step events it holds.
         loss_level: mean loss over the window of the last regime test (None before the first).
-        relative_change: the loss's relative change across that window (negative = falling).
-        change_interval: its 90% confidence interval [lo, hi].
-        window: [first, last] optimizer step of that window.
+        relative_change: the loss's relative change across that window (negative = falling),
+            ``change_interval`` its 90% confidence interval, ``lr_change`` the LR's relative
+            change across it (0 at a constant LR), ``window`` its [first, last] optimizer step.
         converged_by: ``"train_loss"`` (batch-loss mean < the convergence level) or
             ``"full_train_loss"`` (a logged full-train loss below it), when converged.
     """
@@ -99,17 +128,25 @@ class Segment:
     change_interval: tuple[float, float] | None = None
     window: tuple[int, int] | None = None
     converged_by: str | None = None
+    lr_end: float | None = None
+    cause: str = "start"
+    warmup_end_step: int | None = None
+    lr_change: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return json_number({
             "start_step": self.start_step,
             "end_step": self.end_step,
             "lr": self.lr,
+            "lr_end": self.lr_end,
+            "cause": self.cause,
+            "warmup_end_step": self.warmup_end_step,
             "regime": self.regime,
             "logged_steps": self.logged_steps,
             "loss_level": self.loss_level,
             "relative_change": self.relative_change,
             "change_interval": list(self.change_interval) if self.change_interval else None,
+            "lr_change": self.lr_change,
             "window": list(self.window) if self.window else None,
             "converged_by": self.converged_by,
         })
@@ -131,8 +168,14 @@ class AdvisorState:
         edge: ``below``, ``at_edge`` or ``above`` (band ±``EDGE_BAND``); None when unknown.
         diverged_at_step: the step where the divergence began; ``divergence_flagged_at_step`` when
             it was detected; ``divergence_reason`` in words.
-        alerts, recommendations: everything raised so far, oldest first.
-        segments: the constant-LR segments so far.
+        in_warmup: the LR of the phase now going on still rises (its regime is ``warmup``); then
+            ``warmup_headroom`` = ``max_stable_lr`` / ``lr``: how far the LR may still rise at
+            the sharpness last measured (None without a sharpness).
+        alerts: everything raised so far, oldest first.
+        recommendations: those in force at ``step``, oldest first; ``withdrawn``: those later
+            evidence contradicted (each with ``withdrawn_at_step`` and ``why``); ``done``: those
+            the run followed (each with ``done_at_step`` and ``how``).
+        segments: the run's phases so far (``Segment``).
         loss_level: mean loss of the current segment's last test window.
         catapults: loss spikes that recovered (the first few are also alerts).
         ended: the run wrote its end record (``end_status`` finished or failed).
@@ -154,6 +197,10 @@ class AdvisorState:
     divergence_reason: str | None = None
     alerts: list[Alert] = field(default_factory=list)
     recommendations: list[Recommendation] = field(default_factory=list)
+    withdrawn: list[Withdrawn] = field(default_factory=list)
+    done: list[Done] = field(default_factory=list)
+    in_warmup: bool = False
+    warmup_headroom: float | None = None
     segments: list[Segment] = field(default_factory=list)
     loss_level: float | None = None
     optimizer: str | None = None
@@ -168,7 +215,7 @@ class AdvisorState:
         return self.regime == "diverged"
 
     def to_json(self, run_name: str | None = None) -> dict[str, Any]:
-        """The ``lrtui advise --json`` object for one run (schema in the README); null where unknown."""
+        """The ``lrtui advise --json`` object for one run (docs/advisor.md); null where unknown."""
         return {
             "run": run_name,
             "step": self.step,
@@ -193,10 +240,14 @@ class AdvisorState:
             "ended": self.ended,
             "end_status": self.end_status,
             "alerts": [a.to_json() for a in self.alerts],
+            "in_warmup": self.in_warmup,
+            "warmup_headroom": json_number(self.warmup_headroom),
             "recommendations": [r.to_json() for r in self.recommendations],
+            "withdrawn": [w.to_json() for w in self.withdrawn],
+            "done": [d.to_json() for d in self.done],
             "segments": [s.to_json() for s in self.segments],
         }
 
 
-__all__ = ["ACTIONS", "REGIMES", "SEVERITIES", "Alert", "AdvisorState", "Recommendation", "Segment",
+__all__ = ["ACTIONS", "REGIMES", "Alert", "AdvisorState", "Done", "Recommendation", "Segment", "Withdrawn",
            "json_number"]

@@ -6,7 +6,9 @@ that segment reached the convergence level (mean train loss, or a logged full-tr
 running and falling is undecided (it may converge yet: ``summarize_sweep``'s ``running``). The
 convergence threshold lies between the largest LR that converged and the smallest LR above it
 that did not; the estimate is their geometric mean. The recommended initial-LR band is
-``initial_lr_band`` of it (slightly above the threshold, the paper's sub-regime 2A). Where runs log
+``initial_lr_band`` of it (slightly above the threshold, the paper's sub-regime 2A), but never
+reaching an LR that in the same sweep was ``chance`` or ``diverged``: it stops below the smallest
+such LR (half-open, [lo, hi)), and ``recommended_initial_lr_capped_by`` names that run. Where runs log
 a ``metric`` with ``phase`` ``finetune`` or ``swa`` and ``test_acc``, the LR whose last such
 accuracy is highest won, and the result says whether that LR lies in the recommended band: the band is the paper's finding,
 the winner is this sweep's own evidence, and where they disagree the user sees both.
@@ -22,6 +24,8 @@ from lrtui.advisor.advisor import Advisor
 from lrtui.advisor.recommend import initial_lr_band
 from lrtui.advisor.state import AdvisorState, json_number
 
+#: Pre-training regimes of a run that failed: the recommended band stops below its LR.
+FAILED = ("chance", "diverged")
 #: Phases of the second stage whose test accuracy says which initial LR won.
 SECOND_PHASES = ("finetune", "swa")
 
@@ -56,6 +60,7 @@ class SweepResult:
     recommended_initial_lr: tuple[float, float] | None
     best: dict[str, dict[str, Any]]  # phase -> {"run", "lr", "test_acc"}
     inconsistent: list[str]  # runs that converged above an LR that did not
+    capped_by: dict[str, Any] | None = None  # the failed run that capped the band: run, lr, regime, step
 
     def winner_in_band(self, phase: str) -> bool | None:
         """Whether the LR that won ``phase`` lies in the recommended band (None: unknown)."""
@@ -93,6 +98,7 @@ class SweepResult:
             "best": {p: json_number(v) | {"in_recommended_band": self.winner_in_band(p)}
                      for p, v in self.best.items()},
             "inconsistent_runs": list(self.inconsistent),
+            "recommended_initial_lr_capped_by": json_number(self.capped_by),
         }
 
 
@@ -179,6 +185,15 @@ def summarize_sweep(runs: Iterable[tuple[dict[str, Any], AdvisorState, list[dict
     inconsistent = [r.name for lr, conv, r in first if not conv and lo is not None and lr < lo]
     threshold = math.sqrt(lo * hi) if lo is not None and hi is not None else None
     band = initial_lr_band(threshold) if threshold is not None else None
+    capped_by = None
+    if band is not None:
+        # the band never holds an LR that failed in this sweep: it stops below the smallest one
+        failed = [(lr, r) for lr, _, r in first if r.pretrain_regime in FAILED and lr > band[0]]
+        if failed:
+            lr, r = min(failed, key=lambda t: t[0])
+            if lr <= band[1]:
+                band = (band[0], lr)
+                capped_by = {"run": r.name, "lr": lr, "regime": r.pretrain_regime, "step": _failed_at(r.state)}
     best: dict[str, dict[str, Any]] = {}
     for phase in SECOND_PHASES:
         scored = [(r.test_acc[phase], r) for r in out_runs if phase in r.test_acc]
@@ -186,7 +201,14 @@ def summarize_sweep(runs: Iterable[tuple[dict[str, Any], AdvisorState, list[dict
             acc, r = max(scored, key=lambda t: t[0])
             best[phase] = {"run": r.name, "lr": r.initial_lr, "test_acc": acc}
     out_runs.sort(key=lambda r: (r.initial_lr is None, r.initial_lr or 0.0, r.name))
-    return SweepResult(out_runs, threshold, (lo, hi), band, best, inconsistent)
+    return SweepResult(out_runs, threshold, (lo, hi), band, best, inconsistent, capped_by)
+
+
+def _failed_at(st: AdvisorState) -> int | None:
+    """The step at which a failed run was judged so (diverged, or confirmed at chance)."""
+    if st.divergence_flagged_at_step is not None:
+        return st.divergence_flagged_at_step
+    return next((a.step for a in st.alerts if a.message.startswith("regime chance")), None)
 
 
 __all__ = ["SweepResult", "SweepRun", "analyze_sweep", "summarize_sweep"]

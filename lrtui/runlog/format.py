@@ -76,6 +76,7 @@ class StepLine(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     weight_norm: Number = None
     lr: Union[list[Number], None] = None
     effective_lr: Union[list[Number], None] = None
+    skipped: Union[bool, None] = None  # a GradScaler skipped this step (inf/NaN gradients)
 
 
 #: Fields of a step event besides ``kind``, in the order the writer puts them.

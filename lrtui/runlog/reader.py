@@ -47,6 +47,8 @@ MAX_LINE_BYTES = 1 << 20
 STALE_AFTER = 60.0
 #: Kinds kept as a list of dicts too (rare events whose text matters).
 RECORD_KINDS = ("warning", "end", "metric")
+#: Columns of rows with no value travel with this prefix until ``RunData._add`` keeps them apart.
+MISSING_PREFIX = "\0missing:"
 
 #: Step lines as our writer starts them; other lines (other kinds, other writers, garbage) are
 #: found by this pattern and decoded the generic way.
@@ -300,6 +302,8 @@ def _step_columns(step_data: bytes, lines: int, only: tuple[str, ...] | None = N
         if (name not in ("step", "time") or only is not None) and step_data.find(b'"' + name.encode() + b'":') < 0:
             continue  # no line has the field: no column (as when the generic way reads it)
         values = list(map(attrgetter(name), rows))
+        if None in values and name not in STEP_LIST_FIELDS:
+            columns[MISSING_PREFIX + name] = np.fromiter((v is None for v in values), bool, len(values))
         if name not in extra and name not in STEP_LIST_FIELDS:
             # The typed decoder let through only numbers, null and the non-finite strings.
             try:
@@ -369,6 +373,8 @@ class RunData:
     def __init__(self) -> None:
         self._chunks: dict[str, list[tuple[int, dict[str, np.ndarray]]]] = {}
         self._cache: dict[str, dict[str, np.ndarray]] = {}
+        self._missing: dict[str, list[tuple[int, frozenset[str], dict[str, np.ndarray]]]] = {}
+        self._missing_cache: dict[str, dict[str, np.ndarray]] = {}
         self.records: dict[str, list[dict[str, Any]]] = {k: [] for k in RECORD_KINDS}
         self.count = 0
         self.last_time: float | None = None
@@ -385,7 +391,12 @@ class RunData:
         for kind, group in by_kind.items():
             names = dict.fromkeys(itertools.chain.from_iterable(group))
             names.pop("kind", None)
-            columns = {k: _column(list(map(dict.get, group, itertools.repeat(k)))) for k in names}
+            columns = {}
+            for k in names:
+                values = list(map(dict.get, group, itertools.repeat(k)))
+                columns[k] = _column(values)
+                if None in values:  # null or absent: no value (``missing``)
+                    columns[MISSING_PREFIX + k] = np.fromiter((v is None for v in values), bool, len(values))
             self._add(kind, len(group), columns)
             if kind in self.records:
                 self.records[kind].extend(restore_non_finite(e) for e in group)
@@ -423,6 +434,9 @@ class RunData:
         return skipped
 
     def _add(self, kind: str, n: int, columns: dict[str, np.ndarray]) -> None:
+        masks = {k[len(MISSING_PREFIX):]: columns.pop(k) for k in [k for k in columns if k.startswith(MISSING_PREFIX)]}
+        self._missing.setdefault(kind, []).append((n, frozenset(columns), masks))
+        self._missing_cache.pop(kind, None)
         chunks = self._chunks.setdefault(kind, [])
         chunks.append((n, columns))
         self.count += n
@@ -468,11 +482,31 @@ class RunData:
         self._cache[kind] = table
         return table
 
+    def missing(self, kind: str) -> dict[str, np.ndarray]:
+        """For each field of ``kind`` with rows of no value (``null``, absent, not a number in a
+        numeric column), the mask of those rows, aligned with ``table(kind)``: a NaN there is no
+        value, while a NaN elsewhere is a non-finite value (``"NaN"`` in the file)."""
+        if kind in self._missing_cache:
+            return self._missing_cache[kind]
+        parts = self._missing.get(kind, [])
+        names = set().union(*(present for _, present, _ in parts)) if parts else set()
+        out: dict[str, np.ndarray] = {}
+        for name in names:
+            pieces = [masks.get(name, np.zeros(n, dtype=bool)) if name in present else np.ones(n, dtype=bool)
+                      for n, present, masks in parts]
+            mask = np.concatenate(pieces) if len(pieces) != 1 else pieces[0]
+            if mask.any():
+                out[name] = mask
+        self._missing[kind] = [(sum(n for n, _, _ in parts), frozenset(names), out)] if parts else []
+        self._missing_cache[kind] = out
+        return out
+
     def merge(self, other: RunData) -> None:
         """Append the events of ``other``, read from the part of the file after this one's."""
-        for kind, chunks in other._chunks.items():
-            for n, columns in chunks:
-                self._add(kind, n, columns)
+        for kind in list(other._chunks):
+            table, masks = other.table(kind), other.missing(kind)  # each joined into one piece
+            n = len(next(iter(table.values()))) if table else 0
+            self._add(kind, n, dict(table) | {MISSING_PREFIX + k: m for k, m in masks.items()})
         for kind, records in other.records.items():
             self.records.setdefault(kind, []).extend(records)
         self._seen(other.last_time, other.last_step)
