@@ -97,9 +97,10 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
                 self.own.start(self.callback)
                 self.start = CLOCK()
 
-        def teardown(self, trainer: Any, pl_module: Any, stage: str) -> None:
-            self.end = CLOCK()
-            self.own.on = False
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step == trainer.max_steps and not self.end:
+                self.end = CLOCK()
+                self.own.on = False
 
     class Classifier(pl.LightningModule):
         def __init__(self, net: torch.nn.Module) -> None:
@@ -144,7 +145,6 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
                 callback = LrtuiCallback(run, system_stats=False, loss_fn=torch.nn.functional.cross_entropy, hessian_batch=hessian)
             if callback is not None:
                 callback.on_train_batch_end = own.timed(callback.on_train_batch_end)
-                callback.teardown = own.timed(callback.teardown)  # the closing flush
                 callbacks.append(callback)
             timer = Timer(own, callback)
             trainer = pl.Trainer(
@@ -194,9 +194,10 @@ def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict
                 self.own.start(self.callback)
                 self.start = CLOCK()
 
-        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-            self.end = CLOCK()
-            self.own.on = False
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.global_step == state.max_steps and not self.end:
+                self.end = CLOCK()
+                self.own.on = False
 
     class Sequences(torch.utils.data.Dataset):
         def __init__(self, n: int, length: int, vocab: int) -> None:
@@ -234,7 +235,6 @@ def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict
             if callback is not None:
                 callback._add_loss = own.timed(callback._add_loss)  # per micro-batch, from training_step
                 callback.on_step_end = own.timed(callback.on_step_end)
-                callback.on_train_end = own.timed(callback.on_train_end)  # the closing flush
                 callbacks.append(callback)
             timer = Timer(own, callback)
             args = transformers.TrainingArguments(
