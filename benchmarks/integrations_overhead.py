@@ -15,9 +15,9 @@ to the end of the run, the probe's closing flush included (its start-up is befor
 the "start-up ms" column). Blocks of the arms alternate, their order rotating every repetition.
 Columns: the median of per-repetition ratios to the trainer alone, the ratio of the fastest
 blocks ("min"), and the A/A median, which would be 1.000 on a quiet machine: a ratio within that
-distance of the target is not resolved by the run. "own µs": the median wall time per step spent
-inside the callback's hooks and the probe's optimizer pre-hook (the direct measure, which a busy
-machine disturbs much less); "own %": that over the fastest plain step. Target (issue 19): <= 1.05x
+distance of the target is not resolved by the run. "own µs": the median CPU time per step of the
+training thread inside the callback's hooks and the probe's optimizer pre-hook (the direct
+measure, which a busy machine disturbs much less); "own %": that over the fastest plain step. Target (issue 19): <= 1.05x
 with the callback.
 
 The clock is process CPU time by default (all threads: the probe's writer thread counts), which
@@ -46,10 +46,11 @@ ARMS = ("plain", "callback", "sharpness", "twin")
 
 
 class Own:
-    """Wall seconds inside the callback's hooks and the probe's optimizer pre-hook, while ``on``.
+    """CPU seconds of the training thread inside the callback's hooks and the probe's optimizer pre-hook, while ``on``.
 
     The direct measure of the callback's cost: the step-time ratios need a quiet machine to
-    resolve a few percent, this does not (the probe's writer thread, asynchronous, is not in it).
+    resolve a few percent, this does not (thread CPU time: another job's time slices are not in
+    it; the probe's writer thread, asynchronous, is not either).
     """
 
     def __init__(self) -> None:
@@ -60,11 +61,11 @@ class Own:
         def timed_call(*args: Any, **kwargs: Any) -> Any:
             if not self.on:
                 return fn(*args, **kwargs)
-            began = time.perf_counter()
+            began = time.thread_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                self.seconds += time.perf_counter() - began
+                self.seconds += time.thread_time() - began
 
         return timed_call
 
@@ -284,7 +285,7 @@ def report(rows: list[tuple[str, dict[str, Any]]]) -> None:
         cb, cb_min = ratios(t["plain"], t["callback"])
         sh, sh_min = ratios(t["plain"], t["sharpness"])
         aa, _ = ratios(t["plain"], t["twin"])
-        own = statistics.median(m["own"]["callback"])  # wall time; the plain step below is the clock's
+        own = statistics.median(m["own"]["callback"])
         start = statistics.median(m["startup"]["callback"]) - statistics.median(m["startup"]["plain"])
         print(f"{name:52} {min(t['plain']) * 1e3:9.2f} {cb:8.3f}x {cb_min:6.3f}x {sh:7.3f}x {sh_min:6.3f}x {aa:6.3f}x "
               f"{own * 1e6:7.1f} {100 * own / min(t['plain']):5.2f}% {start * 1e3:12.1f}")
