@@ -99,10 +99,11 @@ class SystemSampler:
         self._processes: dict[int, psutil.Process] = {}
         if nvml is None:
             try:
-                import pynvml as nvml  # noqa: PLC0415  (optional dependency, loaded once)
+                import pynvml  # optional dependency, loaded once
             except Exception as exc:  # not installed, or broken: still an answer
                 self.nvml_error = f"NVML not available: {_one_line(exc)}"
                 return
+            nvml = pynvml
         try:
             nvml.nvmlInit()
         except Exception as exc:  # NVMLError_LibraryNotFound, DriverNotLoaded, ...
@@ -121,9 +122,9 @@ class SystemSampler:
 
     # -- GPUs ----------------------------------------------------------------------------
 
-    def _read(self, call: Callable[[], T]) -> T | None:
+    def _read(self, call: Callable[..., T], *args: Any) -> T | None:
         try:
-            return call()
+            return call(*args)
         except Exception:  # one field unreadable: the rest of the reading still counts
             return None
 
@@ -134,23 +135,23 @@ class SystemSampler:
             return []
         readings = []
         for index, handle in enumerate(self._handles):
-            name = self._read(lambda: nvml.nvmlDeviceGetName(handle))
+            name = self._read(nvml.nvmlDeviceGetName, handle)
             if isinstance(name, bytes):  # older bindings return bytes
                 name = name.decode(errors="replace")
-            util = self._read(lambda: float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu))
-            memory = self._read(lambda: nvml.nvmlDeviceGetMemoryInfo(handle))
+            util = self._read(lambda h: float(nvml.nvmlDeviceGetUtilizationRates(h).gpu), handle)
+            memory = self._read(nvml.nvmlDeviceGetMemoryInfo, handle)
             temp = self._read(
-                lambda: float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+                lambda h: float(nvml.nvmlDeviceGetTemperature(h, nvml.NVML_TEMPERATURE_GPU)), handle
             )
             # NVML reports milliwatts.
-            power = self._read(lambda: nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0)
+            power = self._read(lambda h: nvml.nvmlDeviceGetPowerUsage(h) / 1000.0, handle)
             readings.append(
                 GpuReading(
                     index=index,
                     name=name if isinstance(name, str) else None,
                     util=util,
-                    mem_used=self._read(lambda: int(memory.used)) if memory is not None else None,
-                    mem_total=self._read(lambda: int(memory.total)) if memory is not None else None,
+                    mem_used=self._read(lambda m: int(m.used), memory) if memory is not None else None,
+                    mem_total=self._read(lambda m: int(m.total), memory) if memory is not None else None,
                     temp=temp,
                     power=power,
                 )

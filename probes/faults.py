@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Callable
+
+#: The probe's reports go through logging (a child of "lrtui"): with no logging configured, Python
+#: prints each one as one line on stderr; ``logging.getLogger("lrtui")`` silences or redirects them.
+log = logging.getLogger("lrtui.probe")
 
 
 class Faults:
@@ -23,7 +27,8 @@ class Faults:
         return source not in self.disabled
 
     def fail(self, source: str, exc: BaseException | str, *, disables: bool = True) -> None:
-        """Switch ``source`` off; the first time, say so on stderr and in the run log.
+        """Switch ``source`` off; the first time, say so (a warning on the ``lrtui.probe`` logger:
+        one line on stderr unless logging is configured) and in the run log.
 
         With ``disables=False`` it is only a notice (said once, nothing is switched off).
         """
@@ -34,8 +39,8 @@ class Faults:
         self.disabled[source] = message
         line = f"{source} disabled ({message}); training continues" if disables else message
         try:
-            print(f"lrtui probe: {line}", file=sys.stderr, flush=True)
-        except Exception:  # stderr may be closed; training must not notice
+            log.warning("lrtui probe: %s", line)
+        except Exception:  # a handler may fail (stderr closed); training must not notice
             pass
         if self._warn is not None:
             try:

@@ -76,6 +76,13 @@ def write_run(run_dir: Path, steps: int = 400, lr: float = 0.05, *, diverge_at: 
     return run_dir
 
 
+def write_two_run_sweep(root: Path, steps: int, diverge_at: int) -> Path:
+    """A sweep of two recorded runs: lr 0.05 converging, lr 0.2 diverging at ``diverge_at``."""
+    write_run(root / "lr-0.05", steps, 0.05, seed=3)
+    write_run(root / "lr-0.2", steps, 0.2, diverge_at=diverge_at, seed=4)
+    return root
+
+
 def screen_text(app: Any) -> str:
     """The characters on the app's screen now, one line per row (what a user reads)."""
     return "\n".join(strip.text for strip in app.screen._compositor.render_strips())  # noqa: SLF001

@@ -5,6 +5,7 @@ Each of these failed on the advisor before the issue was fixed (checked once aga
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -39,8 +40,8 @@ def recorded(tmp_path_factory):
         "catapult": lambda p: train_catapult(p, lr_times_sharpness=3.3, steps=300),
     }
     for lr in (0.2, 0.6, 1.8):
-        runs[f"sweep/lr{lr:g}"] = (lambda lr: lambda p: cases.train_digits_mlp(
-            p, optimizer="sgd", lr=lr, steps=1500, batch=64, eval_every=100))(lr)
+        runs[f"sweep/lr{lr:g}"] = functools.partial(
+            cases.train_digits_mlp, optimizer="sgd", lr=lr, steps=1500, batch=64, eval_every=100)
     for name, record in runs.items():
         record(root / name)
     return root

@@ -96,7 +96,7 @@ async def test_replay_controls(tmp_path: Path) -> None:
     app = _replay(tmp_path / "run-a")
     async with app.run_test(size=(80, 24)) as pilot:
         await _loaded(pilot, app)
-        assert app.position == 0 and not app.playing
+        assert app.position == 0 and not app.monitor.playing
         await pilot.press("right", "right")
         assert app.position == 2
         await pilot.press("left")
@@ -112,24 +112,24 @@ async def test_replay_controls(tmp_path: Path) -> None:
         text = screen_text(app)
         assert "paused" in text and "step 20 / 399" in text and "Advisor  at step 20" in text
         await pilot.press("plus")
-        assert app.speed == 2
+        assert app.monitor.speed == 2
         await pilot.press("minus", "minus")
-        assert app.speed == 0.5
+        assert app.monitor.speed == 0.5
         await pilot.press("plus", "plus", "plus")  # x4: about 7 logged steps per refresh
         await pilot.press("space")
-        assert app.playing
+        assert app.monitor.playing
         await wait_for(pilot, lambda: app.position >= 60, 30, "the replay to play")
         await pilot.press("space")
         stopped = app.position
         await pilot.pause(0.3)
-        assert not app.playing and app.position == stopped
+        assert not app.monitor.playing and app.position == stopped
         await _loaded(pilot, app)
         assert app.view.state.step == stopped
         # at the end it stops; space then plays again from the start
         await pilot.press("end")
-        assert app.position == 399 and not app.playing
+        assert app.position == 399 and not app.monitor.playing
         await pilot.press("space")
-        assert app.playing and app.position < 399
+        assert app.monitor.playing and app.position < 399
 
 
 @headless
@@ -262,8 +262,10 @@ async def test_runs_that_appear_later_show_up(tmp_path: Path) -> None:
     app = LrtuiApp(tmp_path / "sweep", "watch", refresh=0.1, system_interval=0, clock=FROZEN)
     async with app.run_test(size=(100, 30)) as pilot:
         await wait_for(pilot, lambda: app.view.data.last_step == 49, 30, "run a")
+        assert "runs" not in screen_text(app).splitlines()[-1]  # one run: the footer offers no run keys
         write_run(tmp_path / "sweep" / "b", 80, 0.1)
         await wait_for(pilot, lambda: len(app.views) == 2, 30, "run b to be found")
+        await wait_for(pilot, lambda: "r runs" in screen_text(app).splitlines()[-1], 30, "the run keys offered")
         await wait_for(pilot, lambda: app.views[1].data.last_step == 79, 30, "run b to be read")
         await pilot.press("right_square_bracket")
         await pilot.pause(0.2)
@@ -278,7 +280,7 @@ async def test_system_panel_without_nvml(tmp_path: Path) -> None:
     app = _replay(tmp_path / "run", system_interval=0.1, start_at_end=True)
     async with app.run_test(size=(100, 30)) as pilot:
         await _loaded(pilot, app)
-        await wait_for(pilot, lambda: app.system[1] is not None, 30, "a system sample")
+        await wait_for(pilot, lambda: app.monitor.system[1] is not None, 30, "a system sample")
         app.redraw()
         await pilot.pause()
         text = screen_text(app)
@@ -296,7 +298,7 @@ async def test_gpu_panel_from_a_fake_nvml(tmp_path: Path) -> None:
                   sampler_factory=lambda: SystemSampler(nvml=make_fake_nvml([H100, A10])))
     async with app.run_test(size=(120, 36)) as pilot:
         await _loaded(pilot, app)
-        await wait_for(pilot, lambda: app.system[0], 30, "a GPU sample")
+        await wait_for(pilot, lambda: app.monitor.system[0], 30, "a GPU sample")
         app.redraw()
         await pilot.pause()
         text = screen_text(app)
@@ -346,10 +348,10 @@ def test_bad_paths_give_one_line_and_exit_2(tmp_path: Path, argv: list[str], mes
 def test_reading_yields_to_the_screen_only_at_the_live_edge() -> None:
     """A heavy batch of fresh events makes the reading thread pause (keys stay prompt under a
     flood); a backlog of old events, or events without a usable time, is read at full speed."""
-    from lrtui.app.runs import LIVE_EDGE_SECONDS, _at_live_edge
+    from lrtui.app.live import LIVE_EDGE_SECONDS, at_live_edge
 
     now = time.time()
-    assert _at_live_edge({"kind": "step", "step": 1, "time": now - 1.0})
-    assert not _at_live_edge({"kind": "step", "step": 1, "time": now - 2 * LIVE_EDGE_SECONDS})
+    assert at_live_edge({"kind": "step", "step": 1, "time": now - 1.0})
+    assert not at_live_edge({"kind": "step", "step": 1, "time": now - 2 * LIVE_EDGE_SECONDS})
     for bad in ("soon", None, float("nan"), True):
-        assert not _at_live_edge({"kind": "step", "step": 1, "time": bad})
+        assert not at_live_edge({"kind": "step", "step": 1, "time": bad})

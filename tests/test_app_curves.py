@@ -140,3 +140,77 @@ def test_chart_sizes_and_empty_data(width: int, height: int) -> None:
     empty = Curve(np.zeros(0), np.zeros(0))
     text = render_chart(ChartSpec("sharpness", [Series(empty, "blue", "hessian")], (0, 1)), width, height)
     assert len(text.plain.splitlines()) == max(height, 2)
+
+
+def _labels(text: str) -> list[str]:
+    """The y-axis labels of a rendered chart, top to bottom."""
+    return [line[:7].strip() for line in text.splitlines()[1:] if line[:7].strip()]
+
+
+def _value(label: str) -> float:
+    return float(label.replace(",", "").replace("e", "e+").replace("e+-", "e-"))
+
+
+def test_non_negative_quantities_start_at_their_data() -> None:
+    x = np.arange(200, dtype=np.float64)
+    loss = 0.06 + 0.8 * np.exp(-x / 30)
+    grad = np.abs(np.sin(x / 7)) * 5 + 0.007
+    for y in (loss, grad):
+        spec = ChartSpec("q", [Series(Curve(x, y), "green")], (0, 199), start_at_data=True)
+        labels = _labels(render_chart(spec, 50, 6).plain)
+        assert _value(labels[-1]) == pytest.approx(y.min(), rel=0.01) and not labels[-1].startswith("-")
+    # without the flag (a quantity that may be negative) the axis is padded below the data
+    padded = _labels(render_chart(ChartSpec("q", [Series(Curve(x, grad), "green")], (0, 199)), 50, 6).plain)
+    assert padded[-1].startswith("-")
+    # a flat curve at zero keeps zero as its floor
+    flat = _labels(render_chart(ChartSpec("q", [Series(Curve(x, 0 * x), "green")], (0, 199),
+                                          start_at_data=True), 50, 6).plain)
+    assert flat[-1] == "0"
+
+
+def test_log_axis_comes_from_the_positive_data() -> None:
+    x = np.arange(100, dtype=np.float64)
+    sharp = 100 + x  # one estimate of 0 and one negative: not on a log axis, not its floor
+    sharp[10], sharp[20] = 0.0, -3.0
+    labels = _labels(render_chart(ChartSpec("s", [Series(Curve(x, sharp), "blue")], (0, 99), log=True,
+                                            start_at_data=True), 50, 6).plain)
+    assert _value(labels[-1]) == pytest.approx(100, rel=0.01) and _value(labels[0]) == pytest.approx(199, rel=0.01)
+    # a noisy mini-batch loss: its lowest 1% sits on the bottom row instead of stretching the axis
+    rng = np.random.default_rng(0)
+    raw = np.exp(rng.normal(np.log(0.3), 0.3, 5000))
+    raw[::500] = 1e-6
+    spec = ChartSpec("loss", [Series(Curve(np.arange(5000.0), raw), "grey", robust_low=True)], (0, 4999),
+                     log=True, start_at_data=True)
+    assert _value(_labels(render_chart(spec, 60, 8).plain)[-1]) > 0.05
+
+
+def test_a_threshold_far_above_the_data_does_not_flatten_it() -> None:
+    """An LR swept to ~0 makes 2/lr huge: the axis follows the sharpness, the line leaves the
+    chart at the top and the legend says so."""
+    x = np.arange(1000, dtype=np.float64)
+    sharp = 5 + 3 * np.sin(x / 50)
+    lr = 0.1 * (1 + np.cos(np.pi * x / 999)) / 2 + 1e-9
+    spec = ChartSpec("sharpness", [Series(Curve(x, sharp), "blue", "hessian"),
+                                   Series(Curve(x, 2 / lr), "red", "stability threshold", reference=True)],
+                     (0, 999), start_at_data=True)
+    text = render_chart(spec, 60, 8).plain
+    assert _value(_labels(text)[0]) < 30 and "stability threshold ↑" in text.splitlines()[0]
+    # near the edge of stability the line is on the chart, and the legend has no arrow
+    near = ChartSpec("sharpness", [Series(Curve(x, sharp), "blue", "hessian"),
+                                   Series(Curve(x, np.full(x.size, 9.0)), "red", "stability threshold", reference=True)],
+                     (0, 999), start_at_data=True)
+    near_text = render_chart(near, 60, 8).plain
+    assert "stability threshold  " in near_text.splitlines()[0] + "  " and "↑" not in near_text
+    assert _value(_labels(near_text)[0]) >= 9.0
+
+
+def test_a_later_series_owns_the_cells_it_passes() -> None:
+    """The smoothed curve reads through the raw points' spread: where it passes, its dots alone."""
+    x = np.arange(400, dtype=np.float64)
+    raw = np.where(x % 2 == 0, 0.0, 1.0)  # fills every cell of the plot
+    smooth = np.full(x.size, 0.5)
+    spec = ChartSpec("loss", [Series(Curve(x, raw), "grey"), Series(Curve(x, smooth), "green")], (0, 399))
+    rows = _plot_rows(render_chart(spec, 48, 6).plain)
+    full, line = "\u28ff", "\u2824"  # every dot; the two dots of a line through the cell's middle
+    assert rows[1] == rows[3] == full * 40  # the raw spread alone above and below the line
+    assert rows[2] == line * 40  # not every dot: the smoothed line's own

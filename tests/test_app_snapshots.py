@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from app_support import wait_for, write_run
+from app_support import wait_for, write_two_run_sweep
 from lrtui.app import LrtuiApp
 
 #: Fixed runs written once per session under this directory name (the name is on screen).
@@ -15,10 +15,7 @@ FROZEN = lambda: 1_795_840_100.0  # noqa: E731
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("snap") / "sweep"
-    write_run(root / "lr-0.05", 600, 0.05, seed=3)
-    write_run(root / "lr-0.2", 600, 0.2, diverge_at=420, seed=4)
-    return root
+    return write_two_run_sweep(tmp_path_factory.mktemp("snap") / "sweep", 600, diverge_at=420)
 
 
 def _app(path: Path) -> LrtuiApp:

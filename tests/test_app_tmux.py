@@ -71,3 +71,37 @@ def test_watch_in_tmux(tmp_path: Path) -> None:
             time.sleep(0.2)
     finally:
         _tmux(socket, "kill-server")
+
+
+def _start(socket: str, command: str, size: tuple[int, int] = (80, 24)) -> None:
+    started = _tmux(socket, "-f", "/dev/null", "new-session", "-d", "-s", "lrtui", "-x", str(size[0]),
+                    "-y", str(size[1]), f"exec env -u COLUMNS -u LINES {command}")
+    assert started.returncode == 0, started.stderr
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is not installed")
+def test_replay_at_80x24_reads_whole(tmp_path: Path) -> None:
+    """At 80x24, as over SSH: the status line and the footer are whole, every recommendation in
+    force shows, and on a single run r says why it does nothing."""
+    write_run(tmp_path / "sweep" / "lr-0.05", 300, 0.05)
+    write_run(tmp_path / "sweep" / "lr-0.2", 300, 0.2, diverge_at=200, seed=1)
+    socket = f"lrtui-test80-{os.getpid()}"
+    try:
+        _start(socket, f"lrtui replay --refresh 0.2 {tmp_path / 'sweep'}")
+        _wait_screen(socket, "regime")
+        _tmux(socket, "send-keys", "-t", "lrtui", "]", "End")
+        screen = _wait_screen(socket, "→ rollback")
+        lines = screen.splitlines()
+        assert lines[0].split()[:2] == ["lr-0.2", "replay"] and lines[0].rstrip().endswith("run 2/2"), lines[0]
+        assert "→ lower lr to 0.1 @ 200" in screen  # both recommendations in force, each on its line
+        assert lines[-1].rstrip().endswith("? help") and "r runs" in lines[-1] and "+/- speed" in lines[-1]
+        assert "step 299 / 299" in lines[-2]
+        _tmux(socket, "send-keys", "-t", "lrtui", "q")
+        _tmux(socket, "kill-server")
+        _start(socket, f"lrtui replay --refresh 0.2 {tmp_path / 'sweep' / 'lr-0.05'}")
+        footer = _wait_screen(socket, "regime").splitlines()[-1]
+        assert "runs" not in footer and "overlay" not in footer
+        _tmux(socket, "send-keys", "-t", "lrtui", "r")
+        _wait_screen(socket, "one run here")
+    finally:
+        _tmux(socket, "kill-server")

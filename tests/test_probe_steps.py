@@ -121,7 +121,6 @@ def test_both_norm_engines_agree_with_hand_computed_values_on_awkward_loops(
         momentum=0.5,
     )
     extra = torch.nn.Parameter(torch.randn(3))
-    losses: list[object] = []
     expected = []
     probe = Probe(body, optimizer, tmp_path / "run", scale_invariant=[False, True], flush_every=5, system_stats=False,
                   stride=stride)

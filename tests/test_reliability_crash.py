@@ -12,8 +12,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from lrtui.runlog import RunFollower, RunFormatError, load_run
 
 SCRIPT = Path(__file__).parent / "reliability" / "crash_training.py"

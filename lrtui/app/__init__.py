@@ -10,8 +10,6 @@ from lrtui.errors import UserError
 from lrtui.runlog import find_runs
 
 
-
-
 def watch_main(args: argparse.Namespace) -> int:
     """``lrtui watch RUN_OR_DIR``: follow a run (or every run in a directory) as it is written."""
     path = Path(args.path)
@@ -19,7 +17,7 @@ def watch_main(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: not a run directory or a directory of runs")
     app = LrtuiApp(path, "watch", refresh=args.refresh, poll=args.poll)
     app.run()
-    return 0
+    return app.return_code or 0  # non-zero when the app stopped on an error
 
 
 def replay_main(args: argparse.Namespace) -> int:
@@ -31,7 +29,7 @@ def replay_main(args: argparse.Namespace) -> int:
         raise UserError(f"{path}: no run here (a run directory holds meta.json)")
     app = LrtuiApp(path, "replay", refresh=args.refresh, speed=args.speed)
     app.run()
-    return 0
+    return app.return_code or 0  # non-zero when the app stopped on an error
 
 
 __all__ = ["LrtuiApp", "replay_main", "watch_main"]

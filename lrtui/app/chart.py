@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.text import Text
 
-from lrtui.app.curves import Columns, Curve, nice_range
+from lrtui.app.curves import LOG10_2, Columns, Curve, nice_range
 
 #: Bit of each dot in a braille cell, indexed [row within cell (0-3), column within cell (0-1)].
 _BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int64)
@@ -27,23 +27,36 @@ class Series:
         style: a Rich style; named ANSI colours so they degrade without truecolor.
         label: shown in the chart's legend ("" for none).
         mark_non_finite: put a red ``x`` over columns that hold a NaN or infinite value.
+        robust_low: on a log scale, the lowest 1% of this series' points do not lower the
+            axis (they are drawn on the bottom row): a noisy mini-batch loss would otherwise
+            stretch the axis over decades its mean never visits.
+        reference: a line drawn against the other series (a threshold): it widens the axis
+            only as far as the others' span again, and is not drawn where it leaves the axis
+            (the legend says so with an arrow).
     """
 
     curve: Curve
     style: str
     label: str = ""
     mark_non_finite: bool = False
+    robust_low: bool = False
+    reference: bool = False
 
 
 @dataclass
 class ChartSpec:
-    """What one chart shows: its title, series and scale, on a given step range."""
+    """What one chart shows: its title, series and scale, on a given step range.
+
+    ``start_at_data``: a quantity that cannot be negative (loss, gradient norm, LR, sharpness):
+    the axis starts at the data's lowest value, never padded below it (so never below zero).
+    """
 
     title: str
     series: list[Series] = field(default_factory=list)
     x_range: tuple[float, float] = (0.0, 1.0)
     log: bool = False
     note: str = ""
+    start_at_data: bool = False
 
 
 def format_number(value: float) -> str:
@@ -70,55 +83,112 @@ def _dot_rows(values: np.ndarray, y_low: float, y_high: float, rows: int) -> np.
     return np.clip(np.round((1.0 - frac) * (rows - 1)), 0, rows - 1)
 
 
+#: Share of a robust_low series' points (in view) that may lie under a log axis.
+ROBUST_SHARE = 0.01
+#: Most points a robust_low series is sampled at to find that share (every k-th point).
+ROBUST_SAMPLE = 20_000
+#: Decades a log axis spans at most below its top.
+LOG_DECADES = 12.0
+
+
+def _extent(series: Series, cols: Columns, log: bool, x_range: tuple[float, float]) -> tuple[float, float]:
+    """(lowest, highest) value of a series in view, in axis units (decades on a log scale);
+    (inf, -inf) when it has none. On a log scale only positive values count."""
+    low, high = cols.low, cols.high
+    if log:
+        with np.errstate(invalid="ignore"):
+            low = np.where(low > 0, low, np.where(cols.last > 0, cols.last, np.where(high > 0, high, np.nan)))
+            high = np.where(high > 0, high, np.nan)
+    if not np.any(np.isfinite(low)):
+        return np.inf, -np.inf
+    lo, hi = float(np.nanmin(low)), float(np.nanmax(high))
+    if log and series.robust_low:
+        x, y = series.curve.x, series.curve.y
+        i0, i1 = np.searchsorted(x, x_range[0], "left"), np.searchsorted(x, x_range[1], "right")
+        view = y[i0:i1:max(1, (i1 - i0) // ROBUST_SAMPLE)]
+        view = view[np.isfinite(view) & (view > 0)]
+        if view.size:
+            lo = max(lo, float(np.quantile(view, ROBUST_SHARE)))
+    if log:
+        lo, hi = np.log10(lo), np.log10(hi)
+    return lo, hi
+
+
+def _axis_range(spec: ChartSpec, reduced: list[Columns]) -> tuple[float, float, list[int]]:
+    """The y-range (axis units) from the data, and the reference series that leave it (-1 below,
+    +1 above, 0 inside) for the legend."""
+    extents = [_extent(s, cols, spec.log, spec.x_range) for s, cols in zip(spec.series, reduced)]
+    data = [e for s, e in zip(spec.series, extents) if not s.reference and e[0] <= e[1]]
+    if data:
+        lo, hi = min(e[0] for e in data), max(e[1] for e in data)
+        # a reference line widens the axis only as far as the data's own span again
+        room = max(hi - lo, LOG10_2 if spec.log else abs(hi))
+        for s, (r_lo, r_hi) in zip(spec.series, extents):
+            if s.reference and r_lo <= r_hi:
+                lo, hi = min(lo, max(r_lo, lo - room)), max(hi, min(r_hi, hi + room))
+    else:  # only reference lines (a threshold before any sharpness): they are the data
+        refs = [e for e in extents if e[0] <= e[1]]
+        lo = min((e[0] for e in refs), default=np.inf)
+        hi = max((e[1] for e in refs), default=-np.inf)
+    if spec.log and np.isfinite(lo):
+        lo = max(lo, hi - LOG_DECADES)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return (*nice_range(lo, hi, log=spec.log), [0] * len(extents))
+    y_low, y_high = nice_range(lo, hi, log=spec.log)
+    if spec.start_at_data:
+        # never padded below the data; a flat curve at zero keeps zero as its floor
+        y_low = lo if hi > lo else (max(y_low, 0.0) if not spec.log and lo >= 0 else y_low)
+    leaves = [(-1 if e[0] < y_low - 1e-9 * abs(y_low) else 1 if e[1] > y_high + 1e-9 * abs(y_high) else 0)
+              if s.reference and e[0] <= e[1] else 0 for s, e in zip(spec.series, extents)]
+    return y_low, y_high, leaves
+
+
 def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
     """Draw ``spec`` in ``width`` x ``height`` terminal cells (first line: title and legend).
 
     Each series is reduced to min/max per dot column (curves.min_max_columns), so a spike among
-    10^6 points is still drawn; consecutive columns are joined so the curve reads as a line.
+    10^6 points is still drawn; consecutive columns are joined so the curve reads as a line. A
+    cell where a later series is drawn shows only that series' dots (the smoothed loss reads
+    through the raw points' spread).
     """
     out = Text(no_wrap=True, overflow="crop")
     plot_w = max(width - GUTTER, 1)
     plot_h = max(height - 1, 1)
-    _title_line(out, spec, width)
     dots_w, dots_h = plot_w * 2, plot_h * 4
     x_low, x_high = spec.x_range
 
-    reduced = []
-    y_min, y_max = np.inf, -np.inf
-    for series in spec.series:
-        cols = series.curve.columns(x_low, x_high, dots_w)
-        if spec.log:
-            # log is monotonic, so the log of a column's extremes is the extremes of the logs;
-            # non-positive values sit at the floor rather than vanishing.
-            with np.errstate(divide="ignore", invalid="ignore"):
-                cols = Columns(*(np.log10(np.maximum(a, 1e-300)) for a in (cols.low, cols.high, cols.last)),
-                               cols.non_finite, cols.count)
-        reduced.append(cols)
-        if np.any(np.isfinite(cols.low)):
-            y_min = min(y_min, float(np.nanmin(cols.low)))
-            y_max = max(y_max, float(np.nanmax(cols.high)))
-    if spec.log and np.isfinite(y_min):
-        y_min = max(y_min, y_max - 12)  # a floor of 1e-300 would flatten everything else
-    y_low, y_high = nice_range(y_min, y_max, log=spec.log)
+    reduced = [series.curve.columns(x_low, x_high, dots_w) for series in spec.series]
+    y_low, y_high, leaves = _axis_range(spec, reduced)
+    _title_line(out, spec, width, leaves)
+    has_data = any(np.any(np.isfinite(cols.low)) for cols in reduced)
 
     bits = np.zeros((plot_h, plot_w), dtype=np.int64)
     owner = np.full((plot_h, plot_w), -1, dtype=np.int64)
     marks = np.zeros(plot_w, dtype=bool)
     dot_row_index = np.arange(dots_h)[:, None]
-    for i, cols in enumerate(reduced):
-        has = np.isfinite(cols.low)
-        if spec.series[i].mark_non_finite:
+    for i, (series, cols) in enumerate(zip(spec.series, reduced)):
+        if series.mark_non_finite:
             marks |= cols.non_finite.reshape(plot_w, 2).any(axis=1)
+        low, high, last = cols.low, cols.high, cols.last
+        if spec.log:
+            # log is monotonic, so the log of a column's extremes is the extremes of the logs;
+            # non-positive values sit on the bottom row rather than vanishing.
+            with np.errstate(divide="ignore", invalid="ignore"):
+                low, high, last = (np.log10(np.maximum(a, 1e-300)) for a in (low, high, last))
+        if series.reference:  # not drawn where it leaves the axis
+            with np.errstate(invalid="ignore"):
+                outside = (low < y_low) | (high > y_high)
+            low, high, last = (np.where(outside, np.nan, a) for a in (low, high, last))
+        has = np.isfinite(low)
         if not has.any():
             continue
-        r_top = _dot_rows(cols.high, y_low, y_high, dots_h)
-        r_bottom = _dot_rows(cols.low, y_low, y_high, dots_h)
+        r_top = _dot_rows(high, y_low, y_high, dots_h)
+        r_bottom = _dot_rows(low, y_low, y_high, dots_h)
         # Join each column to the previous column that has data, through its last value.
         idx = np.where(has, np.arange(dots_w), -1)
         prev = np.maximum.accumulate(idx)
         prev_of = np.r_[-1, prev[:-1]]
-        r_prev = np.where(prev_of >= 0, _dot_rows(cols.last[np.maximum(prev_of, 0)], y_low, y_high, dots_h),
-                          np.nan)
+        r_prev = np.where(prev_of >= 0, _dot_rows(last[np.maximum(prev_of, 0)], y_low, y_high, dots_h), np.nan)
         top = np.where(has, np.fmin(r_top, r_prev), np.nan)
         bottom = np.where(has, np.fmax(r_bottom, r_prev), np.nan)
         on = (dot_row_index >= top[None, :]) & (dot_row_index <= bottom[None, :])
@@ -126,10 +196,11 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
             continue
         cell_bits = on.reshape(plot_h, 4, plot_w, 2) * _BRAILLE_BITS[None, :, None, :]
         series_bits = cell_bits.sum(axis=(1, 3))
-        bits |= series_bits
-        owner[series_bits > 0] = i  # the later series owns a shared cell's colour
+        drawn = series_bits > 0
+        bits[drawn] = series_bits[drawn]  # the later series owns a shared cell, dots and colour
+        owner[drawn] = i
 
-    labels = _y_labels(y_low, y_high, plot_h, spec.log)
+    labels = _y_labels(y_low, y_high, plot_h, spec.log) if has_data else [""] * plot_h
     styles = [s.style for s in spec.series]
     for r in range(plot_h):
         out.append("\n")
@@ -149,14 +220,15 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
     return out
 
 
-def _title_line(out: Text, spec: ChartSpec, width: int) -> None:
+def _title_line(out: Text, spec: ChartSpec, width: int, leaves: list[int]) -> None:
     out.append(spec.title + (" (log)" if spec.log else ""), style="bold")
     if spec.note:
         out.append(f"  {spec.note}", style="dim")
-    for series in spec.series:
-        if series.label and out.cell_len + len(series.label) + 3 <= width:
+    for series, leave in zip(spec.series, leaves):
+        label = series.label + {1: " ↑", -1: " ↓"}.get(leave, "") if series.label else ""
+        if label and out.cell_len + len(label) + 4 <= width:
             out.append("  ")
-            out.append("━ " + series.label, style=series.style)
+            out.append("━ " + label, style=series.style)
 
 
 def _y_labels(y_low: float, y_high: float, rows: int, log: bool) -> list[str]:
@@ -179,8 +251,11 @@ def _y_labels(y_low: float, y_high: float, rows: int, log: bool) -> list[str]:
     return labels
 
 
-def render_step_axis(x_range: tuple[float, float], width: int) -> Text:
-    """One line under the charts with the first, middle and last step of the shared axis."""
+def render_step_axis(x_range: tuple[float, float] | None, width: int) -> Text:
+    """One line under the charts with the first, middle and last step of the shared axis (just
+    the word before there are steps)."""
+    if x_range is None:
+        return Text(" " * (GUTTER - 5) + "step", style="dim", no_wrap=True, overflow="crop")
     plot_w = max(width - GUTTER, 1)
     low, high = x_range
     left, mid, right = (f"{int(round(v)):,}" if np.isfinite(v) else "?" for v in (low, low / 2 + high / 2, high))

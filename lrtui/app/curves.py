@@ -224,7 +224,7 @@ def moving_average(y: np.ndarray, window: int) -> np.ndarray:
 
 
 #: log10(2): the room a log-scale range leaves around a flat curve.
-_LOG10_2 = 0.30102999566398120
+LOG10_2 = 0.30102999566398120
 
 
 def nice_range(low: float, high: float, log: bool) -> tuple[float, float]:
@@ -237,8 +237,8 @@ def nice_range(low: float, high: float, log: bool) -> tuple[float, float]:
         return (0.0, 1.0) if not log else (-3.0, 0.0)
     if log:
         high = max(high, low)
-        if high - low < _LOG10_2 * 1e-4:
-            return low - _LOG10_2, high + _LOG10_2
+        if high - low < LOG10_2 * 1e-4:
+            return low - LOG10_2, high + LOG10_2
         return low, high
     if high - low <= abs(high) * 1e-9 + 1e-300:
         pad = abs(high) * 0.05 or 0.5
@@ -247,4 +247,4 @@ def nice_range(low: float, high: float, log: bool) -> tuple[float, float]:
     return low - pad, high + pad
 
 
-__all__ = ["Columns", "Curve", "column_index", "min_max_columns", "moving_average", "nice_range"]
+__all__ = ["LOG10_2", "Columns", "Curve", "column_index", "min_max_columns", "moving_average", "nice_range"]

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from textual.message import Message
 
 from lrtui.system import GpuReading
+
+#: How a reading thread tells the screen: ``Screen.post_message`` (safe from any thread).
+Post = Callable[[Message], Any]
 
 
 class RunChanged(Message):
@@ -42,4 +45,4 @@ class SystemSampled(Message):
         return isinstance(message, SystemSampled)
 
 
-__all__ = ["RunChanged", "RunsFound", "SystemSampled"]
+__all__ = ["Post", "RunChanged", "RunsFound", "SystemSampled"]

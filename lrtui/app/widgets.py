@@ -1,8 +1,8 @@
-"""The widgets of the screen: a chart, the help screen and the run picker."""
+"""The widgets of the screen: a chart, the step axis, and the help, advice and run-picker dialogs."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from rich.segment import Segment
 from rich.text import Text
@@ -14,6 +14,8 @@ from textual.strip import Strip
 from textual.widget import Widget
 from textual.widgets import DataTable, Static
 
+from lrtui.advisor import AdvisorState
+from lrtui.app.advisor_panel import advisor_detail
 from lrtui.app.chart import ChartSpec, render_chart, render_step_axis
 
 
@@ -64,9 +66,10 @@ class StepAxis(Widget):
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
-        self.x_range: tuple[float, float] = (0.0, 1.0)
+        self.x_range: tuple[float, float] | None = None
 
-    def show(self, x_range: tuple[float, float]) -> None:
+    def show(self, x_range: tuple[float, float] | None) -> None:
+        """The range of steps shown (None: no steps yet, no numbers)."""
         self.x_range = x_range
         self.refresh()
 
@@ -77,14 +80,16 @@ class StepAxis(Widget):
 HELP_TEXT = """\
 [b]Charts[/b] share one step axis: loss (raw, and smoothed over the stated
 window), gradient norm, sharpness with the advisor's stability threshold
-for this optimizer (it moves with the LR), and each param group's LR.
+for this optimizer (it moves with the LR; an arrow in the legend when it
+leaves the chart), and each param group's LR.
 Long curves keep every column's min and max, so spikes stay visible;
-a red [b]x[/b] marks NaN or infinite values.
+a red [b]x[/b] marks NaN or infinite values (a missing value is not drawn).
 [b]Keys[/b]
  q      quit               ?      this help
  l      log scale          s      smoothing (50, 200, off, 10 steps)
+ a      all of the advice  d      dark / light colours
  r      list of runs       ] \\[    next / previous run
- o      overlay sweep      d      dark / light colours
+ o      overlay the runs of a directory on one loss chart
 [b]Replay[/b] (the advisor shows its state at the replay position)
  space  play / pause       + -    faster / slower
  home   jump to start      end    jump to end
@@ -104,35 +109,99 @@ class HelpScreen(ModalScreen[None]):
             yield Static(HELP_TEXT, id="help-text")
 
 
+class AdvisorScreen(ModalScreen[None]):
+    """Everything the advisor says about the run shown (the side panel shows what fits); it
+    follows the advisor while open (a replay's advisor may still be catching up)."""
+
+    BINDINGS = [Binding("escape,a,q", "dismiss", "close")]
+
+    def __init__(self, name: str, advice: Callable[[], tuple[AdvisorState | None, str | None]],
+                 refresh_every: float = 0.5) -> None:
+        super().__init__()
+        self.run_name = name
+        self._advice = advice
+        self.shown = advice()
+        self.refresh_every = refresh_every
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="advice"):
+            yield Static(Text(f"Advisor: {self.run_name}", style="bold"), id="advice-title")
+            yield Static(advisor_detail(*self.shown), id="advice-text")
+
+    def on_mount(self) -> None:
+        self.set_interval(self.refresh_every, self._follow)
+
+    def _follow(self) -> None:
+        advice = self._advice()
+        if advice[0] is not self.shown[0] or advice[1] != self.shown[1]:
+            self.shown = advice
+            self.query_one("#advice-text", Static).update(advisor_detail(*advice))
+
+
+#: The runs table's rows: (run key, cells) each; and the sweep's verdict above it (or None).
+Rows = list[tuple[str, tuple[str, ...]]]
+
+
 class RunsScreen(ModalScreen[str | None]):
     """Pick a run from a table: name, LR, step, regime now and at its first LR; above it, the
-    sweep's verdict."""
+    sweep's verdict. Both follow the runs while the table is open (a replay's advisors may still
+    be catching up with the position, a watched run goes on)."""
 
     BINDINGS = [Binding("escape,r", "dismiss_none", "close")]
+    COLUMNS = ("run", "LR", "step", "regime", "at its first LR")
 
-    def __init__(self, rows: list[tuple[str, tuple[Any, ...]]], current: str | None,
-                 summary: str | None = None) -> None:
+    def __init__(self, rows: Callable[[], Rows], current: str | None,
+                 summary: Callable[[], str | None] = lambda: None, refresh_every: float = 0.5) -> None:
         super().__init__()
-        self.rows = rows
+        self._rows, self._summary = rows, summary
+        self.rows = rows()
+        self.summary = summary()
         self.current = current
-        self.summary = summary
+        self.refresh_every = refresh_every
 
     def compose(self) -> ComposeResult:
         with Vertical(id="runs-box"):
-            if self.summary:
-                yield Static(self.summary, id="runs-summary", markup=False)
+            yield Static(self.summary or "", id="runs-summary", markup=False)
             table: DataTable[Any] = DataTable(id="runs-table", cursor_type="row")
             yield table
 
     def on_mount(self) -> None:
         table = self.query_one(DataTable)
-        table.add_columns("run", "LR", "step", "regime", "at its first LR")
-        for key, cells in self.rows:
-            table.add_row(*cells, key=key)
+        self._column_keys = table.add_columns(*self.COLUMNS)
+        self._fill(table)
         keys = [k for k, _ in self.rows]
         if self.current in keys:
             table.move_cursor(row=keys.index(self.current))
         table.focus()
+        self.set_interval(self.refresh_every, self._follow)
+
+    def _fill(self, table: DataTable[Any]) -> None:
+        for key, cells in self.rows:
+            table.add_row(*cells, key=key)
+        self.query_one("#runs-summary", Static).display = bool(self.summary)
+
+    def _follow(self) -> None:
+        rows, summary = self._rows(), self._summary()
+        if rows == self.rows and summary == self.summary:
+            return
+        table = self.query_one(DataTable)
+        if [k for k, _ in rows] == [k for k, _ in self.rows]:
+            for (key, cells), (_, old) in zip(rows, self.rows):
+                for column, (value, was) in enumerate(zip(cells, old)):
+                    if value != was:
+                        table.update_cell(key, self._column_keys[column], value, update_width=True)
+        else:  # runs appeared: the table again, the cursor on the same run
+            at = table.cursor_row
+            chosen = self.rows[at][0] if 0 <= at < len(self.rows) else self.current
+            table.clear()
+            self.rows = rows
+            self._fill(table)
+            keys = [k for k, _ in rows]
+            if chosen in keys:
+                table.move_cursor(row=keys.index(chosen))
+        self.rows, self.summary = rows, summary
+        self.query_one("#runs-summary", Static).update(summary or "")
+        self.query_one("#runs-summary", Static).display = bool(summary)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.dismiss(str(event.row_key.value))
@@ -141,4 +210,4 @@ class RunsScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-__all__ = ["Chart", "HelpScreen", "RunsScreen", "StepAxis"]
+__all__ = ["AdvisorScreen", "Chart", "HelpScreen", "RunsScreen", "StepAxis"]

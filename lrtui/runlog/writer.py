@@ -8,6 +8,7 @@ never raised into the training loop.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import socket
 import sys
@@ -56,9 +57,11 @@ _now = time.time
 
 
 def _report_to_stderr(message: str) -> None:
+    # A warning on the "lrtui.runlog" logger: one line on stderr unless logging is configured,
+    # so ``logging.getLogger("lrtui")`` silences or redirects it.
     try:
-        print(f"lrtui: {message}", file=sys.stderr, flush=True)
-    except Exception:  # stderr itself may be gone; the training must not notice
+        logging.getLogger("lrtui.runlog").warning("lrtui: %s", message)
+    except Exception:  # a handler may fail (stderr itself may be gone); the training must not notice
         pass
 
 
