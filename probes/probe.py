@@ -20,6 +20,7 @@ from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.fsdp import ShardedRun
 from probes.meta import run_meta
+from probes.optimizers import after_closure, torch_optimizer, unwrap_optimizer
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
@@ -46,7 +47,8 @@ class Probe:
 
     Args:
         model: the model being trained (a DDP/DataParallel/compiled wrapper is fine).
-        optimizer: its optimizer; the probe registers step hooks on it.
+        optimizer: its optimizer; the probe registers step hooks on it (on the torch optimizer
+            inside a wrapper such as Accelerate's or Lightning's: see ``probes.optimizers``).
         run_dir: the run directory to create (rank 0 only under torch.distributed).
         loss_fn: ``loss_fn(model(inputs), targets)`` on ``hessian_batch`` gives the loss whose
             sharpness is measured.
@@ -122,7 +124,7 @@ class Probe:
         self._last_overhead = started
         self.model = model
         self.module = unwrap_module(model)
-        self.optimizer = optimizer
+        self.optimizer = optimizer = unwrap_optimizer(optimizer)  # the torch one in Accelerate's, Lightning's wrapper
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = rank_and_world_size()
         self.writer: RunWriter | None = None
@@ -186,7 +188,7 @@ class Probe:
         gpu: int | None,
     ) -> None:
         """Rank 0's set-up: closures, scale invariance, meta, writer, hooks, sharpness, system thread."""
-        optimizer = self.optimizer
+        optimizer = self.optimizer = torch_optimizer(self.optimizer)  # none found: the probe says so, once
         first = next(iter(self.module.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         try:
@@ -362,7 +364,11 @@ class Probe:
 
     # -- optimizer hooks -----------------------------------------------------------------------
 
-    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        if len(args) > 1 or kwargs:  # step(closure): this step's gradients exist once the closure ran
+            deferred = after_closure(args, kwargs, lambda: self._before_optimizer_step(optimizer, (), {}))
+            if deferred is not None:
+                return deferred
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
