@@ -66,3 +66,24 @@ def test_markers_at_80_columns() -> None:
     assert sum(line.count(MARKER) for line in lines[1:]) == 3
     outside = ChartSpec("learning rate", flat.series, (0.0, 40.0), markers=[50.0], marker_label="x")
     assert MARKER not in render_chart(outside, 50, 5).plain  # past the range shown (a replay's position)
+
+
+def test_the_panels_line_for_each_answer() -> None:
+    from pathlib import Path
+
+    from lrtui.app.apply_key import command_note
+    from lrtui.app.messages import CommandAnswered
+    from lrtui.control import Outcome
+
+    what = "drop_lr: lr 0.1 -> 0.01"
+    queued = Path("run/control/commands/abc.json")
+    applied = Outcome("applied", {"action": "drop_lr", "step": 300, "lr_before": [0.1], "lr_after": [0.01]})
+    refused = Outcome("refused", {"message": "param group 0 is at lr 0: cannot drop it"})
+    notes = [command_note(CommandAnswered("k", "abc", what, o, queued), 30.0).text
+             for o in (applied, refused, Outcome("ended"), Outcome("waiting"))]
+    assert notes == ["✓ drop_lr applied at step 300: lr 0.1 -> 0.01",
+                     "✗ drop_lr refused by the run: param group 0 is at lr 0: cannot drop it",
+                     "✗ the run ended before it took the command; the command was withdrawn",
+                     f"… drop_lr not confirmed in 30 s: still queued (remove {queued} to cancel)"]
+    assert command_note(CommandAnswered("k", "abc", what, None, None, error="no command directory"), 30).text == \
+        "not sent: no command directory"
