@@ -79,6 +79,8 @@ def _shots(scratch: Path) -> list[Shot]:
              shows="one run here", title="80x24: r on a single run says why it does nothing"),
         Shot("80x24-lr-to-zero.svg", f"{replay} {scratch / 'cosine-to-zero'}", ("End",),
              shows="step 2,999 / 2,999", title="80x24: a cosine schedule to ~0 (synthetic): 2/lr leaves the chart"),
+        Shot("80x24-action-marker.svg", f"{replay} {SAMPLES / 'autopilot'}", ("End",),
+             shows="2 actions", title="80x24: the autopilot's two actions (averaging, then the drop) marked on the LR chart"),
         Shot("80x24-first-screen.svg", f"lrtui watch --refresh 0.2 {scratch / 'not-started-yet'}", (),
              ready="waiting for the run to start", title="80x24: lrtui watch before the run exists (lrtui demo's first screen)"),
     ]

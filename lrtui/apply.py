@@ -21,9 +21,11 @@ from lrtui.advisor import STEP_FIELDS_READ, Advisor
 from lrtui.control import (
     FACTOR_MAX,
     FACTOR_MIN,
+    NO_CONTROL,
     AnswerWatcher,
     Command,
     CommandError,
+    accepts_commands,
     averaging_for,
     check_factor,
     check_lr,
@@ -130,10 +132,8 @@ def apply_main(args: argparse.Namespace) -> int:
     parse_args(args)
     run_dir = Path(args.path)
     meta = read_meta(run_dir)
-    probe = meta.get("probe")
-    if not (isinstance(probe, dict) and probe.get("control") is True):
-        raise UserError(f"{run_dir}: this run does not accept commands; start it with "
-                        "Probe(..., control=True) (see docs/control.md)")
+    if not accepts_commands(meta):
+        raise UserError(f"{run_dir}: {NO_CONTROL}")
     ended = run_ended(run_dir, meta)
     if ended is not None:
         raise UserError(f"{run_dir}: the run has ended ({ended}); commands go to a running run")

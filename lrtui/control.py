@@ -281,6 +281,16 @@ def averaging_for(state: AdvisorState) -> tuple[Averaging, Recommendation | None
 
 # -- the client's half --------------------------------------------------------------------
 
+#: Why a run without control takes no command, and how to enable it (the CLI's and the app's line).
+NO_CONTROL = "this run does not accept commands; start it with Probe(..., control=True) (see docs/control.md)"
+
+
+def accepts_commands(meta: dict[str, Any] | None) -> bool:
+    """True when the run's probe was made with ``control=True`` (its ``meta.json`` says so)."""
+    probe = meta.get("probe") if isinstance(meta, dict) else None
+    return isinstance(probe, dict) and probe.get("control") is True
+
+
 def control_dir(run_dir: str | os.PathLike[str]) -> Path:
     return Path(run_dir) / CONTROL_DIR
 
@@ -419,6 +429,7 @@ __all__ = [
     "FACTOR_MAX",
     "FACTOR_MIN",
     "MAX_COMMAND_BYTES",
+    "NO_CONTROL",
     "REFUSED_DIR",
     "SOURCES",
     "WARNING_SOURCE",
@@ -427,6 +438,7 @@ __all__ = [
     "Command",
     "CommandError",
     "Outcome",
+    "accepts_commands",
     "averaging_for",
     "check_factor",
     "check_lr",

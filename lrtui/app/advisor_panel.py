@@ -10,7 +10,7 @@ from typing import Any
 from rich.text import Text
 
 from lrtui.advisor import AdvisorState, Recommendation
-from lrtui.app.chart import format_number
+from lrtui.app.chart import MARKER, MARKER_STYLE, format_number
 
 REGIME_STYLES = {
     "warmup": "dim",
@@ -99,9 +99,28 @@ def _wrap(text: str, style: str, width: int, indent: str = "", label: str = "") 
     return [(line, style, len(label) if i == 0 else 0) for i, line in enumerate(lines)]
 
 
-def _blocks(state: AdvisorState, error: str | None, width: int) -> list[_Block]:
+def taken_line(event: dict[str, Any], width: int = 0) -> str:
+    """``┊ drop lr @ 300 (app)``: an action the run took (an ``action`` event), as on the LR
+    chart; who took it only where it fits ``width`` (0: always)."""
+    action = str(event.get("action", "?")).replace("_", " ")
+    step = event.get("step")
+    line = f"{MARKER} {action}" + (f" @ {step:,}" if isinstance(step, int) else "")
+    source = f" ({event.get('source', '?')})"
+    return line + source if not width or len(line + source) <= width else line
+
+
+def actions_label(taken: list[dict[str, Any]]) -> str:
+    """The LR chart's legend for its action markers: the action when there is one, else how many."""
+    if len(taken) == 1:
+        return taken_line(taken[0], 1)[2:]
+    return f"{len(taken)} actions"
+
+
+def _blocks(state: AdvisorState, error: str | None, width: int, notes: list[tuple[str, str]],
+            taken: list[dict[str, Any]]) -> list[_Block]:
     """The panel's content in display order, each piece with its priority."""
-    blocks = [_Block(_wrap(state.regime, REGIME_STYLES.get(state.regime, "bold"), width, label="regime  "), 0)]
+    blocks = [_Block(_wrap(text, style, width, "  "), 0, shrinks=True) for text, style in notes]
+    blocks.append(_Block(_wrap(state.regime, REGIME_STYLES.get(state.regime, "bold"), width, label="regime  "), 0))
     if state.diverged_at_step is not None:
         blocks.append(_Block(_wrap(f"DIVERGED at step {state.diverged_at_step:,}", "bold red", width), 0))
     blocks.append(_Block(_wrap(number(state.lr), "", width, label="LR      "), 1))
@@ -121,6 +140,8 @@ def _blocks(state: AdvisorState, error: str | None, width: int) -> list[_Block]:
             blocks[-1].lines = [("  " + t, s, 0) for t, s, _ in blocks[-1].lines]
     for done in history(state, "done"):
         blocks.append(_Block(_wrap(done_line(done), "green", width, "  "), 2))
+    for event in taken[-2:]:
+        blocks.append(_Block(_wrap(taken_line(event, width), MARKER_STYLE, width, "  "), 2))
     for alert, style in _alerts(state)[-3:]:
         blocks.append(_Block(_wrap(alert, style, width, "  "), 3, shrinks=True))
     if error:
@@ -149,14 +170,19 @@ def _fit(blocks: list[_Block], room: float) -> bool:
 
 
 def advisor_text(state: AdvisorState | None, error: str | None = None, catching_up: bool = False,
-                 width: int = 0, height: int = 0) -> Text:
+                 width: int = 0, height: int = 0, notes: list[tuple[str, str]] | None = None,
+                 taken: list[dict[str, Any]] | None = None) -> Text:
     """The advisor panel: regime, sharpness against its threshold, every recommendation in
-    force, alerts. Fitted to ``width`` x ``height`` (0: unbounded) by priority: the regime and
-    each recommendation's action line always, then LR and sharpness, then the reasons, then
-    the alerts (cut with … where there is no room), and a hint that ``a`` shows it all."""
+    force, actions taken, alerts. Fitted to ``width`` x ``height`` (0: unbounded) by priority:
+    ``notes`` (text, style: the app's last command to the run), the regime and each
+    recommendation's action line always, then LR and sharpness, then the reasons and the last
+    two actions the run took (``taken``: its ``action`` events), then the alerts (cut with …
+    where there is no room), and a hint that ``a`` shows it all."""
     text = Text(no_wrap=True, overflow="ellipsis")
     text.append("Advisor", style="bold underline")
     if state is None:
+        for note, style in notes or []:
+            text.append("\n" + note, style=style)
         text.append("\n")
         text.append(error or "waiting for events", style="dim")
         return text
@@ -164,7 +190,7 @@ def advisor_text(state: AdvisorState | None, error: str | None = None, catching_
         text.append(f"  at step {state.step:,}", style="dim")
     if catching_up:
         text.append("  (catching up)", style="dim italic")
-    blocks = _blocks(state, error, width or 10_000)
+    blocks = _blocks(state, error, width or 10_000, notes or [], taken or [])
     room = height - 1 if height > 0 else float("inf")
     cut = not _fit(blocks, room)
     if cut:
@@ -227,5 +253,5 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     return text
 
 
-__all__ = ["EDGE_SHORT", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
-           "advisor_text", "done_line", "history", "number"]
+__all__ = ["EDGE_SHORT", "actions_label", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
+           "advisor_text", "done_line", "history", "number", "taken_line"]

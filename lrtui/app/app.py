@@ -10,6 +10,7 @@ from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
 
+from lrtui.app.apply_key import APPLY_KEY
 from lrtui.app.monitor import MonitorOptions, MonitorScreen
 from lrtui.app.replay import ReplayScreen
 from lrtui.app.runview import RunView
@@ -45,6 +46,8 @@ class LrtuiApp(App[int]):
         Binding("d", "toggle_dark", "dark/light", show=False),
         # on a screen of one run the screen's own bindings for these keys step aside
         Binding("r,o,left_square_bracket,right_square_bracket", "one_run", show=False),
+        # likewise where the screen's apply key cannot act: say why
+        Binding(APPLY_KEY, "explain_apply", show=False),
     ]
 
     def __init__(
@@ -121,6 +124,9 @@ class LrtuiApp(App[int]):
 
     def action_toggle_dark(self) -> None:
         self.theme = "textual-light" if self.theme == "textual-dark" else "textual-dark"
+
+    def action_explain_apply(self) -> None:
+        self.monitor.explain_apply()
 
     def action_one_run(self) -> None:
         self.notify(escape(ONE_RUN), timeout=6)

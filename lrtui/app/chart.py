@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from rich.text import Text
 
-from lrtui.app.curves import LOG10_2, Columns, Curve, nice_range
+from lrtui.app.curves import LOG10_2, Columns, Curve, column_index, nice_range
 
 #: Bit of each dot in a braille cell, indexed [row within cell (0-3), column within cell (0-1)].
 _BRAILLE_BITS = np.array([[0x01, 0x08], [0x02, 0x10], [0x04, 0x20], [0x40, 0x80]], dtype=np.int64)
@@ -49,6 +49,9 @@ class ChartSpec:
 
     ``start_at_data``: a quantity that cannot be negative (loss, gradient norm, LR, sharpness):
     the axis starts at the data's lowest value, never padded below it (so never below zero).
+    ``markers``: steps drawn as a vertical line in ``MARKER_STYLE`` (the curve's dots in that
+    colour, ``MARKER`` where no curve passes), named ``marker_label`` in the legend (the LR
+    chart's actions: a drop is the curve's own vertical step, an averaging start the dotted line).
     """
 
     title: str
@@ -57,6 +60,13 @@ class ChartSpec:
     log: bool = False
     note: str = ""
     start_at_data: bool = False
+    markers: list[float] = field(default_factory=list)
+    marker_label: str = ""
+
+
+#: The character and style of a marker (an action on the LR chart).
+MARKER = "┊"
+MARKER_STYLE = "bold yellow"
 
 
 def format_number(value: float) -> str:
@@ -200,6 +210,12 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
         bits[drawn] = series_bits[drawn]  # the later series owns a shared cell, dots and colour
         owner[drawn] = i
 
+    marker_cols = np.zeros(plot_w, dtype=bool)
+    if spec.markers:
+        at = column_index(np.asarray(spec.markers, dtype=np.float64), x_low, x_high, dots_w)
+        marker_cols[at[(at >= 0) & (at < dots_w)] // 2] = True
+        if marker_cols.any() and spec.marker_label:
+            _legend(out, MARKER + " " + spec.marker_label, MARKER_STYLE, width)
     labels = _y_labels(y_low, y_high, plot_h, spec.log) if has_data else [""] * plot_h
     styles = [s.style for s in spec.series]
     for r in range(plot_h):
@@ -208,6 +224,10 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
                    style="dim")
         row_chars = _BRAILLE[bits[r]].tolist()
         key = owner[r].copy()
+        if marker_cols.any():  # the column in the marker's colour, a dotted line where no curve passes
+            key[marker_cols] = -3
+            for c in np.flatnonzero(marker_cols & (bits[r] == 0)):
+                row_chars[c] = MARKER
         if r == 0 and marks.any():
             key[marks] = -2
             for c in np.flatnonzero(marks):
@@ -215,7 +235,7 @@ def render_chart(spec: ChartSpec, width: int, height: int) -> Text:
         bounds = [0, *(np.flatnonzero(np.diff(key) != 0) + 1).tolist(), plot_w]
         for start, stop in zip(bounds[:-1], bounds[1:]):
             k = int(key[start])
-            style = "bold red" if k == -2 else (styles[k] if k >= 0 else "")
+            style = "bold red" if k == -2 else MARKER_STYLE if k == -3 else (styles[k] if k >= 0 else "")
             out.append("".join(row_chars[start:stop]), style=style)
     return out
 
@@ -226,9 +246,15 @@ def _title_line(out: Text, spec: ChartSpec, width: int, leaves: list[int]) -> No
         out.append(f"  {spec.note}", style="dim")
     for series, leave in zip(spec.series, leaves):
         label = series.label + {1: " ↑", -1: " ↓"}.get(leave, "") if series.label else ""
-        if label and out.cell_len + len(label) + 4 <= width:
-            out.append("  ")
-            out.append("━ " + label, style=series.style)
+        if label:
+            _legend(out, "━ " + label, series.style, width)
+
+
+def _legend(out: Text, entry: str, style: str, width: int) -> None:
+    """One legend entry on the title line, when it fits."""
+    if out.cell_len + len(entry) + 2 <= width:
+        out.append("  ")
+        out.append(entry, style=style)
 
 
 def _y_labels(y_low: float, y_high: float, rows: int, log: bool) -> list[str]:
@@ -267,4 +293,4 @@ def render_step_axis(x_range: tuple[float, float] | None, width: int) -> Text:
     return Text(" " * (GUTTER - 5) + "step " + "".join(line), style="dim", no_wrap=True, overflow="crop")
 
 
-__all__ = ["ChartSpec", "GUTTER", "Series", "format_number", "render_chart", "render_step_axis"]
+__all__ = ["ChartSpec", "GUTTER", "MARKER", "MARKER_STYLE", "Series", "format_number", "render_chart", "render_step_axis"]

@@ -24,11 +24,14 @@ class Overlaid:
 
 
 def chart_specs(curves: ChartCurves | None, x_range: tuple[float, float], *, log: bool, smoothing: int,
-                overlay: list[Overlaid] | None = None, waiting: str = "waiting for steps") -> list[ChartSpec]:
+                overlay: list[Overlaid] | None = None, waiting: str = "waiting for steps",
+                actions: list[float] | None = None, actions_label: str = "action") -> list[ChartSpec]:
     """The specs of the loss, gradient norm, sharpness and LR charts, top to bottom.
 
     Without curves (a run not started, or not read yet) each chart is drawn as an empty frame
     saying ``waiting``. With ``overlay`` the loss chart shows every run of the sweep.
+    ``actions``: the steps of the run's ``action`` events, markers on the LR chart (named
+    ``actions_label`` in its legend).
     """
     if curves is None:
         return [ChartSpec(title, [], x_range, log and title != "learning rate", waiting, start_at_data=True)
@@ -52,7 +55,8 @@ def chart_specs(curves: ChartCurves | None, x_range: tuple[float, float], *, log
                       start_at_data=True)
     lr_series = [Series(c, CYCLE[g % len(CYCLE)], f"group {g}" if len(curves.lr) > 1 else "")
                  for g, c in enumerate(curves.lr)]
-    lr = ChartSpec("learning rate", lr_series, x_range, False, start_at_data=True)
+    lr = ChartSpec("learning rate", lr_series, x_range, False, start_at_data=True, markers=list(actions or []),
+                   marker_label=actions_label)
     return [loss, grad, sharp, lr]
 
 

@@ -7,6 +7,7 @@ from typing import Any, Callable
 
 from textual.message import Message
 
+from lrtui.control import Outcome
 from lrtui.system import GpuReading
 
 #: How a reading thread tells the screen: ``Screen.post_message`` (safe from any thread).
@@ -45,4 +46,19 @@ class SystemSampled(Message):
         return isinstance(message, SystemSampled)
 
 
-__all__ = ["Post", "RunChanged", "RunsFound", "SystemSampled"]
+class CommandAnswered(Message):
+    """What a run did with a command the app sent it (``outcome.status``: applied, refused,
+    ended, waiting), or ``error``: why the command could not be written."""
+
+    def __init__(self, key: str, command_id: str, what: str, outcome: Outcome | None, path: Path | None,
+                 error: str | None = None) -> None:
+        super().__init__()
+        self.key = key
+        self.command_id = command_id
+        self.what = what
+        self.outcome = outcome
+        self.path = path
+        self.error = error
+
+
+__all__ = ["CommandAnswered", "Post", "RunChanged", "RunsFound", "SystemSampled"]

@@ -19,11 +19,11 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from lrtui.advisor import AdvisorState
-from lrtui.app.advisor_panel import advisor_text
+from lrtui.app.advisor_panel import actions_label, advisor_text
+from lrtui.app.apply_key import ApplyKeyScreen
 from lrtui.app.chart_specs import CHART_IDS, Overlaid, chart_specs
 from lrtui.app.messages import RunChanged, SystemSampled
 from lrtui.app.panels import status_line, system_text
@@ -53,7 +53,7 @@ class MonitorOptions:
     system_interval: float = 1.0
 
 
-class MonitorScreen(Screen[None]):
+class MonitorScreen(ApplyKeyScreen):
     """Charts, advisor, system and status of the selected run of ``path`` (a run or a directory)."""
 
     BINDINGS = [
@@ -69,7 +69,7 @@ class MonitorScreen(Screen[None]):
     replay = False
 
     def __init__(self, path: Path, options: MonitorOptions) -> None:
-        super().__init__()
+        super().__init__()  # ApplyKeyScreen: the apply key (apply_key.py)
         self.path = Path(path)
         self.options = options
         self.views: list[RunView] = []
@@ -125,6 +125,7 @@ class MonitorScreen(Screen[None]):
     def on_unmount(self) -> None:
         for source in self._sources:
             source.close()
+        super().on_unmount()
 
     def on_resize(self, event: Any) -> None:
         # Bigger terminals: wider side panel (the .tcss says how much).
@@ -202,7 +203,13 @@ class MonitorScreen(Screen[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action in RUN_ACTIONS and len(self.views) < 2:
             return False  # not in the footer; the app's fallback says why the key does nothing
-        return True
+        return super().check_action(action, parameters)
+
+    def now(self) -> float:
+        return self.options.clock()
+
+    def mark_dirty(self) -> None:
+        self._dirty = True
 
     def _step_run(self, by: int) -> None:
         if self.views:
@@ -271,20 +278,25 @@ class MonitorScreen(Screen[None]):
         curves = view.curves(self.smoothing) if view.loaded else None
         with view.lock:
             state, error = view.state, view.error
+            taken = list(view.data.records.get("action") or [])
         if curves is not None:
             first, last = curves.first_step, self.now_step(curves)
             # never widen the range past the last step shown: a replay must not leak what follows
             x_range = (first, last) if last > first else (first - 0.5, first + 0.5)
         else:
             x_range = (0.0, 1.0)
+        taken = [e for e in taken if isinstance(e.get("step"), int) and e["step"] <= x_range[1]]  # not past a replay
         self._draw_charts(curves, x_range, waiting="waiting for the run to start" if view.meta is None
-                          else "waiting for steps")
+                          else "waiting for steps", actions=taken)
         if curves is not None and not self.first_shown.is_set():
             self.call_after_refresh(self.first_shown.set)
         self.query_one("#step-axis", StepAxis).show(x_range if curves is not None else None)
         panel = self.query_one("#advisor", Static)
+        note = self.command_notes.get(view.key)
         panel.update(advisor_text(state, error or view.advisor_error, catching_up=self.catching_up(view),
-                                  width=panel.size.width, height=panel.size.height))
+                                  width=panel.size.width, height=panel.size.height,
+                                  notes=[(note.text, note.style)] if note else [], taken=taken))
+        self.update_apply_binding()
         self._draw_status(view, self.options.clock())
         self._draw_system(view)
         if view.curves_behind():
@@ -298,7 +310,8 @@ class MonitorScreen(Screen[None]):
                                   width=status.size.width))
         self._draw_charts(None, (0.0, 1.0), waiting="waiting for a run")
 
-    def _draw_charts(self, curves: ChartCurves | None, x_range: tuple[float, float], waiting: str) -> None:
+    def _draw_charts(self, curves: ChartCurves | None, x_range: tuple[float, float], waiting: str,
+                     actions: list[dict[str, Any]] | None = None) -> None:
         overlay = None
         if curves is not None and self.overlay and len(self.views) > 1:
             overlay = []
@@ -308,7 +321,8 @@ class MonitorScreen(Screen[None]):
                     lr = other.initial_lr()
                     overlay.append(Overlaid(f"{lr:.3g}" if lr is not None else other.name, c.loss_smooth))
         specs = chart_specs(curves, x_range, log=self.log_scale, smoothing=self.smoothing, overlay=overlay,
-                            waiting=waiting)
+                            waiting=waiting, actions=[float(e["step"]) for e in actions or []],
+                            actions_label=actions_label(actions or []))
         for chart_id, spec in zip(CHART_IDS, specs):
             self.query_one(f"#{chart_id}", Chart).show(spec)
 

@@ -90,6 +90,9 @@ a red [b]x[/b] marks NaN or infinite values (a missing value is not drawn).
  a      all of the advice  d      dark / light colours
  r      list of runs       ] \\[    next / previous run
  o      overlay the runs of a directory on one loss chart
+ x      apply the advice in force to a live run started with
+        Probe(..., control=True) (asks first; docs/control.md)
+A yellow column (┊ where no curve passes) on the LR chart marks an action.
 [b]Replay[/b] (the advisor shows its state at the replay position)
  space  play / pause       + -    faster / slower
  home   jump to start      end    jump to end
@@ -136,6 +139,42 @@ class AdvisorScreen(ModalScreen[None]):
         if advice[0] is not self.shown[0] or advice[1] != self.shown[1]:
             self.shown = advice
             self.query_one("#advice-text", Static).update(advisor_detail(*advice))
+
+
+class ConfirmActionScreen(ModalScreen[int | None]):
+    """Asks before the app sends a command to a running job: what it does, with every group's
+    old and new LR. Dismissed with the chosen proposal's index, or None (not confirmed)."""
+
+    BINDINGS = [
+        Binding("y,enter", "confirm(0)", "apply"),
+        Binding("2", "confirm(1)", "apply 2", show=False),
+        Binding("3", "confirm(2)", "apply 3", show=False),
+        Binding("n,escape,q", "cancel", "cancel"),
+    ]
+
+    def __init__(self, run_name: str, choices: list[str]) -> None:
+        super().__init__()
+        self.run_name = run_name
+        self.choices = choices
+
+    def compose(self) -> ComposeResult:
+        text = Text(f"Apply to the running job {self.run_name}?", style="bold")
+        if len(self.choices) == 1:
+            text.append(f"\n{self.choices[0]}", style="cyan")
+            text.append("\n\ny or enter: apply   n or escape: cancel", style="dim")
+        else:
+            for i, choice in enumerate(self.choices[:3]):
+                text.append(f"\n{'y' if i == 0 else i + 1}  {choice}", style="cyan")
+            text.append("\n\ny/enter, 2, 3: apply that one   n or escape: cancel", style="dim")
+        with Vertical(id="confirm-box"):
+            yield Static(text, id="confirm-text")
+
+    def action_confirm(self, index: int) -> None:
+        if index < len(self.choices):
+            self.dismiss(index)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 #: The runs table's rows: (run key, cells) each; and the sweep's verdict above it (or None).
@@ -210,4 +249,4 @@ class RunsScreen(ModalScreen[str | None]):
         self.dismiss(None)
 
 
-__all__ = ["AdvisorScreen", "Chart", "HelpScreen", "RunsScreen", "StepAxis"]
+__all__ = ["AdvisorScreen", "Chart", "ConfirmActionScreen", "HelpScreen", "RunsScreen", "StepAxis"]

@@ -1,7 +1,7 @@
 """A real training job for the control tests, driven by the test through files, never by the clock.
 
 Run as ``python controlled_training.py WORKDIR [--control] [--steps N] [--wait-at K ...]
-[--scheduler NAME] [--groups G]``. It trains a small regression with SGD (and the probe) in
+[--scheduler NAME] [--groups G] [--batch B]``. It trains a small regression with SGD (and the probe) in
 ``WORKDIR/run``. Before each optimizer step K it writes ``WORKDIR/ready`` and waits until a file
 appears in ``WORKDIR/run/control/commands/`` (or ``WORKDIR/go`` appears), then sleeps a little
 longer than the probe's command look interval, so the probe looks at exactly step K, and removes
@@ -45,6 +45,7 @@ def main() -> None:
     parser.add_argument("--wait-at", type=int, nargs="*", default=[])
     parser.add_argument("--scheduler", default="none")
     parser.add_argument("--groups", type=int, default=1)
+    parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
     run = args.workdir / "run"
     torch.manual_seed(0)
@@ -71,7 +72,7 @@ def main() -> None:
             (args.workdir / "ready").unlink()
             if (args.workdir / "go").exists():
                 (args.workdir / "go").unlink()
-        batch = torch.randint(0, 64, (16,))
+        batch = torch.randint(0, 64, (args.batch,))
         loss = torch.nn.functional.mse_loss(model(inputs[batch]), targets[batch])
         optimizer.zero_grad()
         loss.backward()
