@@ -308,7 +308,7 @@ class Advisor:
                                       f"(loss level {v.level:.3g}, change {v.lo:+.1%}..{v.hi:+.1%} over steps "
                                       f"{window[0]}-{window[1]}{moving})")
             self._withdraw_contradicted(ph, before, regime, v, step, window)
-        if regime == "equilibrium" and v.regime == "equilibrium" and v.flat and not self._ledger.has(ph.index, "drop_lr"):
+        if regime == "equilibrium" and v.regime == "equilibrium" and v.settled and not self._ledger.has(ph.index, "drop_lr"):
             self._ledger.add(ph.index, recommend.drop_lr(step, lr, v.level, window, (v.lo, v.hi), v.lr_change,
                                                          self.convergence_threshold_lr))
             self._ledger.add(ph.index, recommend.start_averaging(step, int(steps[ph.judge_from]), v.level))
