@@ -158,7 +158,9 @@ def test_a_decline_under_two_percent_per_horizon_is_equilibrium() -> None:
 def test_action_truth() -> None:
     assert action_truth("drop_lr", "equilibrium", True) == "right"
     assert action_truth("drop_lr", "equilibrium", False) == "wrong"
-    assert action_truth("drop_lr", "converging", True) == "wrong"
+    assert action_truth("drop_lr", "converging", True) == "early"
+    assert action_truth("drop_lr", "converging", False) == "wrong"
+    assert action_truth("start_averaging", "chance", True) == "wrong"
     assert action_truth("start_averaging", "unclear", True) == "unclear"
     assert action_truth("lower_lr", "chance", None) == "right"
     assert action_truth("lower_lr", "converging", None) == "wrong"

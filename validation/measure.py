@@ -29,9 +29,13 @@ DROP_FACTOR = 0.1
 
 def horizon(t: int, phase_start: int, steps: int) -> int:
     """Steps a branch at report point ``t`` trains on: half the age of the current LR phase
-    (since the last step of a step schedule, else since step 0), at least 2% of the run and 16
-    steps, rounded up to a multiple of ``BRANCH_EVALS``."""
-    k = max((t - phase_start + 1) // 2, math.ceil(0.02 * steps), BRANCH_EVALS)
+    (since the last step of a step schedule, else since step 0), and at least a quarter of the
+    run, rounded up to a multiple of ``BRANCH_EVALS``.
+
+    Half the age judges a power-law decline the same way early and late; the quarter of the run
+    keeps early points from a horizon so short that a slow, steady start looks flat.
+    """
+    k = max((t - phase_start + 1) // 2, math.ceil(steps / 4), BRANCH_EVALS)
     return BRANCH_EVALS * math.ceil(k / BRANCH_EVALS)
 
 

@@ -253,10 +253,12 @@ def regime(point: dict[str, Any], checkpoint_steps: Sequence[int], checkpoint_lo
 
 def action_truth(action: str, regime_name: str, pays: bool | None, *, frozen_diverges: bool = False,
                  rollback_target_healthy: bool | None = None) -> str:
-    """``right``, ``wrong`` or ``unclear`` for one action at a report point.
+    """``right``, ``wrong``, ``early`` or ``unclear`` for one action at a report point.
 
     - ``drop_lr`` / ``start_averaging``: right at ``equilibrium`` when it pays (``drop_pays`` /
-      ``averaging_pays``); wrong when converging, at chance, diverged, or at an equilibrium where
+      ``averaging_pays``); ``early`` when the loss is still converging at the LR in force but it
+      would pay already (not right: the loss has not stopped falling; not wrong: acting pays);
+      wrong when converging and it does not pay, at chance, diverged, or at an equilibrium where
       it does not pay.
     - ``lower_lr``: right when diverged, at chance, or when the LR in force, held, diverges; wrong
       when converging or at equilibrium.
@@ -264,6 +266,8 @@ def action_truth(action: str, regime_name: str, pays: bool | None, *, frozen_div
       finite or blown up there).
     """
     if action in ("drop_lr", "start_averaging"):
+        if regime_name == "converging" and pays:
+            return "early"
         if regime_name in ("converging", "chance", "diverged"):
             return "wrong"
         if regime_name == "equilibrium":
