@@ -1,4 +1,4 @@
-"""The ``lrtui`` command: watch, replay, advise, demo, import."""
+"""The ``lrtui`` command: watch, replay, advise, apply, demo, import."""
 
 from __future__ import annotations
 
@@ -93,6 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the convergence threshold measured by an earlier sweep: the run's "
                         "drop_lr, raise_lr and lower_lr aim by it (one run; a sweep measures its own)")
 
+    apply = sub.add_parser(
+        "apply",
+        help="ask a running job to set or drop its LR, or start weight averaging",
+        description="Queue an action for a run started with Probe(..., control=True) and wait until it "
+        "confirms. set_lr needs --lr (one LR for every param group, or one per group: 0.01,0.001) or "
+        "--factor; drop_lr goes to the advisor's recommended LR (x0.1 without one); start_averaging "
+        "averages as the advisor sized it. Exit status: 0 applied, 4 not confirmed in time (it stays "
+        "queued), 2 bad input or refused by the run.",
+    )
+    apply.add_argument("path", metavar="RUN", help="the run directory")
+    apply.add_argument("action", metavar="ACTION", choices=["set_lr", "drop_lr", "start_averaging"],
+                       help="set_lr, drop_lr or start_averaging")
+    how = apply.add_mutually_exclusive_group()
+    how.add_argument("--lr", metavar="LR", help="set_lr: the new LR, or one per param group (comma-separated)")
+    how.add_argument("--factor", metavar="F", help="set_lr: multiply every group's LR by F, in [1e-4, 10]")
+    apply.add_argument("--wait", metavar="SECONDS", default="30",
+                       help="seconds to wait for the run to confirm (default 30; 0: do not wait)")
+
     demo = sub.add_parser(
         "demo",
         help="train a small model live with the probe attached and watch it",
@@ -116,6 +134,7 @@ COMMANDS: dict[str, str] = {
     "watch": "lrtui.app:watch_main",
     "replay": "lrtui.app:replay_main",
     "advise": "lrtui.advise:advise_main",
+    "apply": "lrtui.apply:apply_main",
     "demo": "lrtui.demo:demo_main",
     "import": "lrtui.importers.command:import_main",
 }

@@ -16,4 +16,6 @@ class UserError(Exception):
 EXIT_OK = 0
 EXIT_BAD_INPUT = 2
 EXIT_DIVERGED = 3
+#: ``lrtui apply``: the run did not confirm the command in time (it stays queued).
+EXIT_NOT_CONFIRMED = 4
 EXIT_INTERRUPTED = 130

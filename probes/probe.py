@@ -14,11 +14,13 @@ from lrtui.runlog import RunWriter
 from lrtui.runlog.format import RESERVED_FIELDS
 from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
+from probes.control import Control, autopilot_actions, autopilot_flush_every, make_control
 from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
 from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.fsdp import ShardedRun
 from probes.meta import run_meta
+from probes.optimizers import after_closure, torch_optimizer, unwrap_optimizer
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
@@ -45,7 +47,8 @@ class Probe:
 
     Args:
         model: the model being trained (a DDP/DataParallel/compiled wrapper is fine).
-        optimizer: its optimizer; the probe registers step hooks on it.
+        optimizer: its optimizer; the probe registers step hooks on it (on the torch optimizer
+            inside a wrapper such as Accelerate's or Lightning's: see ``probes.optimizers``).
         run_dir: the run directory to create (rank 0 only under torch.distributed).
         loss_fn: ``loss_fn(model(inputs), targets)`` on ``hessian_batch`` gives the loss whose
             sharpness is measured.
@@ -71,6 +74,16 @@ class Probe:
         gpu: NVML index of the GPU to report (default: the one the model is on; none on CPU).
         flush_every: measured steps kept on the device before one copy to the host (default: 32,
             or 128 for a CPU model whose norms are taken from copies; see ``probes.step_metrics``).
+        control: accept commands (``lrtui apply``, the app) through the run directory: set or
+            drop the LR, start weight averaging. Off by default: then nothing the probe reads
+            can change the run. See docs/control.md.
+        autopilot: act on the advisor's own ``drop_lr`` and ``start_averaging`` (True), or on
+            the one named (``"drop_lr"``); implies ``control``.
+        scheduler: the LR scheduler, so that an LR change rescales what it computes from
+            (default: the one found on the optimizer at the first change).
+        averaging: ``"swa"`` or ``"ema"``: what ``start_averaging`` makes (``probe.averaged_model``).
+        save_averaged: write the averaged weights to ``averaged_model.pt`` in the run directory
+            on close.
         scaler: the run's ``torch.amp.GradScaler``: the steps it skips (inf/NaN gradients) are
             logged as ``"skipped": true`` step events (see ``probes.amp``; a fused optimizer's
             skips are seen without it).
@@ -96,6 +109,11 @@ class Probe:
         gpu: int | None = None,
         flush_every: int | None = None,
         adaptive_stride: bool = True,
+        control: bool = False,
+        autopilot: bool | str | Sequence[str] = False,
+        scheduler: Any = None,
+        averaging: str = "swa",
+        save_averaged: bool = False,
         scaler: Any = None,
     ) -> None:
         started = time.perf_counter()
@@ -106,7 +124,7 @@ class Probe:
         self._last_overhead = started
         self.model = model
         self.module = unwrap_module(model)
-        self.optimizer = optimizer
+        self.optimizer = optimizer = unwrap_optimizer(optimizer)  # the torch one in Accelerate's, Lightning's wrapper
         self.run_dir = Path(run_dir)
         self.rank, self.world_size = rank_and_world_size()
         self.writer: RunWriter | None = None
@@ -125,6 +143,8 @@ class Probe:
         self._closed = False
         self._early_warnings: list[tuple[str, str]] = []
         self._last_checked_step = -1
+        acting = autopilot_actions(autopilot)
+        flush_every = autopilot_flush_every(acting, stride, flush_every)
         self.settings = {
             "stride": int(stride),
             "sharpness_budget": float(sharpness_budget),
@@ -133,6 +153,12 @@ class Probe:
             "flush_every": None if flush_every is None else int(flush_every),
             "adaptive_stride": bool(adaptive_stride),
         }
+        # On every rank: under DDP each applies what rank 0 decides.
+        self.control: Control | None = make_control(
+            self.module, optimizer, self.rank, self.world_size, self.faults, wanted=bool(control or acting),
+            autopilot=acting, scheduler=scheduler, averaging=averaging, save_averaged=save_averaged)
+        if self.control is not None:
+            self.settings.update(self.control.settings)
         if self.rank != 0:
             if self.sharded is not None and self.sharded.measures:
                 self._measure_shard()  # FSDP: every rank's shard is part of the norms
@@ -162,7 +188,7 @@ class Probe:
         gpu: int | None,
     ) -> None:
         """Rank 0's set-up: closures, scale invariance, meta, writer, hooks, sharpness, system thread."""
-        optimizer = self.optimizer
+        optimizer = self.optimizer = torch_optimizer(self.optimizer)  # none found: the probe says so, once
         first = next(iter(self.module.parameters()), None)
         self.device = first.device if first is not None else torch.device("cpu")
         try:
@@ -193,6 +219,8 @@ class Probe:
         self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"],
                                  norms=self.sharded.engine if self.sharded is not None else None)
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
+        if self.control is not None:
+            self.control.attach(self.writer, meta, self.steps, self.run_dir)
         if self.sharded is not None and self.sharded.refusal():
             self.faults.fail("grad_norm", self.sharded.refusal())
         for source, message in self._early_warnings:
@@ -273,6 +301,8 @@ class Probe:
             if step is None:
                 step = self.steps.steps_taken - 1 if self.steps is not None and self.steps.steps_taken else 0
             self.writer.write("metric", int(step), **fields)
+            if self.control is not None:
+                self.control.observe_metric(int(step), fields)
         except Exception as exc:
             self.faults.fail("metric", exc)
 
@@ -285,6 +315,8 @@ class Probe:
         if self.system is not None:
             self.system.close()
         if self.writer is None:
+            if self.control is not None:
+                self.control.close()
             return
         if self.steps is not None and self.faults.ok("step"):
             if self.sharded is not None:
@@ -294,9 +326,21 @@ class Probe:
                 self._write_steps(records + self.steps.flush(), final=True)
             except Exception as exc:
                 self.faults.fail("step", exc)
+        if self.control is not None:
+            self.control.close()
         self._write_overhead(time.perf_counter())
         self.writer.close(status, exception)
 
+    @property
+    def averaged_model(self) -> torch.optim.swa_utils.AveragedModel | None:
+        """The weight average ``start_averaging`` began (None before): evaluate this one. With
+        BatchNorm, run ``torch.optim.swa_utils.update_bn(loader, probe.averaged_model)`` first."""
+        return self.control.averaged_model if self.control is not None else None
+
+    @property
+    def actions(self) -> list[dict[str, Any]]:
+        """The actions applied so far, as their ``action`` events (empty without control)."""
+        return list(self.control.actions) if self.control is not None else []
     def _measure_shard(self) -> None:
         """A rank other than 0 under FSDP: the step hooks and norms, for the sums; it writes nothing."""
         try:
@@ -320,7 +364,11 @@ class Probe:
 
     # -- optimizer hooks -----------------------------------------------------------------------
 
-    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def _before_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> Any:
+        if len(args) > 1 or kwargs:  # step(closure): this step's gradients exist once the closure ran
+            deferred = after_closure(args, kwargs, lambda: self._before_optimizer_step(optimizer, (), {}))
+            if deferred is not None:
+                return deferred
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
@@ -445,6 +493,8 @@ class Probe:
         events = self.amp.mark(events, final)
         for event in events:
             self.writer.write_event(event)
+        if self.control is not None:
+            self.control.observe(events)
 
     def _write_overhead(self, now: float) -> None:
         self._last_overhead = now

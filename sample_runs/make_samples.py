@@ -40,6 +40,9 @@ SWEEP_GEOMETRY = "authors"
 #: showed).
 PAPER_SCHEDULE = {"pretrain_steps": 40_000, "finetune_steps": 20_000, "average_last": 8_000,
                   "average_every": 400, "stride": 32}
+#: The autopilot sample run: ``Probe(autopilot=True)`` at an LR inside the band ``lrtui advise
+#: sample_runs/sweep`` recommends, constant, as long as a sweep run (docs/control.md).
+AUTOPILOT_LR = 8.11e-3
 #: The paper's regime boundaries for its synthetic MLP (1->2, 2A/2B, 2->3).
 PAPER_BOUNDARIES = (7.5e-3, 1.78e-2, 5.6e-2)
 
@@ -65,6 +68,9 @@ def _jobs(schedule: dict[str, Any] | None = None) -> list[tuple[str, str, dict[s
             "average_every": AVERAGE_EVERY, "stride": SWEEP_STRIDE, "geometry": SWEEP_GEOMETRY,
             **(schedule or {})}))
     jobs += [("catapult", "catapult", {}), ("diverging", "diverging", {})]
+    jobs.append(("autopilot", "ticks-autopilot", {
+        "lr": AUTOPILOT_LR, "total_steps": PRETRAIN_STEPS + FINETUNE_STEPS, "stride": SWEEP_STRIDE,
+        "geometry": SWEEP_GEOMETRY}))
     return jobs
 
 
@@ -73,12 +79,12 @@ def _record(job: tuple[str, str, dict[str, Any]], root: str) -> tuple[str, float
     import torch
 
     torch.set_num_threads(1)
-    from probes.tasks import ddp, training
+    from probes.tasks import autopilot, ddp, training
 
     recipes: dict[str, Callable[..., dict[str, Any]]] = {
         "ticks": training.train_ticks, "catapult": training.train_catapult,
         "diverging": training.train_diverging, "digits": training.train_digits,
-        "ddp": ddp.train_ddp,
+        "ddp": ddp.train_ddp, "ticks-autopilot": autopilot.train_ticks_autopilot,
     }
     name, recipe, kwargs = job
     run_dir = Path(root) / name
@@ -178,7 +184,7 @@ def other_table(root: Path) -> str:
         "| run | optimizer | LR | ground-truth regime | final train loss | test acc. | what the recording shows |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in ("diverging", "catapult", "momentum-cnn", "adam-cnn", "ddp"):
+    for name in ("diverging", "catapult", "momentum-cnn", "adam-cnn", "ddp", "autopilot"):
         path = root / name
         if not (path / META_FILE).exists():
             continue
@@ -186,7 +192,7 @@ def other_table(root: Path) -> str:
         extra = run.meta.get("extra", {})
         steps = run.table("step")
         loss = steps.get("loss", np.array([]))
-        pre = _phase_metrics(run, "pretrain")
+        pre = _phase_metrics(run, "finetune" if name == "autopilot" else "pretrain")
         regime = extra.get("ground_truth_regime") or "—"
         final_loss = float(loss[-1]) if len(loss) else float("nan")
         lines.append(
@@ -227,6 +233,15 @@ def _what_it_shows(name: str, run: Any) -> str:
         return (f"sharpness {first:.3g} → max {top:.3g}, last quarter median {np.nanmedian(late):.3g} "
                 f"({len(values)} estimates); threshold {threshold:.3g} "
                 f"({'reached' if top >= 0.9 * threshold else 'not reached'})")
+    if name == "autopilot":
+        acts = {a["action"]: a for a in run.records("action")}
+        avg, drop = acts.get("start_averaging"), acts.get("drop_lr")
+        if avg is None or drop is None:
+            return "the autopilot did not act"
+        swa = _phase_metrics(run, "swa")
+        return (f"advisor's equilibrium at step {avg['recommendation_step']}: SWA from step {avg['step']}, "
+                f"LR {drop['lr_before'][0]:.3g} → {drop['lr_after'][0]:.3g} at step {drop['step']} "
+                f"({drop.get('averaging_stopped')} checkpoints averaged, test acc. {_fmt(swa.get('test_acc'), '.4f')})")
     if name == "ddp":
         return f"world size {run.meta.get('world_size')}, {len(loss)} step events, {len(values)} sharpness estimates"
     return ""

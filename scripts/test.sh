@@ -9,8 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore torch==2.13.0
-# With the optional extras the tests exercise (integrations: tensorboard, ...); none brings a torch.
-"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test,tensorboard]'
+# With the optional extras the tests exercise (lightning, transformers, tensorboard); none brings a torch.
+"$PYTHON" -m pip install --quiet --disable-pip-version-check --root-user-action=ignore -e '.[probe,test,lightning,transformers,tensorboard]'
 # An extra that pulled another torch (a CUDA build, a newer release) would make the suite slow or wrong.
 "$PYTHON" -c "import sys, torch; v = torch.__version__; sys.exit(0 if v.startswith('2.13.0') else f'scripts/test.sh: torch {v} after the extras, not 2.13.0')"
 

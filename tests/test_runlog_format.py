@@ -47,6 +47,8 @@ EVENTS = [
     {"kind": "overhead", "step": 0, "time": 2.0, "fraction": NAN, "probe_seconds": 0.1,
      "wall_seconds": INF, "budget": 0.05},
     {"kind": "warning", "step": 0, "time": 2.1, "source": "sharpness", "message": "value was NaN"},
+    {"kind": "action", "step": 0, "time": 2.15, "action": "set_lr", "source": "command", "id": "a1",
+     "lr_before": [INF], "lr_after": [NAN], "scheduler": None},
     {"kind": "end", "step": None, "time": 2.2, "status": "failed", "exception": "FloatingPointError",
      "message": "loss is -inf", "events_dropped": 0},
 ]

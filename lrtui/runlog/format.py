@@ -30,6 +30,7 @@ KIND_METRIC = "metric"
 KIND_SYSTEM = "system"
 KIND_OVERHEAD = "overhead"
 KIND_WARNING = "warning"
+KIND_ACTION = "action"
 KIND_END = "end"
 KINDS = (
     KIND_STEP,
@@ -39,6 +40,7 @@ KINDS = (
     KIND_SYSTEM,
     KIND_OVERHEAD,
     KIND_WARNING,
+    KIND_ACTION,
     KIND_END,
 )
 #: Field names every event carries; user metrics may not use them.

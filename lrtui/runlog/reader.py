@@ -46,7 +46,7 @@ MAX_LINE_BYTES = 1 << 20
 #: process is reported stale.
 STALE_AFTER = 60.0
 #: Kinds kept as a list of dicts too (rare events whose text matters).
-RECORD_KINDS = ("warning", "end", "metric")
+RECORD_KINDS = ("warning", "end", "metric", "action")
 #: Columns of rows with no value travel with this prefix until ``RunData._add`` keeps them apart.
 MISSING_PREFIX = "\0missing:"
 
