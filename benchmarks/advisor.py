@@ -2,8 +2,12 @@
 
 Writes a synthetic run with RunWriter to a temporary directory (a noisy decay into an equilibrium,
 an LR drop, one catapult, sharpness every 100 steps), then times, side by side in one process:
-loading the run, the bulk advisor path, the whole ``advise --json`` command (a subprocess), and
-the incremental path per event. Run: ``python benchmarks/advisor.py [--steps N]``.
+loading the run, the bulk advisor path, and the whole ``advise --json`` command as a process
+against a bare msgspec decode of the same ``events.jsonl`` as a process (``decode_lines``: the
+least any reader must do), interleaved, with an A/A row (the bare decode against itself: what
+the machine's noise alone does to a ratio). Then the incremental path per event, on that run and
+on a scheduled one (linear warm-up + cosine decay, judged as one phase), with ``state()`` asked
+every 1,000 events as the app does. Run: ``python benchmarks/advisor.py [--steps N]``.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ from lrtui.runlog import RunWriter, load_run
 from lrtui.runlog.format import restore_non_finite
 
 
-def write_run(path: Path, steps: int, seed: int = 0) -> None:
-    """A long synthetic SGD run: decay to an equilibrium, catapult, LR drop at 60%."""
+def write_run(path: Path, steps: int, seed: int = 0, schedule: str = "drop") -> None:
+    """A long synthetic SGD run: decay to an equilibrium, catapult, LR drop at 60% (``drop``), or
+    the same loss under a linear warm-up (5%) and a cosine decay of the LR (``cosine``)."""
     rng = np.random.default_rng(seed)
     t = np.arange(steps)
-    lr = np.where(t < int(0.6 * steps), 0.1, 0.01)
+    if schedule == "cosine":
+        warm = max(steps // 20, 1)
+        lr = 0.1 * np.minimum(1.0, (t + 1) / warm) * 0.5 * (1 + np.cos(np.pi * t / steps))
+    else:
+        lr = np.where(t < int(0.6 * steps), 0.1, 0.01)
     loss = 0.3 + 0.6 * np.exp(-t / (steps / 50)) + 0.05 * rng.standard_normal(steps)
     after = t >= int(0.6 * steps)  # the LR drop: the loss falls to a lower level
     loss[after] -= 0.2 * (1 - np.exp(-(t[after] - int(0.6 * steps)) / (steps / 100)))
@@ -75,31 +84,46 @@ def main() -> None:
         bulk = Advisor.from_run(run).state()
         t_bulk = time.perf_counter() - t0
 
-        # The whole command, several times (this kind of machine is noisy), two ways: as the
-        # machines here run Python (PYTHONDONTWRITEBYTECODE set: lrtui's modules are compiled at
-        # every start), and with all bytecode cached as after a normal install's first run (the
-        # cache in a temporary folder, not next to the sources).
+        # The whole command against a bare msgspec decode of the same log, both as processes,
+        # interleaved, several times (this kind of machine is noisy); bytecode cached as after a
+        # normal install's first run (the cache in a temporary folder, not next to the sources).
+        # The bare decode runs twice per round (A and A'): their ratio is the A/A row.
         cli = [sys.executable, "-c", "import sys; from lrtui.cli import main; sys.exit(main())", "advise", "--json", str(path)]
-        compiled_env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        cached_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-        cached_env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
-        subprocess.run(cli, capture_output=True, env=cached_env)  # writes the bytecode cache
-        t_cli: dict[str, list[float]] = {"compiled": [], "cached": []}
+        bare = [sys.executable, "-c", "import sys, msgspec; msgspec.json.Decoder().decode_lines(open(sys.argv[1], 'rb').read())",
+                str(path / "events.jsonl")]
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
+        subprocess.run(cli, capture_output=True, env=env)  # writes the bytecode cache (and warms the file cache)
+        subprocess.run(bare, capture_output=True, env=env)
+        t_arm: dict[str, list[float]] = {"advise": [], "bare": [], "bare2": []}
         for _ in range(args.repeat):
-            for kind, env in (("compiled", compiled_env), ("cached", cached_env)):
+            for arm, cmd in (("bare", bare), ("advise", cli), ("bare2", bare)):
                 t0 = time.perf_counter()
-                proc = subprocess.run(cli, capture_output=True, text=True, env=env)
-                t_cli[kind].append(time.perf_counter() - t0)
+                proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                t_arm[arm].append(time.perf_counter() - t0)
+                if arm == "advise":
+                    advise_rc, advise_err = proc.returncode, proc.stderr
+        ratios = [a / b for a, b in zip(t_arm["advise"], t_arm["bare"])]
+        aa = [a / b for a, b in zip(t_arm["bare2"], t_arm["bare"])]
 
-        # incremental: events as the follower gives them (decoded, floats restored)
+        # incremental: events as the follower gives them (decoded, floats restored), state() every
+        # 1,000 events; on this run and on a scheduled one (warm-up + cosine)
         from lrtui.runlog.format import decode_lines
-        lines = (path / "events.jsonl").read_bytes().split(b"\n")[:200_000]
-        events, _ = decode_lines([ln for ln in lines if ln])
-        events = [restore_non_finite(e) for e in events]
-        adv = Advisor(run.meta)
-        t0 = time.perf_counter()
-        adv.update_many(events)
-        t_inc = time.perf_counter() - t0
+        t_inc: dict[str, tuple[float, int]] = {}
+        sched = Path(tmp) / "cosine"
+        write_run(sched, min(args.steps, 200_000), schedule="cosine")
+        for name, where in (("drop", path), ("cosine", sched)):
+            lines = (where / "events.jsonl").read_bytes().split(b"\n")[:200_000]
+            events, _ = decode_lines([ln for ln in lines if ln])
+            events = [restore_non_finite(e) for e in events]
+            adv = Advisor(load_run(where).meta)
+            t0 = time.perf_counter()
+            for k in range(0, len(events), 1000):
+                adv.update_many(events[k:k + 1000])
+                adv.state()
+            t_inc[name] = (time.perf_counter() - t0, len(events))
+            if name == "cosine":
+                sched_state = adv.state()
         t0 = time.perf_counter()
         for _ in range(1000):
             adv.state()
@@ -112,19 +136,24 @@ def main() -> None:
         ("load_run, the advisor's fields", t_load_fields, f"{', '.join(STEP_FIELDS_READ)}"),
         ("  ... and workers=None", t_load_parallel, f"{os.cpu_count()} cores: what advise does"),
         ("Advisor.from_run (bulk)", t_bulk, f"regime {bulk.regime}, {len(bulk.recommendations)} recs"),
-        ("lrtui advise --json (process)", statistics.median(t_cli["compiled"]),
-         f"median of {args.repeat}, min {min(t_cli['compiled']):.2f} s; no bytecode cache (target <= 2 s)"),
-        ("  ... bytecode cached", statistics.median(t_cli["cached"]),
-         f"median of {args.repeat}, min {min(t_cli['cached']):.2f} s; as after a normal install (exit {proc.returncode})"),
-        ("incremental, per event", t_inc / len(events), f"over {len(events)} events (target <= 20 us)"),
+        ("bare msgspec decode (process) A", statistics.median(t_arm["bare"]),
+         f"median of {args.repeat}, min {min(t_arm['bare']):.2f} s; decode_lines of events.jsonl"),
+        ("  ... A' (the same again)", statistics.median(t_arm["bare2"]), f"A'/A median {statistics.median(aa):.3f} "
+         f"(range {min(aa):.3f}-{max(aa):.3f}): the A/A row"),
+        ("lrtui advise --json (process)", statistics.median(t_arm["advise"]),
+         f"/A median {statistics.median(ratios):.3f} (range {min(ratios):.3f}-{max(ratios):.3f}; target <= 1.3); exit {advise_rc}"),
+        ("incremental, per event", t_inc["drop"][0] / t_inc["drop"][1],
+         f"over {t_inc['drop'][1]} events, state() every 1,000 (target <= 20 us)"),
+        ("  ... scheduled run", t_inc["cosine"][0] / t_inc["cosine"][1],
+         f"warm-up + cosine, {t_inc['cosine'][1]} events: {len(sched_state.segments)} phase(s), regime {sched_state.regime}"),
         ("state(), per call", t_state, f"{len(bulk.segments)} segments"),
     ]
     print(f"{'what':34s} {'seconds':>12s}  note")
     for name, sec, note in rows:
         shown = f"{sec * 1e6:9.2f} us" if sec < 1e-2 else f"{sec:10.3f} s"
         print(f"{name:34s} {shown:>12s}  {note}")
-    if proc.returncode not in (0, 3):
-        print(proc.stderr, file=sys.stderr)
+    if advise_rc not in (0, 3):
+        print(advise_err, file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -215,10 +215,12 @@ def test_noisy_equilibrium_is_found_and_advised_once(noise):
 def test_chaotic_equilibrium_with_spikes_is_found_and_advised_once_the_evidence_is_there(seed):
     """The loss of a large LR: a fast fall, then a level with heavy multiplicative noise and rare
     10x spikes (the sample sweep from lr 8.11e-3 to 4.33e-2 looks like this: the log loss scatters
-    by 0.3-0.7 from step to step at stride 8). It has stopped falling, so it is an
-    equilibrium; but over 1,250 logged steps the slope's interval is far wider than the ±10% band,
-    so nothing is dropped yet (evidence before action). Ten times as long, the interval fits the
-    band and drop_lr and start_averaging come."""
+    by 0.3-0.7 from step to step at stride 8). It has stopped falling, so it is an equilibrium.
+    Over 1,250 logged steps (10,000 optimizer steps at stride 8) the two-sided interval stays far
+    wider than ±10% (the spikes widen its upper side most), but the evidence that matters for
+    acting is one-sided: the decline still to come is bounded (lo > -10%) and small against the
+    fall so far. So drop_lr and start_averaging come within those 10,000 steps, once, after the
+    fall, and a run ten times as long keeps them."""
     r = np.random.default_rng(seed)
     n = 12500
     level = 0.5 + 1.5 * np.exp(-np.arange(n) / 20)
@@ -226,13 +228,13 @@ def test_chaotic_equilibrium_with_spikes_is_found_and_advised_once_the_evidence_
     loss = level * np.exp(0.5 * r.standard_normal(n)) * spikes
     short = advise(steps(loss[:1250], stride=8))
     assert short.regime == "equilibrium", [a.message for a in short.alerts]
-    assert not {"drop_lr", "start_averaging"} & set(actions(short))
+    assert actions(short).count("drop_lr") == 1 and actions(short).count("start_averaging") == 1
     assert bulk(steps(loss[:1250], stride=8)).regime == "equilibrium"
+    drop = next(r for r in short.recommendations if r.action == "drop_lr")
+    assert drop.step > 8 * 100  # after the fall (tau: 20 logged steps)
+    assert -0.1 <= drop.numbers["change_lo"]  # the decline is bounded; a rise (spikes) does not block it
     st = advise(steps(loss, stride=8))
-    given = st.recommendations + [w.recommendation for w in st.withdrawn]  # spikes may flip it later
-    assert {"drop_lr", "start_averaging"} <= {r.action for r in given}
-    drop = next(r for r in given if r.action == "drop_lr")
-    assert -0.1 < drop.numbers["change_lo"] and drop.numbers["change_hi"] < 0.1
+    assert [(r.action, r.step) for r in st.recommendations] == [(r.action, r.step) for r in short.recommendations]
 
 
 def _thinned_like_the_probe(loss_at, total: int) -> list[dict]:
@@ -531,12 +533,12 @@ def _data(events):
     return d
 
 
-def test_drop_lr_reason_says_what_was_flat() -> None:
-    """The reason gives the interval and, under a moving LR, that the change is beyond its share."""
+def test_drop_lr_reason_says_how_far_it_may_still_fall() -> None:
+    """The reason gives the interval, the bound on the decline, under a moving LR, that the change is beyond its share."""
     from lrtui.advisor.recommend import drop_lr
 
     still = drop_lr(100, 0.1, 0.5, (50, 100), (-0.04, 0.03), 0.0, None)
     moving = drop_lr(100, 0.1, 0.5, (50, 100), (-0.2, -0.05), -0.2, None)
-    assert "within ±10%" in still.reason and "LR's own change" not in still.reason
+    assert "falls by at most 10%" in still.reason and "LR's own change" not in still.reason
     assert "beyond what the LR's own change (-20%) explains" in moving.reason
     assert moving.numbers["lr_change"] == -0.2 and moving.numbers["new_lr"] == pytest.approx(0.01)

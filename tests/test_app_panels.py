@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from lrtui.advisor import AdvisorState, Alert, Recommendation
+from lrtui.advisor import Advisor, AdvisorState, Alert, Done, Recommendation, Withdrawn
 from lrtui.app.advisor_panel import MORE_HINT, advisor_detail, advisor_text
 from lrtui.app.panels import status_line, system_text
+from lrtui.runlog import load_run
+
+SAMPLES = Path(__file__).resolve().parents[1] / "sample_runs"
 
 REASON = ("loss is stationary at 0.325 over steps 960-1832 (change -43.7%..-2.6%, 90% CI, too noisy to "
           "bound, but no new low 10% below the best before it): further steps at lr 0.00811 no longer "
@@ -80,29 +83,32 @@ def test_system_panel_takes_any_value_a_run_logged() -> None:
             assert "GPU0" in text and "-%" in text
 
 
-@dataclass(frozen=True)
-class _Done:  # the shape of TEAM.md contract 6 (issue 18's AdvisorState.done)
-    recommendation: Recommendation
-    done_at_step: int | None
-    how: str
-
-
-@dataclass(frozen=True)
-class _Withdrawn:  # ... and of AdvisorState.withdrawn
-    recommendation: Recommendation
-    withdrawn_at_step: int | None
-    why: str
-
-
 def test_done_ones_show_as_done_and_withdrawn_ones_only_on_demand() -> None:
     state = _state(1)
-    state.done = [_Done(Recommendation("start_averaging", 1832, "averaging"), 2000, "averaging began (action event)")]  # type: ignore[attr-defined]
-    state.withdrawn = [_Withdrawn(Recommendation("rollback", 900, "spike"), 1100, "the loss recovered: a catapult")]  # type: ignore[attr-defined]
+    state.done = [Done(Recommendation("start_averaging", 1832, "averaging"), 2000, "averaging began (action event)")]
+    state.withdrawn = [Withdrawn(Recommendation("rollback", 900, "spike"), 1100, "the loss recovered: a catapult")]
     panel = advisor_text(state, width=28, height=20).plain
     assert "→ drop lr to 8.1e-4 @ 1,832" in panel and "✓ averaging started @ 2,000" in panel
     assert "rollback" not in panel  # the history is one key away, not in the panel
     detail = advisor_detail(state).plain
     assert "✓ averaging started @ 2,000" in detail and "averaging began" in detail
     assert "→ rollback @ 900, withdrawn @ 1,100" in detail and "why: the loss recovered" in detail
-    # a state of today's advisor has neither: the sections say none
+    # a state with neither: the sections say none
     assert "Done\nnone" in advisor_detail(_state(1)).plain and "Withdrawn\nnone" in advisor_detail(_state(1)).plain
+
+
+def test_the_panels_show_a_real_advisor_states_done_and_withdrawn() -> None:
+    """The sample sweep's lr 0.0285: the advisor recommended drop_lr and start_averaging during its
+    pre-training, the run dropped its LR at step 10,000 itself (drop_lr done) without averaging
+    (start_averaging withdrawn by the new phase)."""
+    state = Advisor.from_run(load_run(SAMPLES / "sweep" / "lr-2.85e-02")).state()
+    assert [d.recommendation.action for d in state.done] == ["drop_lr"]
+    assert [w.recommendation.action for w in state.withdrawn] == ["start_averaging"]
+    done, withdrawn = state.done[0], state.withdrawn[0]
+    panel = advisor_text(state, width=40, height=24).plain
+    assert f"✓ LR dropped @ {done.done_at_step:,}" in panel and "start averaging" not in panel
+    detail = advisor_detail(state).plain
+    assert f"✓ LR dropped @ {done.done_at_step:,}" in detail and done.how in detail
+    assert (f"→ start averaging @ {withdrawn.recommendation.step:,}, withdrawn @ {withdrawn.withdrawn_at_step:,}"
+            in detail and f"why: {withdrawn.why}" in detail)
+    assert "Recommendations in force\nnone" in detail

@@ -6,6 +6,7 @@ judged, when the state is asked for (or every ``CHUNK`` steps), by the same scan
 not judged yet: phases (``phases.py``), divergence (``divergence.py``), catapults
 (``spikes.py``), then the regime checks (``regime.py``) and the side events, handled in step
 order. So a rule has one home, and the state does not depend on how the events were cut up.
+``report.py`` keeps each phase's facts and builds the ``AdvisorState`` from them.
 """
 
 from __future__ import annotations
@@ -14,20 +15,24 @@ import bisect
 import math
 from typing import Any, Iterable
 
-import numpy as np
-
 from lrtui.advisor import recommend
 from lrtui.advisor.accuracy import AVERAGED_PHASES, AccuracyLog
 from lrtui.advisor.divergence import Divergence, DivergenceScan
 from lrtui.advisor.ledger import Ledger
 from lrtui.advisor.phases import PhaseScan
-from lrtui.advisor.regime import CONVERGED_LOSS, MIN_SEGMENT, RegimeConfirmation, WindowVerdict, judge_window, next_check
+from lrtui.advisor.regime import CONVERGED_LOSS, WindowVerdict, judge_window, next_check
+from lrtui.advisor.report import PhaseBook, advisor_state
 from lrtui.advisor.series import StepSeries
-from lrtui.advisor.sides import SideEvents, bulk_columns, step_row
+from lrtui.advisor.sides import SideEvents, bulk_columns, rows_to_columns, step_row
 from lrtui.advisor.spikes import Catapult, SpikeScan
-from lrtui.advisor.state import AdvisorState, Alert, Segment
-from lrtui.advisor.threshold import edge_state, max_stable_lr, sharpness_method, stability_threshold, \
-    threshold_constant, threshold_from
+from lrtui.advisor.state import AdvisorState, Alert
+from lrtui.advisor.threshold import (
+    edge_state,
+    max_stable_lr,
+    sharpness_method,
+    threshold_constant,
+    threshold_from,
+)
 
 #: Metric fields that hold a loss over the whole training set (the paper's convergence test).
 FULL_TRAIN_LOSS_FIELDS = ("full_train_loss", "train_loss_full")
@@ -39,31 +44,6 @@ MAX_ALERTS = 200
 CHUNK = 4096
 #: The fields of ``step`` events the advisor reads (``load_run(path, step_fields=...)``).
 STEP_FIELDS_READ = ("step", "loss", "grad_norm", "lr")
-
-
-class _Phase:
-    """Book-keeping of one phase (the public view is ``Segment``)."""
-
-    __slots__ = ("index", "start", "stop", "cause", "judge_from", "confirm", "next_m", "verdict", "converged_by",
-                 "edge_alerts", "diverged", "warm")
-
-    def __init__(self, index: int, start: int, cause: str, diverged: bool) -> None:
-        self.index, self.start, self.stop, self.cause = index, start, start, cause
-        self.judge_from: int | None = start  # None while in warm-up
-        self.confirm = RegimeConfirmation()
-        self.next_m = MIN_SEGMENT
-        self.verdict: WindowVerdict | None = None
-        self.converged_by: str | None = None
-        self.edge_alerts: set[str] = set()
-        self.diverged = diverged
-        self.warm = False
-
-    def regime(self) -> str:
-        if self.diverged:
-            return "diverged"
-        if self.converged_by == "full_train_loss":
-            return "converging"
-        return self.confirm.confirmed
 
 
 class Advisor:
@@ -94,12 +74,12 @@ class Advisor:
         self._rows: list[tuple[Any, ...]] = []  # step events queued, as rows
         self._sides = SideEvents()
         self._phase_scan, self._div_scan, self._spike_scan = PhaseScan(), DivergenceScan(), SpikeScan()
-        self._phases: list[_Phase] = []
+        self.phases: list[PhaseBook] = []
         self._phase_starts: list[int] = []
-        self._divergence: Divergence | None = None
+        self.divergence: Divergence | None = None
         self._judged = 0
-        self._alerts: list[Alert] = []
-        self._ledger = Ledger()
+        self.alerts: list[Alert] = []
+        self.ledger = Ledger()
         self._accuracy = AccuracyLog(self.meta)
         self._sharp: dict[str, tuple[float, int | None]] = {}
         self._raised = False
@@ -172,7 +152,7 @@ class Advisor:
         """Judge the steps queued or added since the last time, and the side events due."""
         if self._rows:
             rows, self._rows = self._rows, []
-            self.series.extend(*_rows_to_columns(rows))
+            self.series.extend(*rows_to_columns(rows))
             self.series.last_lrs = rows[-1][-1]
         final = final or self.ended
         s = self.series
@@ -205,16 +185,16 @@ class Advisor:
             else:
                 self._on_side(item[1], i)
         self._checks_before(b)
-        if self._phases:
-            self._phases[-1].stop = b
+        if self.phases:
+            self.phases[-1].stop = b
 
     def _checks_before(self, i: int) -> None:
         """Run the regime checks of the phase going on that fall at logged steps before i."""
-        if not self._phases:
+        if not self.phases:
             return
-        ph = self._phases[-1]
+        ph = self.phases[-1]
         s = self.series
-        while ph.judge_from is not None and self._divergence is None:
+        while ph.judge_from is not None and self.divergence is None:
             j = s.usable_before(ph.judge_from) + ph.next_m - 1
             if j >= len(s.loss_at) or int(s.loss_at.a[j]) >= i:
                 return
@@ -222,21 +202,21 @@ class Advisor:
             self._check(ph, int(s.loss_at.a[j]))
 
     def _alert(self, severity: str, step: int | None, message: str) -> None:
-        self._alerts.append(Alert(severity, step, message))
-        if len(self._alerts) > MAX_ALERTS:
-            del self._alerts[: len(self._alerts) - MAX_ALERTS]
+        self.alerts.append(Alert(severity, step, message))
+        if len(self.alerts) > MAX_ALERTS:
+            del self.alerts[: len(self.alerts) - MAX_ALERTS]
 
     def _lr_at(self, i: int) -> float:
         return float(self.series.lr.a[i]) if 0 <= i < len(self.series) else math.nan
 
     def _on_phase(self, i: int, cause: str) -> None:
         s = self.series
-        prev = self._phases[-1] if self._phases else None
+        prev = self.phases[-1] if self.phases else None
         if prev is not None:
             prev.stop = i
-            self._ledger.new_phase(int(s.step.a[i]), self._lr_at(i), self._lr_at(i - 1))
-        ph = _Phase(len(self._phases), i, cause, self._divergence is not None)
-        self._phases.append(ph)
+            self.ledger.new_phase(int(s.step.a[i]), self._lr_at(i), self._lr_at(i - 1))
+        ph = PhaseBook(len(self.phases), i, cause, self.divergence is not None)
+        self.phases.append(ph)
         self._phase_starts.append(i)
 
     def _on_warmup(self, i: int, starts: bool) -> None:
@@ -246,10 +226,10 @@ class Advisor:
             ph.warm = True
             ph.judge_from = None if starts else i
 
-    def _phase_at(self, i: int) -> _Phase | None:
-        if not self._phases:
+    def _phase_at(self, i: int) -> PhaseBook | None:
+        if not self.phases:
             return None
-        return self._phases[max(bisect.bisect_right(self._phase_starts, i) - 1, 0)]
+        return self.phases[max(bisect.bisect_right(self._phase_starts, i) - 1, 0)]
 
     def _on_catapult(self, c: Catapult) -> None:
         self.catapults += 1
@@ -260,22 +240,22 @@ class Advisor:
                                                      f"and recovered by step {int(steps[c.stop])}; not a divergence")
 
     def _on_divergence(self, div: Divergence) -> None:
-        self._divergence = div
+        self.divergence = div
         steps = self.series.step.a
         began, flagged = int(steps[div.began]), int(steps[div.flagged])
-        for ph in self._phases:
-            if ph.stop > div.began or ph is self._phases[-1]:
+        for ph in self.phases:
+            if ph.stop > div.began or ph is self.phases[-1]:
                 ph.diverged = True
         lr = self._lr_at(div.began)
         if not lr == lr:
             lr = self._lr_at(div.flagged)
         self._alert("error", flagged, f"diverged: {div.reason} from step {began} (detected at step {flagged})")
-        self._ledger.withdraw(("drop_lr", "start_averaging", "lower_lr", "rollback"), flagged,
+        self.ledger.withdraw(("drop_lr", "start_averaging", "lower_lr", "rollback"), flagged,
                               f"diverged at step {began}: {div.reason}")
         to_step = max(min(int(steps[max(div.began - 10, 0)]), began - recommend.ROLLBACK_STEPS), int(steps[0]))
-        phase = len(self._phases) - 1
-        self._ledger.add(phase, recommend.lower_lr_diverged(flagged, lr, began, div.reason))
-        self._ledger.add(phase, recommend.rollback_diverged(flagged, began, to_step))
+        phase = len(self.phases) - 1
+        self.ledger.add(phase, recommend.lower_lr_diverged(flagged, lr, began, div.reason))
+        self.ledger.add(phase, recommend.rollback_diverged(flagged, began, to_step))
 
     def _chance_reference(self) -> float | None:
         """The loss of the untrained model: the first usable loss, or the mean of the first few
@@ -285,7 +265,7 @@ class Advisor:
             return early if first is None else first
         return min(first, early)
 
-    def _check(self, ph: _Phase, i: int) -> None:
+    def _check(self, ph: PhaseBook, i: int) -> None:
         s = self.series
         steps = s.step.a
         assert ph.judge_from is not None
@@ -308,31 +288,31 @@ class Advisor:
                                       f"(loss level {v.level:.3g}, change {v.lo:+.1%}..{v.hi:+.1%} over steps "
                                       f"{window[0]}-{window[1]}{moving})")
             self._withdraw_contradicted(ph, before, regime, v, step, window)
-        if regime == "equilibrium" and v.regime == "equilibrium" and v.flat and not self._ledger.has(ph.index, "drop_lr"):
-            self._ledger.add(ph.index, recommend.drop_lr(step, lr, v.level, window, (v.lo, v.hi), v.lr_change,
+        if regime == "equilibrium" and v.regime == "equilibrium" and v.settled and not self.ledger.has(ph.index, "drop_lr"):
+            self.ledger.add(ph.index, recommend.drop_lr(step, lr, v.level, window, (v.lo, v.hi), v.lr_change,
                                                          self.convergence_threshold_lr))
-            self._ledger.add(ph.index, recommend.start_averaging(step, int(steps[ph.judge_from]), v.level))
-        elif changed and regime == "chance" and not self._ledger.has(ph.index, "rollback"):
+            self.ledger.add(ph.index, recommend.start_averaging(step, int(steps[ph.judge_from]), v.level))
+        elif changed and regime == "chance" and not self.ledger.has(ph.index, "rollback"):
             initial = self._chance_reference()
-            self._ledger.add(ph.index, recommend.lower_lr_chance(step, lr, v.level, initial if initial is not None
+            self.ledger.add(ph.index, recommend.lower_lr_chance(step, lr, v.level, initial if initial is not None
                                                                  else v.level, self.convergence_threshold_lr))
-            self._ledger.add(ph.index, recommend.rollback_chance(step, int(steps[ph.start])))
+            self.ledger.add(ph.index, recommend.rollback_chance(step, int(steps[ph.start])))
 
-    def _withdraw_contradicted(self, ph: _Phase, before: str, regime: str, v: WindowVerdict, step: int,
+    def _withdraw_contradicted(self, ph: PhaseBook, before: str, regime: str, v: WindowVerdict, step: int,
                                window: tuple[int, int]) -> None:
         """A confirmed regime change withdraws the advice the old regime gave in this phase."""
         seen = f"the loss changed {v.change:+.1%} over steps {window[0]}-{window[1]}"
         if before == "chance":
             why = f"{seen} and the regime is now {regime}: not at chance after all"
-            self._ledger.withdraw(("lower_lr", "rollback"), step, why, ph.index)
+            self.ledger.withdraw(("lower_lr", "rollback"), step, why, ph.index)
         elif before == "equilibrium" and regime != "equilibrium":
             why = f"{seen} and the regime is now {regime}: not stationary at lr {self._lr_at(v.stop - 1):.3g} after all"
-            self._ledger.withdraw(("drop_lr", "start_averaging"), step, why, ph.index)
+            self.ledger.withdraw(("drop_lr", "start_averaging"), step, why, ph.index)
 
-    def _maybe_raise(self, ph: _Phase, step: int, level: float) -> None:
+    def _maybe_raise(self, ph: PhaseBook, step: int, level: float) -> None:
         if ph.index == 0 and not self._raised:
             self._raised = True
-            self._ledger.add(0, recommend.raise_lr(step, self._lr_at(ph.start), level, self.convergence_threshold_lr))
+            self.ledger.add(0, recommend.raise_lr(step, self._lr_at(ph.start), level, self.convergence_threshold_lr))
 
     def _on_side(self, event: dict[str, Any], i: int) -> None:
         kind = event.get("kind")
@@ -342,7 +322,7 @@ class Advisor:
             self._on_metric(event, i)
         elif event.get("action") == "start_averaging":
             step = event.get("step")
-            self._ledger.follow(("start_averaging",), step, f"weight averaging started at step {step}")
+            self.ledger.follow(("start_averaging",), step, f"weight averaging started at step {step}")
 
     def _on_sharpness(self, event: dict[str, Any], i: int) -> None:
         method, value = event.get("method"), event.get("value")
@@ -354,7 +334,7 @@ class Advisor:
         step = event.get("step") if event.get("step").__class__ is int else None
         self._sharp[method] = (value, step)
         ph = self._phase_at(i)
-        if i < 0 or self._divergence is not None or ph is None or self._chosen_sharpness()[0] != method:
+        if i < 0 or self.divergence is not None or ph is None or self.chosen_sharpness()[0] != method:
             return
         lr = self._lr_at(i)
         threshold = threshold_from(self._threshold_constant, lr)
@@ -383,7 +363,7 @@ class Advisor:
         step = event.get("step")
         step = step if step.__class__ is int else int(self.series.step.a[i])
         self._accuracy.add(event, step)
-        if self._divergence is not None or event.get("phase") in AVERAGED_PHASES:
+        if self.divergence is not None or event.get("phase") in AVERAGED_PHASES:
             return  # the averaged model's loss is not the run's
         full = next((float(v) for v in (event.get(n) for n in FULL_TRAIN_LOSS_FIELDS)
                      if isinstance(v, (int, float)) and not isinstance(v, bool)), None)
@@ -397,7 +377,8 @@ class Advisor:
 
     # -- the answer ----------------------------------------------------------------------
 
-    def _chosen_sharpness(self) -> tuple[str | None, float, int | None]:
+    def chosen_sharpness(self) -> tuple[str | None, float, int | None]:
+        """The latest usable sharpness of the most trusted method logged: (method, value, step)."""
         for method in self._methods:
             if method in self._sharp:
                 value, step = self._sharp[method]
@@ -407,73 +388,7 @@ class Advisor:
     def state(self) -> AdvisorState:
         """The verdict now (judges what was queued first; then O(phases + alerts))."""
         self._judge()
-        s = self.series
-        st = AdvisorState()
-        st.optimizer = self.optimizer_meta.get("class") if self.optimizer_meta else None
-        st.convergence_threshold_lr = self.convergence_threshold_lr
-        st.logged_steps = len(s)
-        st.catapults = self.catapults
-        st.ended, st.end_status = self.ended, self.end_status
-        if len(s):
-            st.step = int(s.step.a[-1])
-            lr = self._lr_at(len(s) - 1)
-            st.lr = lr if lr == lr else None
-            st.lrs = list(s.last_lrs)
-        method, value, step = self._chosen_sharpness()
-        threshold = stability_threshold(self.optimizer_meta, st.lr) if st.lr is not None else None
-        if threshold is not None and threshold == threshold and threshold > 0:
-            st.sharpness_threshold = float(threshold)
-        if method is not None:
-            st.sharpness_method, st.sharpness, st.sharpness_step = method, value, step
-            st.max_stable_lr = max_stable_lr(self.optimizer_meta, value)
-            if st.sharpness_threshold is not None:
-                st.stability_ratio = value / st.sharpness_threshold
-                st.edge = edge_state(st.stability_ratio)
-        if self._divergence is not None:
-            st.regime = "diverged"
-            st.diverged_at_step = int(s.step.a[self._divergence.began])
-            st.divergence_flagged_at_step = int(s.step.a[self._divergence.flagged])
-            st.divergence_reason = self._divergence.reason
-        elif self._phases:
-            st.regime = self._phases[-1].regime()
-        if self._phases:
-            last = self._phases[-1]
-            st.in_warmup = last.judge_from is None and not last.diverged
-            if last.verdict is not None:
-                st.loss_level = last.verdict.level
-        if st.in_warmup and st.max_stable_lr is not None and st.lr:
-            st.warmup_headroom = st.max_stable_lr / st.lr
-        st.alerts = list(self._alerts)
-        st.recommendations = self._ledger.recommendations()
-        st.withdrawn = list(self._ledger.withdrawn)
-        st.done = list(self._ledger.done)
-        st.segments = [self._segment_view(ph) for ph in self._phases]
-        return st
-
-    def _segment_view(self, ph: _Phase) -> Segment:
-        s = self.series
-        steps = s.step.a
-        last = max(ph.stop - 1, ph.start)
-        out = Segment(int(steps[ph.start]), int(steps[last]), self._lr_at(ph.start), ph.regime(), ph.stop - ph.start,
-                      converged_by=ph.converged_by, lr_end=self._lr_at(last), cause=ph.cause)
-        if ph.warm and ph.judge_from is not None:
-            out.warmup_end_step = int(steps[ph.judge_from])
-        v = ph.verdict
-        if v is not None:
-            out.loss_level, out.relative_change, out.lr_change = v.level, v.change, v.lr_change
-            out.change_interval = (v.lo, v.hi)
-            out.window = (int(steps[v.start]), int(steps[v.stop - 1]))
-        return out
-
-
-def _rows_to_columns(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
-    """Queued step rows (step, loss, grad, lr, skipped, lrs) as the columns ``StepSeries.extend`` takes."""
-    step, loss, grad, lr, skipped, _ = zip(*rows)
-    loss_missing = np.fromiter((v is None for v in loss), bool, len(rows))
-    grad_missing = np.fromiter((v is None for v in grad), bool, len(rows))
-    as_float = lambda col: np.array([math.nan if v is None else v for v in col], dtype=np.float64)  # noqa: E731
-    return (np.array(step, dtype=np.int64), as_float(loss), loss_missing, as_float(grad), grad_missing,
-            np.array(lr, dtype=np.float64), np.array(skipped, dtype=bool))
+        return advisor_state(self)
 
 
 __all__ = ["Advisor", "STEP_FIELDS_READ"]

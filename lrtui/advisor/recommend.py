@@ -50,8 +50,8 @@ def drop_lr(step: int, lr: float, level: float, window: tuple[int, int], change:
         how += f", below the sweep's convergence threshold {_fmt(convergence_threshold_lr)}"
     moving = f" beyond what the LR's own change ({lr_change:+.0%}) explains" if lr_change else ""
     reason = (f"loss is stationary at {_fmt(level)} over steps {window[0]}-{window[1]} (change "
-              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI, within ±{STATIONARY_BAND:.0%}{moving}): further "
-              f"steps at lr {_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")
+              f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI: it falls by at most {STATIONARY_BAND:.0%}{moving}, "
+              f"little against its fall so far): further steps at lr {_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")
     return Recommendation("drop_lr", step, reason, {
         "new_lr": new_lr, "current_lr": lr, "loss_level": level, "window_start_step": window[0],
         "window_end_step": window[1], "change_lo": change[0], "change_hi": change[1], "lr_change": lr_change,

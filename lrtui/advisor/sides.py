@@ -169,4 +169,14 @@ def _python(value: Any, name: str) -> Any:
     return value
 
 
-__all__ = ["SideEvents", "bulk_columns", "is_step", "number", "step_row"]
+def rows_to_columns(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
+    """Queued step rows (step, loss, grad, lr, skipped, lrs) as the columns ``StepSeries.extend`` takes."""
+    step, loss, grad, lr, skipped, _ = zip(*rows)
+    loss_missing = np.fromiter((v is None for v in loss), bool, len(rows))
+    grad_missing = np.fromiter((v is None for v in grad), bool, len(rows))
+    as_float = lambda col: np.array([math.nan if v is None else v for v in col], dtype=np.float64)  # noqa: E731
+    return (np.array(step, dtype=np.int64), as_float(loss), loss_missing, as_float(grad), grad_missing,
+            np.array(lr, dtype=np.float64), np.array(skipped, dtype=bool))
+
+
+__all__ = ["SideEvents", "bulk_columns", "is_step", "number", "rows_to_columns", "step_row"]

@@ -9,7 +9,7 @@ from typing import Any
 
 from rich.text import Text
 
-from lrtui.advisor import AdvisorState, Recommendation
+from lrtui.advisor import AdvisorState, Done, Recommendation
 from lrtui.app.chart import MARKER, MARKER_STYLE, format_number
 
 REGIME_STYLES = {
@@ -50,20 +50,12 @@ def action_line(rec: Recommendation) -> str:
     return line
 
 
-def history(state: AdvisorState, which: str) -> list[Any]:
-    """``state.done`` (recommendations the run followed: ``.recommendation``, ``.done_at_step``,
-    ``.how``) or ``state.withdrawn`` (``.recommendation``, ``.withdrawn_at_step``, ``.why``), as
-    TEAM.md contract 6 has them. They arrive with issue 18's advisor; a state without them has
-    none. (Once that is on main this reads the attributes directly.)"""
-    return list(getattr(state, which, None) or [])
-
-
 #: What a recommendation the run followed is called once done.
 DONE_WORDS = {"drop_lr": "LR dropped", "lower_lr": "LR lowered", "raise_lr": "LR raised", "set_lr": "LR set",
               "start_averaging": "averaging started", "rollback": "rolled back"}
 
 
-def done_line(done: Any) -> str:
+def done_line(done: Done) -> str:
     """``✓ averaging started @ 10,000``: a recommendation the run followed, and from when."""
     action = done.recommendation.action
     at = done.done_at_step
@@ -138,7 +130,7 @@ def _blocks(state: AdvisorState, error: str | None, width: int, notes: list[tupl
         if rec.reason:
             blocks.append(_Block(_wrap(rec.reason, "dim", width - 2), 2, shrinks=True))
             blocks[-1].lines = [("  " + t, s, 0) for t, s, _ in blocks[-1].lines]
-    for done in history(state, "done"):
+    for done in state.done:
         blocks.append(_Block(_wrap(done_line(done), "green", width, "  "), 2))
     for event in taken[-2:]:
         blocks.append(_Block(_wrap(taken_line(event, width), MARKER_STYLE, width, "  "), 2))
@@ -231,10 +223,10 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     sections: list[tuple[str, list[tuple[str, str]]]] = [
         ("Recommendations in force", [(action_line(r) + (f"\n  {r.reason}" if r.reason else ""), "cyan")
                                       for r in state.recommendations]),
-        ("Done", [(done_line(d) + (f"\n  {d.how}" if d.how else ""), "green") for d in history(state, "done")]),
+        ("Done", [(done_line(d) + (f"\n  {d.how}" if d.how else ""), "green") for d in state.done]),
         ("Withdrawn", [(action_line(w.recommendation) + (f", withdrawn @ {w.withdrawn_at_step:,}"
                                                          if isinstance(w.withdrawn_at_step, int) else ", withdrawn")
-                        + (f"\n  why: {w.why}" if w.why else ""), "dim") for w in history(state, "withdrawn")]),
+                        + (f"\n  why: {w.why}" if w.why else ""), "dim") for w in state.withdrawn]),
         ("Alerts", [(f"{a.severity}: {a.message}" + (f" @ {a.step:,}" if isinstance(a.step, int) else ""),
                      "bold red" if a.severity == "error" else "yellow" if a.severity == "warning" else "")
                     for a in state.alerts]),
@@ -253,5 +245,5 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     return text
 
 
-__all__ = ["EDGE_SHORT", "actions_label", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "advisor_detail",
-           "advisor_text", "done_line", "history", "number", "taken_line"]
+__all__ = ["EDGE_SHORT", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "actions_label",
+           "advisor_detail", "advisor_text", "done_line", "number", "taken_line"]

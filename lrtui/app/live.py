@@ -13,7 +13,6 @@ from typing import Any
 
 from lrtui.advisor import Advisor
 from lrtui.app.messages import Post, RunChanged, RunsFound
-from lrtui.app.non_finite import NonFiniteSteps
 from lrtui.app.runview import RunView, make_advisor
 from lrtui.runlog import RunData, RunFollower, RunFormatError, find_runs, finite_float
 
@@ -71,7 +70,6 @@ class LiveSource:
         with view.lock:
             if reset:
                 view.data = RunData()
-                view.nan_steps = NonFiniteSteps()
                 view.resets += 1
                 self.advisor = None
             if meta is not None:
@@ -79,7 +77,6 @@ class LiveSource:
             if self.advisor is None and view.meta is not None and view.advisor_error is None:
                 self.advisor, view.advisor_error = make_advisor(view.meta)
             view.data.extend(events)
-            view.nan_steps.note_events(events)
             view.skipped += skipped
             view.loaded = True
             view.version += 1

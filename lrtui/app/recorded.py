@@ -39,7 +39,6 @@ def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 2 
                 for block, too_long in iter_complete_blocks(f, chunk_bytes):
                     with view.lock:
                         view.skipped += view.data.extend_block(block) + too_long
-                        view.nan_steps.note_block(block)
                         view.loaded = True
                         view.version += 1
                     on_chunk()

@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 
 from lrtui.advisor import Advisor, AdvisorState
-from lrtui.app.non_finite import NonFiniteSteps, missing_rows
 from lrtui.app.run_curves import ChartCurves, build_curves
 from lrtui.runlog import RunData, finite_float, run_status
 
@@ -36,14 +35,13 @@ def make_advisor(meta: dict[str, Any]) -> tuple[Advisor | None, str | None]:
 class RunView:
     """One run: its metadata, columns, advisor state and load progress.
 
-    The reading thread changes ``data``, ``state``, ``nan_steps`` and ``version`` under
+    The reading thread changes ``data``, ``state`` and ``version`` under
     ``lock``; the screen takes the lock only to copy references out.
     """
 
     path: Path
     meta: dict[str, Any] | None = None
     data: RunData = field(default_factory=RunData)
-    nan_steps: NonFiniteSteps = field(default_factory=NonFiniteSteps)
     state: AdvisorState | None = None
     advisor_error: str | None = None
     error: str | None = None
@@ -115,7 +113,8 @@ class RunView:
             version = self.version
             steps = self.data.table("step")
             sharp = self.data.table("sharpness")
-            written = self.nan_steps.frozen()
+            # rows of no value (null, absent): not drawn; a NaN elsewhere was written as NaN (marked)
+            missing = {"step": self.data.missing("step"), "sharpness": self.data.missing("sharpness")}
         if self._curves is not None and self._curves[0] == (version, smoothing):
             return self._curves[1]
         now = time.monotonic()
@@ -126,7 +125,6 @@ class RunView:
             return self._curves[1]
         if not steps or "step" not in steps:
             return None
-        missing = {"step": missing_rows(written, "step", steps), "sharpness": missing_rows(written, "sharpness", sharp)}
         curves = build_curves(self.meta or {}, steps, sharp, smoothing, missing)
         self._build_seconds = time.monotonic() - now
         self._built_at = now

@@ -1,0 +1,111 @@
+"""The validation corpus end to end: recording tiny runs, their measurements, the committed corpus, the report."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from validation.corpus import corpus
+from validation.measure import BRANCH_EVALS, horizon
+from validation.record import TRUTH_FILE, record_run, report_points
+from validation.schedules import milestones, phases, warmup_steps
+from validation.truth import label_run
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "validation" / "corpus"
+
+torch.set_num_threads(1)
+
+
+def _spec(path: str, steps: int = 96):
+    spec = next(s for s in corpus() if s.path == path)
+    return spec.scaled(steps / spec.steps)
+
+
+def test_the_corpus_covers_every_factor_on_several_tasks_and_every_case() -> None:
+    specs = corpus()
+    assert 40 <= len(specs) <= 80 and len({s.path for s in specs}) == len(specs)
+    tasks = {s.task for s in specs}
+    assert {"digits-mlp", "digits-bncnn", "char-gru", "regression", "ticks-mlp"} <= tasks
+    for optimizer in ("sgd", "momentum", "adamw"):
+        assert len({s.task for s in specs if s.optimizer == optimizer}) >= 3, optimizer
+    for schedule in ("constant", "multistep", "warmup_cosine", "onecycle"):
+        assert len({s.task for s in specs if s.schedule == schedule}) >= 3, schedule
+    assert any(s.schedule == "step" for s in specs)
+    assert len({s.task for s in specs if s.noisy_share}) >= 3
+    assert {c for s in specs for c in s.cases} == set(range(1, 8))
+
+
+def test_schedules_phases_and_report_points() -> None:
+    assert milestones("multistep", 1000) == (500, 750) and milestones("step", 900) == (300, 600)
+    assert warmup_steps("warmup_cosine", 1000) == 50 and warmup_steps("onecycle", 1000) == 300
+    assert [p.name for p in phases("multistep", 1000)] == ["lr1", "lr2", "lr3"]
+    assert [(p.start, p.stop) for p in phases("warmup_cosine", 1000)] == [(0, 50), (50, 1000)]
+    points, starts = report_points("multistep", 1000)
+    assert points[500] == "50%, before LR step 1" and points[750] == "75%, before LR step 2"
+    assert starts[750] == 500 and starts[1000] == 750 and starts[500] == 0
+    assert report_points("warmup_cosine", 1000)[0][50] == "end of warm-up"
+    assert horizon(1000, 0, 1000) == 512 and horizon(1000, 750, 1000) == 256  # a quarter of the run at least
+    assert horizon(10, 0, 1000) == 256 and horizon(10, 0, 1000) % BRANCH_EVALS == 0
+    assert horizon(3000, 0, 3000) == 1504
+
+
+def test_the_measurements_do_not_change_the_recorded_run(tmp_path) -> None:
+    spec = _spec("runs/digits-bncnn-momentum-multistep-lr1e-1", 64)
+    plain = record_run(spec, tmp_path / "plain", measure=False)
+    measured = record_run(spec, tmp_path / "measured")
+    assert plain["losses"] == measured["losses"]  # bitwise: the branches draw their own batches
+    steps = [json.loads(line) for line in (tmp_path / "measured" / spec.path / "events.jsonl").read_text().splitlines()]
+    logged = [e["loss"] for e in steps if e["kind"] == "step"]
+    assert len(logged) == len(range(0, 64, spec.stride))
+
+
+def test_two_tiny_runs_record_and_report_end_to_end(tmp_path) -> None:
+    out = tmp_path / "corpus"
+    only = ["runs/digits-mlp-momentum-constant-lr3e-2-lossevery10", "sweep-ticks-mlp-sgd/lr1e-1"]
+    rec = subprocess.run([sys.executable, "-m", "validation.record", "--out", str(out), "--workers", "2",
+                          "--scale", "0.02", "--only", *only], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert rec.returncode == 0, rec.stderr
+    assert "recorded 2 runs" in rec.stdout
+    for path in only:
+        truth = json.loads((out / path / TRUTH_FILE).read_text())
+        assert [p["name"] for p in truth["points"]][-1] == "100%"
+        first = truth["points"][0]
+        assert len(first["frozen"]["loss"]) == BRANCH_EVALS + 1 and len(first["drop"]["loss"]) == BRANCH_EVALS + 1
+        assert first["frozen"]["loss"][0] == pytest.approx(first["loss"])
+        assert math.isclose(first["drop"]["lrs"][0], 0.1 * first["frozen"]["lrs"][0])
+        assert label_run(truth)["points"] == truth["labels"]["points"]
+    nulls = [json.loads(line) for line in (out / only[0] / "events.jsonl").read_text().splitlines()]
+    losses = [e.get("loss") for e in nulls if e["kind"] == "step"]
+    assert None in losses and any(isinstance(v, float) for v in losses)  # probe.step() without a loss
+    rep = subprocess.run([sys.executable, "-m", "validation.report", str(out), "--json", str(tmp_path / "r.json")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+    assert rep.returncode == 0, rep.stderr
+    assert "| ground truth \\ advisor |" in rep.stdout and "every miss" in rep.stdout
+    scored = json.loads((tmp_path / "r.json").read_text())
+    assert scored["summary"]["runs"] == 2 and len(scored["sweeps"]) == 1
+    assert scored["summary"]["points"] == sum(len(r["points"]) for r in scored["runs"])
+
+
+def test_the_report_refuses_bad_input_in_one_line(tmp_path) -> None:
+    for args in ([str(tmp_path / "missing")], [str(tmp_path)]):
+        rep = subprocess.run([sys.executable, "-m", "validation.report", *args], cwd=ROOT, capture_output=True,
+                             text=True, timeout=120, check=False)
+        assert rep.returncode == 2 and rep.stderr.count("\n") == 1 and "Traceback" not in rep.stderr
+
+
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed corpus")
+def test_the_committed_corpus_is_complete_and_its_labels_follow_the_rules() -> None:
+    recorded = {str(p.parent.relative_to(COMMITTED)) for p in COMMITTED.rglob(TRUTH_FILE)}
+    assert recorded == {s.path for s in corpus()}
+    size = sum(f.stat().st_size for f in COMMITTED.rglob("*") if f.is_file())
+    assert size <= 20 * 2**20
+    for path in sorted(recorded):
+        truth = json.loads((COMMITTED / path / TRUTH_FILE).read_text())
+        assert label_run(truth)["points"] == truth["labels"]["points"], path
