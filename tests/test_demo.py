@@ -45,9 +45,15 @@ def test_demo_run_gets_the_advisors_equilibrium_advice_and_follows_it(tmp_path: 
     advice = subprocess.run([*LRTUI, "advise", str(run_dir), "--json"], capture_output=True, text=True, timeout=120)
     assert advice.returncode == 0, advice.stderr
     state = json.loads(advice.stdout)
-    actions = {r["action"]: r for r in state["recommendations"]}
-    assert {"drop_lr", "start_averaging"} <= set(actions), state["recommendations"]
-    assert actions["drop_lr"]["step"] < 2000 and actions["drop_lr"]["new_lr"] == state["lr"]
+    # The demo follows the drop (so the advisor reports it done, not in force); the averaging
+    # advice was given for the first LR and withdrawn once the LR changed.
+    given = [*state["recommendations"], *state["done"], *state["withdrawn"]]
+    actions = {r["action"]: r for r in given}
+    assert {"drop_lr", "start_averaging"} <= set(actions), given
+    done = {r["action"]: r for r in state["done"]}
+    assert "drop_lr" in done and done["drop_lr"]["done_at_step"] == 3000, state["done"]
+    assert done["drop_lr"]["step"] < 2000 and done["drop_lr"]["new_lr"] == state["lr"]
+    assert "drop_lr" not in {r["action"] for r in state["recommendations"]}
     first, last = state["segments"][0], state["segments"][-1]
     assert first["regime"] == "equilibrium" and last["start_step"] == 3000
     assert len(load_run(run_dir).table("sharpness")["value"]) >= 4

@@ -70,7 +70,7 @@ class PhaseScan:
         v = lr[pos]
         prev = np.concatenate([[self._prev_lr], v[:-1]])
         prev_step = np.concatenate([[self._prev_step], steps[pos][:-1]])
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             change = np.log(v / prev)  # NaN where there was no LR before
         rate = np.abs(change) / np.maximum(steps[pos] - prev_step, 1)
         known = np.concatenate([np.asarray(self._rates, dtype=np.float64), np.where(change == change, rate, np.nan)])
