@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import os
+import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -11,7 +13,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from lrtui.runlog import RunWriter
-from lrtui.runlog.format import RESERVED_FIELDS
+from lrtui.runlog.format import KIND_RESUME, RESERVED_FIELDS
 from probes.amp import SkippedSteps, in_full_precision
 from probes.budget import OverheadBudget, StrideGovernor
 from probes.control import Control, autopilot_actions, autopilot_flush_every, make_control
@@ -20,7 +22,9 @@ from probes.distributed import rank_and_world_size, unwrap_module
 from probes.faults import Faults
 from probes.fsdp import ShardedRun
 from probes.meta import run_meta
+from probes import shutdown
 from probes.optimizers import after_closure, torch_optimizer, unwrap_optimizer
+from probes.run_dir import Claim, NotClaimed, claim_run_dir, say
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
@@ -31,6 +35,10 @@ from probes.system_stats import SystemStats, nvml_index
 OVERHEAD_EVERY = 5.0
 #: Seconds between looks at the per-step metrics' share of wall time (see ``StrideGovernor``).
 GOVERN_EVERY = 0.1
+#: Longest a measured step waits on the device before its event goes to the writer (the training
+#: loop's own flush, or the writer thread's when the loop stalls): with the writer's 0.15 s the
+#: format's promise of 0.5 s from ``probe.step`` to the file holds with room for a loaded machine.
+STEP_FLUSH_SECONDS = 0.15
 
 
 class Probe:
@@ -49,7 +57,16 @@ class Probe:
         model: the model being trained (a DDP/DataParallel/compiled wrapper is fine).
         optimizer: its optimizer; the probe registers step hooks on it (on the torch optimizer
             inside a wrapper such as Accelerate's or Lightning's: see ``probes.optimizers``).
-        run_dir: the run directory to create (rank 0 only under torch.distributed).
+        run_dir: the run directory to create (rank 0 only under torch.distributed). One that
+            already holds a run, or that a live process writes, is left alone: the run goes to
+            the next free sibling ``<name>-2``, ``<name>-3``, ... (``probe.run_dir`` says which;
+            one line on stderr). See ``probes.run_dir``.
+        resume: continue the run in ``run_dir`` (a restart from a checkpoint): the same
+            ``run_id``, a ``resume`` event, and steps logged again replace the earlier ones in
+            every reader. A directory with no run in it simply starts one.
+        start_step: the run's step number of the first optimizer step from here (default:
+            resuming, the last logged step + 1; else 0). Under DDP pass it on every rank when
+            resuming with ``control``, so that every rank numbers steps alike.
         loss_fn: ``loss_fn(model(inputs), targets)`` on ``hessian_batch`` gives the loss whose
             sharpness is measured.
         hessian_batch: ``(inputs, targets)``, a fixed batch for sharpness and activation sparsity.
@@ -115,7 +132,11 @@ class Probe:
         averaging: str = "swa",
         save_averaged: bool = False,
         scaler: Any = None,
+        resume: bool = False,
+        start_step: int | None = None,
     ) -> None:
+        if start_step is not None and (isinstance(start_step, bool) or not isinstance(start_step, int) or start_step < 0):
+            raise ValueError(f"start_step must be an integer >= 0, not {start_step!r}")
         started = time.perf_counter()
         self._wall_start = started
         self._probe_seconds = 0.0
@@ -125,7 +146,16 @@ class Probe:
         self.model = model
         self.module = unwrap_module(model)
         self.optimizer = optimizer = unwrap_optimizer(optimizer)  # the torch one in Accelerate's, Lightning's wrapper
-        self.run_dir = Path(run_dir)
+        self.run_dir = Path(os.fsdecode(run_dir))
+        self.resume = bool(resume)
+        self.claim: Claim | None = None
+        #: The run's step number of this process's first optimizer step (a resumed run's K).
+        self.step_offset = int(start_step or 0)
+        self._start_step_arg = start_step
+        self._step_lock = threading.Lock()  # the training thread and the writer thread's hand-over
+        self._log_dead = False
+        self._training_thread = threading.current_thread()
+        self._unobserved: list[dict[str, Any]] = []
         self.rank, self.world_size = rank_and_world_size()
         self.writer: RunWriter | None = None
         self.faults = Faults(self._write_warning)
@@ -160,6 +190,8 @@ class Probe:
         if self.control is not None:
             self.settings.update(self.control.settings)
         if self.rank != 0:
+            if self.control is not None:
+                self.control._offset = self.step_offset  # rank 0's attach sets it there
             if self.sharded is not None and self.sharded.measures:
                 self._measure_shard()  # FSDP: every rank's shard is part of the norms
             return  # only rank 0 writes; the other ranks cost nothing
@@ -204,6 +236,14 @@ class Probe:
             loss = outputs = None
         if flags is None:
             flags = self._detect_scale_invariance(outputs) if outputs is not None else [False] * n_groups
+        try:
+            claim = self.claim = claim_run_dir(self.run_dir, resume=self.resume, start_step=self._start_step_arg)
+        except NotClaimed as exc:
+            self.faults.fail("log", str(exc))
+            return
+        self.run_dir, self.step_offset = claim.path, claim.start_step
+        if claim.note:
+            say(claim.note)
         meta = run_meta(
             self.model,
             optimizer,
@@ -213,14 +253,22 @@ class Probe:
             probe_settings=self.settings,
             extra=extra,
         )
-        self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed)
+        if claim.resumed and claim.meta is not None:
+            resumed = {"t": time.time(), "pid": os.getpid(), "host": socket.gethostname(), "step": claim.start_step}
+            earlier = claim.meta.get("resumed")
+            meta = {**claim.meta, "resumed": [*(earlier if isinstance(earlier, list) else []), resumed]}
+        self.writer = RunWriter(self.run_dir, meta, on_error=self._log_failed, before_write=self._hand_over)
         if not self.writer.ok:
+            claim.release()
             return  # already reported once; measuring for a dead log would only cost time
+        if claim.resumed:
+            self.writer.write(KIND_RESUME, claim.start_step, t=resumed["t"], pid=resumed["pid"], host=resumed["host"])
+        shutdown.register(self)
         self.steps = StepMetrics(optimizer, stride=self.settings["stride"], scale_invariant=flags, flush_every=self.settings["flush_every"],
-                                 norms=self.sharded.engine if self.sharded is not None else None)
+                                 flush_seconds=STEP_FLUSH_SECONDS, norms=self.sharded.engine if self.sharded is not None else None)
         self._hooks = [optimizer.register_step_pre_hook(self._before_optimizer_step)]
         if self.control is not None:
-            self.control.attach(self.writer, meta, self.steps, self.run_dir)
+            self.control.attach(self.writer, meta, self.steps, self.run_dir, step_offset=self.step_offset)
         if self.sharded is not None and self.sharded.refusal():
             self.faults.fail("grad_norm", self.sharded.refusal())
         for source, message in self._early_warnings:
@@ -257,14 +305,18 @@ class Probe:
         """Record the loss of the optimizer step just taken (call it after ``optimizer.step()``)."""
         if self.steps is None or self._closed:
             return
+        if self._log_dead:
+            self._stop_measuring()
+            return
         started = time.perf_counter()
         if self.faults.ok("step"):
             try:
-                records = self.amp.at_probe_step(self.steps, loss)
-                if records is None:
-                    records = self.steps.finish_step(loss)
-                if records:
-                    self._write_steps(records)
+                with self._step_lock:
+                    records = self.amp.at_probe_step(self.steps, loss)
+                    if records is None:
+                        records = self.steps.finish_step(loss)
+                    if records:
+                        self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
         spent = time.perf_counter() - started
@@ -299,18 +351,24 @@ class Probe:
                     value = value.detach().reshape(-1)[0].item() if value.numel() else math.nan
                 fields[key] = value
             if step is None:
-                step = self.steps.steps_taken - 1 if self.steps is not None and self.steps.steps_taken else 0
+                last = self._last_step_index()
+                step = last if last is not None else self.step_offset
             self.writer.write("metric", int(step), **fields)
             if self.control is not None:
                 self.control.observe_metric(int(step), fields)
         except Exception as exc:
             self.faults.fail("metric", exc)
 
-    def close(self, status: str = "finished", exception: BaseException | None = None) -> None:
-        """Write what is still buffered and the end record; remove the hooks. Safe to call twice."""
+    def close(self, status: str = "finished", exception: BaseException | None = None, **fields: Any) -> None:
+        """Write what is still buffered and the end record; remove the hooks. Safe to call twice.
+
+        ``status``: ``finished``, ``failed`` (with ``exception``) or ``terminated`` (with
+        ``signal="SIGTERM"``); the probe itself closes with these on an uncaught exception, at
+        interpreter exit and on SIGTERM/SIGINT (``probes.shutdown``)."""
         if self._closed:
             return
         self._closed = True
+        shutdown.unregister(self)
         self._remove_hooks()
         if self.system is not None:
             self.system.close()
@@ -318,18 +376,36 @@ class Probe:
             if self.control is not None:
                 self.control.close()
             return
-        if self.steps is not None and self.faults.ok("step"):
-            if self.sharded is not None:
-                self.sharded.close()
-            try:
-                records = self.steps.finish_step(None) if self.steps._current is not None else []
-                self._write_steps(records + self.steps.flush(), final=True)
-            except Exception as exc:
-                self.faults.fail("step", exc)
+        # A signal handler's close runs in a thread of its own and may find the lock held by the
+        # training thread it interrupted: then the steps still on the device are not waited for.
+        locked = self._step_lock.acquire(timeout=2.0)
+        try:
+            if locked and self.steps is not None and self.faults.ok("step"):
+                if self.sharded is not None:
+                    self.sharded.close()
+                try:
+                    records = self.steps.finish_step(None) if self.steps._current is not None else []
+                    self._write_steps(records + self.steps.flush(), final=True)
+                except Exception as exc:
+                    self.faults.fail("step", exc)
+        finally:
+            if locked:
+                self._step_lock.release()
         if self.control is not None:
             self.control.close()
         self._write_overhead(time.perf_counter())
-        self.writer.close(status, exception)
+        self.writer.close(status, exception, **fields)
+        if self.claim is not None:
+            self.claim.release()
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Hand every measured step to the writer and wait until it is on disk; False on timeout.
+
+        Safe from a signal handler: what the interrupted thread holds is not waited for."""
+        if self.writer is None or self._closed:
+            return False
+        self._hand_over(force=True)
+        return self.writer.flush_if_free(timeout)
 
     @property
     def averaged_model(self) -> torch.optim.swa_utils.AveragedModel | None:
@@ -360,7 +436,10 @@ class Probe:
         return self
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
-        self.close("failed" if exc is not None else "finished", exc)
+        if isinstance(exc, KeyboardInterrupt):
+            self.close("terminated", signal="SIGINT")
+        else:
+            self.close("failed" if exc is not None else "finished", exc)
 
     # -- optimizer hooks -----------------------------------------------------------------------
 
@@ -370,12 +449,13 @@ class Probe:
             if deferred is not None:
                 return deferred
         started = time.perf_counter()
-        if self.faults.ok("step"):
+        if self.faults.ok("step") and not self._log_dead:
             try:
-                records = self.steps.before_step()
-                self.amp.before_step(optimizer, self.steps.steps_taken - 1)
-                if records:
-                    self._write_steps(records)
+                with self._step_lock:
+                    records = self.steps.before_step()
+                    self.amp.before_step(optimizer, self.steps.steps_taken - 1)
+                    if records:
+                        self._write_steps(records)
             except Exception as exc:
                 self.faults.fail("step", exc)
         spent = time.perf_counter() - started
@@ -446,7 +526,7 @@ class Probe:
 
     def _maybe_measure_sharpness(self) -> None:
         step = self._last_step_index()
-        if step is None or step == self._last_checked_step or step % self.settings["stride"]:
+        if step is None or step == self._last_checked_step or (step - self.step_offset) % self.settings["stride"]:
             return
         self._last_checked_step = step
         if not self.faults.ok("sharpness") or (self.writer is not None and not self.writer.ok):
@@ -491,10 +571,17 @@ class Probe:
         if self.sharded is not None:
             events = self.sharded.finish(events)
         events = self.amp.mark(events, final)
+        offset = self.step_offset
         for event in events:
+            if offset:
+                event["step"] += offset
             self.writer.write_event(event)
         if self.control is not None:
-            self.control.observe(events)
+            if threading.current_thread() is self._training_thread:
+                self.control.observe(self._unobserved + events if self._unobserved else events)
+                self._unobserved = []
+            else:  # the writer thread's hand-over: the autopilot hears of them in the training thread
+                self._unobserved += events
 
     def _write_overhead(self, now: float) -> None:
         self._last_overhead = now
@@ -520,12 +607,41 @@ class Probe:
             self.writer.write("warning", self._last_step_index(), source=source, message=message)
 
     def _log_failed(self, message: str) -> None:
+        if "; logging disabled" in message:
+            self._log_dead = True  # the training thread stops measuring at its next step
         self.faults.fail("log", message.split("; logging disabled")[0])
+
+    def _stop_measuring(self) -> None:
+        """The log is gone (deleted, full, refused): measure nothing more for it."""
+        self._remove_hooks()
+        if self.system is not None:
+            self.system.close()
+        self.steps, self.sharpness, self.system = None, None, None
+
+    def _hand_over(self, force: bool = False) -> None:
+        """The writer thread, on each wake: steps measured but held on the device (a training
+        loop that stalled after them, in an evaluation or a hung collective) go to the writer
+        once they waited ``STEP_FLUSH_SECONDS``. Never under FSDP (its flush waits on every rank)
+        and never while the training thread is inside the probe."""
+        steps = self.steps
+        if steps is None or self._closed or self.sharded is not None or not steps._done:
+            return
+        if not force and time.monotonic() - steps._last_flush < STEP_FLUSH_SECONDS:
+            return
+        if not self._step_lock.acquire(blocking=False):
+            return
+        try:
+            if steps._current is None and steps._done and self.faults.ok("step"):
+                self._write_steps(steps.flush())
+        except Exception as exc:
+            self.faults.fail("step", exc)
+        finally:
+            self._step_lock.release()
 
     def _last_step_index(self) -> int | None:
         if self.steps is None or not self.steps.steps_taken:
             return None
-        return self.steps.steps_taken - 1
+        return self.steps.steps_taken - 1 + self.step_offset
 
     @staticmethod
     def _declared_scale_invariance(value: bool | Sequence[bool] | None, n_groups: int) -> list[bool] | None:

@@ -36,6 +36,7 @@ class Training:
         probe_args.setdefault("system_stats", False)
         probe_args.setdefault("adaptive_stride", False)
         self.probe = Probe(self.model, self.optimizer, self.run_dir, **probe_args)
+        self.run_dir = self.probe.run_dir  # a sibling if the directory already held a run
         self.lrs: list[list[float]] = []  # the LRs each step ran with
         self.steps = 0
 

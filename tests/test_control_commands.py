@@ -118,7 +118,8 @@ def test_a_command_id_applies_once_also_in_a_later_process_on_the_run(tmp_path: 
     t.close()
     assert t.lrs[-1] == [0.05]
     # A later process on the same run directory (as a resumed run) reads the ledger.
-    later = Training(tmp_path / "run", control=True)
+    later = Training(tmp_path / "run", control=True, resume=True)
+    assert later.run_dir == tmp_path / "run"
     write_raw(later.queue, f"{cid}.json", _command(later.run_id, cid, action="set_lr", factor=0.5))
     later.step_past_look()
     evs = later.close()

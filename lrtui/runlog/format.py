@@ -32,6 +32,7 @@ KIND_OVERHEAD = "overhead"
 KIND_WARNING = "warning"
 KIND_ACTION = "action"
 KIND_END = "end"
+KIND_RESUME = "resume"
 KINDS = (
     KIND_STEP,
     KIND_SHARPNESS,
@@ -42,6 +43,7 @@ KINDS = (
     KIND_WARNING,
     KIND_ACTION,
     KIND_END,
+    KIND_RESUME,
 )
 #: Field names every event carries; user metrics may not use them.
 RESERVED_FIELDS = ("kind", "step", "time")
