@@ -123,7 +123,8 @@ def _lock(path: Path) -> tuple[int | None, str]:
 
 
 def _holds_run(path: Path) -> bool:
-    """A ``meta.json`` (or a link in its place) or a non-empty ``events.jsonl`` (or a link)."""
+    """A ``meta.json`` (of any kind) or a non-empty regular ``events.jsonl``. A link planted as
+    ``events.jsonl`` is not a run: the writer refuses it (said once, the log disabled)."""
     for name in (META_FILE, EVENTS_FILE):
         try:
             info = os.lstat(os.fsencode(path / name))
@@ -131,7 +132,7 @@ def _holds_run(path: Path) -> bool:
             continue
         except OSError:
             return True
-        if name == META_FILE or not stat.S_ISREG(info.st_mode) or info.st_size > 0:
+        if name == META_FILE or (stat.S_ISREG(info.st_mode) and info.st_size > 0):
             return True
     return False
 

@@ -74,7 +74,10 @@ def test_disk_full_while_training(tmp_path: Path) -> None:
         torch.manual_seed(0)
         model = torch.nn.Linear(4, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        probe = Probe(model, optimizer, {str(tmp_path / 'run')!r}, system_stats=False, flush_every=8)
+        # adaptive_stride=False: the stride never depends on how fast this machine is (a loaded
+        # one thinned the steps and said so in a second stderr line).
+        probe = Probe(model, optimizer, {str(tmp_path / 'run')!r}, system_stats=False, flush_every=8,
+                      adaptive_stride=False)
         for step in range(300):
             loss = torch.nn.functional.mse_loss(model(torch.randn(8, 4)), torch.randn(8, 1))
             optimizer.zero_grad(); loss.backward(); optimizer.step(); probe.step(loss)
@@ -88,6 +91,8 @@ def test_disk_full_while_training(tmp_path: Path) -> None:
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and "cannot write run log" in errors[0], done.stderr
     assert (tmp_path / "run" / "events.jsonl").stat().st_size <= 4096
+    end = json.loads((tmp_path / "run" / "events.jsonl").read_bytes().splitlines()[-1])
+    assert end["kind"] == "end" and end["status"] == "finished" and "File too large" in end["log_error"]
 
 
 class _SquareOnce(torch.autograd.Function):
