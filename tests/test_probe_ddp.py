@@ -104,3 +104,55 @@ def test_ddp_rank0_writes_synced_grad_norms_and_nothing_hangs(tmp_path: Path) ->
         assert math.isclose(steps[k]["grad_norm"], full, rel_tol=1e-4)
         assert math.isclose(seen[0][k], seen[1][k], rel_tol=1e-6)  # every rank holds the synced gradient
         assert math.isclose(steps[k]["grad_norm"], seen[0][k], rel_tol=1e-6)
+
+
+FAILING_WORKER = textwrap.dedent(
+    """
+    import os, sys
+    import torch
+    import torch.distributed as dist
+    import torch.multiprocessing as mp
+    from probes import Probe
+
+    FAIL_AT = 12
+
+    def worker(rank, base, port):
+        torch.set_num_threads(1)
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        dist.init_process_group("gloo", rank=rank, world_size=2)
+        torch.manual_seed(0)
+        ddp = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(6, 3))
+        optimizer = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        # The README's plain loop: no `with`, no try; the probe keeps steps on the host in batches.
+        probe = Probe(ddp, optimizer, os.path.join(base, "run"), system_stats=False, sharpness_budget=0.0,
+                      adaptive_stride=False, flush_every=1000)
+        g = torch.Generator().manual_seed(rank)
+        for step in range(1000):
+            if rank == 1 and step == FAIL_AT:
+                raise RuntimeError("rank 1 hit a bad batch")
+            loss = ddp(torch.randn(8, 6, generator=g)).square().mean()
+            optimizer.zero_grad(); loss.backward(); optimizer.step(); probe.step(loss)
+        probe.close()
+
+    if __name__ == "__main__":
+        mp.spawn(worker, args=(sys.argv[1], int(sys.argv[2])), nprocs=2, join=True)
+    """
+)
+
+
+def test_a_rank_that_raises_leaves_rank0s_log_flushed_and_ended(tmp_path: Path) -> None:
+    script = tmp_path / "ddp_failing.py"
+    script.write_text(FAILING_WORKER)
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), str(_free_port())],
+        capture_output=True, text=True, timeout=180, cwd=root, env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert done.returncode != 0 and "rank 1 hit a bad batch" in done.stderr, done.stderr[-3000:]
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    steps = [e["step"] for e in events if e["kind"] == "step"]
+    # Rank 0 took every step rank 1 took (DDP's all-reduce in backward holds them together).
+    assert steps[:12] == list(range(12)), steps
+    end = [e for e in events if e["kind"] == "end"]
+    assert len(end) == 1 and end[0]["status"] in ("failed", "terminated"), end
+    assert events[-1]["kind"] == "end"
