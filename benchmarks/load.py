@@ -1,13 +1,24 @@
 """Load: a writer at 50k events/s while a follower process and the real app read the same run; nothing lost.
+With ``--kill-trials N``: how much a kill -9 at a random moment loses, idle and with CPU-bound neighbours.
 
     python benchmarks/load.py                      # 60 s at 50,000 events/s, app included
     python benchmarks/load.py --seconds 10 --no-app
+    python benchmarks/load.py --kill-trials 50     # kill -9 trials: idle, then with 2 CPU-bound neighbours
 
 The writer (its own process, lrtui.runlog.RunWriter) and the follower (its own process,
 RunFollower with inotify) each keep a CRC-32 of every step event's (step, loss) in order; the
 follower also records its resident memory as it goes. The app (LrtuiApp in watch mode, headless)
 follows the same run in this process while a key is pressed every half second and the time until
 it is handled is measured. Prints one table.
+
+Kill trials: torch is imported once; each trial is a forked child training a small model with a
+default ``Probe`` (stride 1, adaptive stride off so that every step is an event) that notes, after
+each ``probe.step``, the step and the time in a side file (one O_APPEND write, which a kill cannot
+tear). The parent kills it with SIGKILL after a random delay and compares with ``events.jsonl``:
+*lost window* = kill time minus the time the oldest step not on disk was handed to the probe (0 when
+every handed step is there) -- the format promises <= 0.5 s; *last on disk* = kill time minus the
+time the newest step on disk was handed (the gap as a reader sees it: it also holds time the loop
+spent without handing anything, e.g. in a sharpness estimate).
 """
 
 from __future__ import annotations
@@ -15,7 +26,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import resource
 import statistics
 import subprocess
@@ -172,11 +185,129 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value}")
 
 
+def _kill_child(trial_dir: Path) -> None:
+    """Train until killed, noting ``STEP TIME`` after each probe.step (forked child; never returns)."""
+    import torch
+
+    from probes import Probe
+
+    note = os.open(trial_dir / "handed", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.ReLU(), torch.nn.Linear(64, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    inputs, targets = torch.randn(512, 16), torch.randn(512, 1)
+    probe = Probe(model, optimizer, trial_dir / "run", loss_fn=torch.nn.functional.mse_loss,
+                  hessian_batch=(inputs[:64], targets[:64]), adaptive_stride=False)
+    os.write(note, b"ready\n")
+    step = 0
+    while True:
+        batch = torch.randint(0, 512, (64,))
+        loss = torch.nn.functional.mse_loss(model(inputs[batch]), targets[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        probe.step(loss)
+        os.write(note, f"{step} {time.time()!r}\n".encode())
+        step += 1
+
+
+def _trial_figures(trial_dir: Path, killed_at: float) -> dict[str, Any] | None:
+    """Lost window and last-on-disk gap of one killed trial (None if killed before the probe was ready)."""
+    handed: dict[int, float] = {}
+    ready = False
+    for line in (trial_dir / "handed").read_bytes().splitlines():
+        if line == b"ready":
+            ready = True
+        elif line.count(b" ") == 1:
+            step, when = line.split()
+            handed[int(step)] = float(when)
+    if not ready:
+        return None
+    on_disk: set[int] = set()
+    log = trial_dir / "run" / "events.jsonl"
+    for line in (log.read_bytes().splitlines() if log.exists() else []):
+        try:
+            event = json.loads(line)
+        except ValueError:  # the line the kill tore
+            continue
+        if event.get("kind") == "step":
+            on_disk.add(event["step"])
+    missing = [s for s in handed if s not in on_disk]
+    lost = killed_at - handed[min(missing)] if missing else 0.0
+    newest = max(on_disk, default=None)
+    last = killed_at - handed[newest] if newest is not None and newest in handed else None
+    return {"handed": len(handed), "on_disk": len(on_disk), "lost_window": max(0.0, lost), "last_on_disk": last}
+
+
+def _neighbour() -> None:
+    while True:  # a CPU-bound neighbour: pure Python, never sleeps
+        pass
+
+
+def run_kill_trials(trials: int, neighbours: int, seed: int, workdir: Path) -> dict[str, Any]:
+    """``trials`` kill -9 trials with ``neighbours`` CPU-bound processes running; every figure."""
+    import probes  # noqa: F401  (torch imported once, before forking)
+
+    rng = random.Random(seed)
+    hogs = []
+    for _ in range(neighbours):
+        pid = os.fork()
+        if pid == 0:
+            _neighbour()
+        hogs.append(pid)
+    results: list[dict[str, Any]] = []
+    try:
+        for trial in range(trials):
+            trial_dir = workdir / f"n{neighbours}-trial-{trial:03d}"
+            trial_dir.mkdir(parents=True)
+            pid = os.fork()
+            if pid == 0:
+                try:
+                    _kill_child(trial_dir)
+                finally:
+                    os._exit(1)
+            # Wait for the probe, then train a random while: the kill lands anywhere in a step.
+            while not (trial_dir / "handed").exists() or b"ready" not in (trial_dir / "handed").read_bytes()[:6]:
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.3, 2.5))
+            killed_at = time.time()
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            figures = _trial_figures(trial_dir, killed_at)
+            if figures is not None:
+                results.append(figures)
+    finally:
+        for pid in hogs:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    return {"neighbours": neighbours, "trials": trials, "results": results}
+
+
+def print_kill_table(runs: list[dict[str, Any]]) -> None:
+    print(f"{'condition':<22} {'trials':>6} {'steps/trial':>11} {'lost window max / p95 / median':>32} "
+          f"{'last on disk max / median':>27}")
+    for run in runs:
+        res = run["results"]
+        lost = sorted(r["lost_window"] for r in res)
+        last = sorted(r["last_on_disk"] for r in res if r["last_on_disk"] is not None)
+        p95 = lost[min(len(lost) - 1, int(0.95 * len(lost)))] if lost else float("nan")
+        steps = statistics.median(r["handed"] for r in res) if res else 0
+        name = "idle" if not run["neighbours"] else f"{run['neighbours']} CPU-bound neighbours"
+        lost_text = f"{lost[-1]:.3f} / {p95:.3f} / {statistics.median(lost):.3f} s" if lost else "-"
+        last_text = f"{last[-1]:.3f} / {statistics.median(last):.3f} s" if last else "-"
+        print(f"{name:<22} {len(res):>6} {steps:>11,.0f} {lost_text:>32} {last_text:>27}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--rate", type=float, default=50_000.0)
     parser.add_argument("--no-app", action="store_true")
+    parser.add_argument("--kill-trials", type=int, default=0, help="kill -9 trials per condition instead")
+    parser.add_argument("--neighbours", type=int, nargs="*", default=[0, 2],
+                        help="CPU-bound neighbour counts, one condition each (default: 0 2)")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--json", action="store_true", help="kill trials: also print every figure as JSON")
     parser.add_argument("--role", choices=["writer", "follower"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -184,6 +315,12 @@ def main() -> None:
         writer_role(Path(args.dir), args.rate, args.seconds)
     elif args.role == "follower":
         follower_role(Path(args.dir), args.seconds + 120)
+    elif args.kill_trials:
+        with tempfile.TemporaryDirectory(prefix="lrtui-kill-") as tmp:
+            runs = [run_kill_trials(args.kill_trials, n, args.seed, Path(tmp)) for n in args.neighbours]
+        print_kill_table(runs)
+        if args.json:
+            print(json.dumps(runs))
     else:
         result = run_load(args.seconds, args.rate, not args.no_app)
         print_table(result)
