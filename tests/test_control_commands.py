@@ -271,3 +271,21 @@ def test_the_action_step_is_the_logs_step_also_after_a_grad_scaler_skipped_one(t
     (action,) = events(tmp_path / "run", "action")
     assert action["step"] == 4  # the log's index: the skipped step 1 has one too
     assert [e["lr"] for e in logged if e["step"] >= 4] == [[0.05], [0.05]] and logged[3]["lr"] == [0.1]
+
+
+def test_a_resumed_run_numbers_its_actions_as_its_steps(tmp_path: Path) -> None:
+    first = Training(tmp_path / "run", control=True)
+    first.step(6)
+    first.close()
+    later = Training(tmp_path / "run", control=True, resume=True)  # continues at step 6
+    later.step(2)
+    later.send("set_lr", lr=0.03)
+    local = later.step_past_look()  # this process's index of the step that ran with it
+    later.step(2)
+    evs = later.close()
+    (resume,) = [e for e in evs if e["kind"] == "resume"]
+    assert resume["step"] == 6
+    (action,) = [e for e in evs if e["kind"] == "action"]
+    steps = {e["step"]: e for e in evs[evs.index(resume):] if e["kind"] == "step"}
+    assert action["step"] == 6 + local  # the run's step number, as the step events after the resume
+    assert steps[action["step"]]["lr"] == pytest.approx([0.03]) and steps[action["step"] - 1]["lr"] == pytest.approx([0.1])

@@ -49,6 +49,7 @@ EVENTS = [
     {"kind": "warning", "step": 0, "time": 2.1, "source": "sharpness", "message": "value was NaN"},
     {"kind": "action", "step": 0, "time": 2.15, "action": "set_lr", "source": "command", "id": "a1",
      "lr_before": [INF], "lr_after": [NAN], "scheduler": None},
+    {"kind": "resume", "step": 0, "time": 2.18, "t": 2.18, "pid": 4242, "host": "gpu-07"},
     {"kind": "end", "step": None, "time": 2.2, "status": "failed", "exception": "FloatingPointError",
      "message": "loss is -inf", "events_dropped": 0},
 ]
