@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import multiprocessing.util
+import os
 import signal
 import sys
 import threading
@@ -39,6 +40,16 @@ _open: "weakref.WeakSet[Any]" = weakref.WeakSet()
 _installed = False
 _previous_excepthook: Any = None
 _previous_handlers: dict[int, Any] = {}
+
+
+def _forget_in_child() -> None:
+    # A forked child (a DataLoader worker) inherits the probes but not their run: it must not
+    # close them (their writers refuse in a child anyway, but the steps' device copies would run).
+    _open.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def register(probe: Any) -> None:
