@@ -375,6 +375,8 @@ class Probe:
         if self.writer is None:
             if self.control is not None:
                 self.control.close()
+            if self.claim is not None:
+                self.claim.release()
             return
         # A signal handler's close runs in a thread of its own and may find the lock held by the
         # training thread it interrupted: then the steps still on the device are not waited for.
