@@ -3,7 +3,7 @@ With ``--kill-trials N``: how much a kill -9 at a random moment loses, idle and 
 
     python benchmarks/load.py                      # 60 s at 50,000 events/s, app included
     python benchmarks/load.py --seconds 10 --no-app
-    python benchmarks/load.py --kill-trials 50     # kill -9 trials: idle, then with 2 CPU-bound neighbours
+    python benchmarks/load.py --kill-trials 50     # kill -9 trials: idle, 2 CPU-bound neighbours, pauses
 
 The writer (its own process, lrtui.runlog.RunWriter) and the follower (its own process,
 RunFollower with inotify) each keep a CRC-32 of every step event's (step, loss) in order; the
@@ -18,7 +18,9 @@ tear). The parent kills it with SIGKILL after a random delay and compares with `
 *lost window* = kill time minus the time the oldest step not on disk was handed to the probe (0 when
 every handed step is there) -- the format promises <= 0.5 s; *last on disk* = kill time minus the
 time the newest step on disk was handed (the gap as a reader sees it: it also holds time the loop
-spent without handing anything, e.g. in a sharpness estimate).
+spent without handing anything, e.g. in a sharpness estimate). A third condition pauses the loop
+for 0.8 s every 400 steps, as an evaluation does: steps handed before a pause must not wait for
+the next step to reach the file.
 """
 
 from __future__ import annotations
@@ -185,7 +187,12 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"{name:<{width}}  {value}")
 
 
-def _kill_child(trial_dir: Path) -> None:
+#: The "evaluation" condition: the loop pauses this long (no probe call) every PAUSE_EVERY steps.
+PAUSE_SECONDS = 0.8
+PAUSE_EVERY = 400
+
+
+def _kill_child(trial_dir: Path, pauses: bool) -> None:
     """Train until killed, noting ``STEP TIME`` after each probe.step (forked child; never returns)."""
     import torch
 
@@ -209,6 +216,8 @@ def _kill_child(trial_dir: Path) -> None:
         probe.step(loss)
         os.write(note, f"{step} {time.time()!r}\n".encode())
         step += 1
+        if pauses and step % PAUSE_EVERY == 0:
+            time.sleep(PAUSE_SECONDS)  # an evaluation: steps handed before it must not wait for the next one
 
 
 def _trial_figures(trial_dir: Path, killed_at: float) -> dict[str, Any] | None:
@@ -244,8 +253,9 @@ def _neighbour() -> None:
         pass
 
 
-def run_kill_trials(trials: int, neighbours: int, seed: int, workdir: Path) -> dict[str, Any]:
-    """``trials`` kill -9 trials with ``neighbours`` CPU-bound processes running; every figure."""
+def run_kill_trials(trials: int, neighbours: int, seed: int, workdir: Path, pauses: bool = False) -> dict[str, Any]:
+    """``trials`` kill -9 trials with ``neighbours`` CPU-bound processes running (and with
+    ``pauses``, a loop that stops for an evaluation now and then); every figure."""
     import probes  # noqa: F401  (torch imported once, before forking)
 
     rng = random.Random(seed)
@@ -258,12 +268,12 @@ def run_kill_trials(trials: int, neighbours: int, seed: int, workdir: Path) -> d
     results: list[dict[str, Any]] = []
     try:
         for trial in range(trials):
-            trial_dir = workdir / f"n{neighbours}-trial-{trial:03d}"
+            trial_dir = workdir / f"n{neighbours}{'-pauses' if pauses else ''}-trial-{trial:03d}"
             trial_dir.mkdir(parents=True)
             pid = os.fork()
             if pid == 0:
                 try:
-                    _kill_child(trial_dir)
+                    _kill_child(trial_dir, pauses)
                 finally:
                     os._exit(1)
             # Wait for the probe, then train a random while: the kill lands anywhere in a step.
@@ -280,11 +290,11 @@ def run_kill_trials(trials: int, neighbours: int, seed: int, workdir: Path) -> d
         for pid in hogs:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
-    return {"neighbours": neighbours, "trials": trials, "results": results}
+    return {"neighbours": neighbours, "pauses": pauses, "trials": trials, "results": results}
 
 
 def print_kill_table(runs: list[dict[str, Any]]) -> None:
-    print(f"{'condition':<22} {'trials':>6} {'steps/trial':>11} {'lost window max / p95 / median':>32} "
+    print(f"{'condition':<36} {'trials':>6} {'steps/trial':>11} {'lost window max / p95 / median':>32} "
           f"{'last on disk max / median':>27}")
     for run in runs:
         res = run["results"]
@@ -293,9 +303,11 @@ def print_kill_table(runs: list[dict[str, Any]]) -> None:
         p95 = lost[min(len(lost) - 1, int(0.95 * len(lost)))] if lost else float("nan")
         steps = statistics.median(r["handed"] for r in res) if res else 0
         name = "idle" if not run["neighbours"] else f"{run['neighbours']} CPU-bound neighbours"
+        if run.get("pauses"):
+            name += f", {PAUSE_SECONDS:g} s pauses"
         lost_text = f"{lost[-1]:.3f} / {p95:.3f} / {statistics.median(lost):.3f} s" if lost else "-"
         last_text = f"{last[-1]:.3f} / {statistics.median(last):.3f} s" if last else "-"
-        print(f"{name:<22} {len(res):>6} {steps:>11,.0f} {lost_text:>32} {last_text:>27}")
+        print(f"{name:<36} {len(res):>6} {steps:>11,.0f} {lost_text:>32} {last_text:>27}")
 
 
 def main() -> None:
@@ -307,6 +319,8 @@ def main() -> None:
     parser.add_argument("--neighbours", type=int, nargs="*", default=[0, 2],
                         help="CPU-bound neighbour counts, one condition each (default: 0 2)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-pauses", action="store_true",
+                        help="kill trials: leave out the condition whose loop pauses for evaluations")
     parser.add_argument("--json", action="store_true", help="kill trials: also print every figure as JSON")
     parser.add_argument("--role", choices=["writer", "follower"], help=argparse.SUPPRESS)
     parser.add_argument("--dir", help=argparse.SUPPRESS)
@@ -318,6 +332,8 @@ def main() -> None:
     elif args.kill_trials:
         with tempfile.TemporaryDirectory(prefix="lrtui-kill-") as tmp:
             runs = [run_kill_trials(args.kill_trials, n, args.seed, Path(tmp)) for n in args.neighbours]
+            if not args.no_pauses:
+                runs.append(run_kill_trials(args.kill_trials, 0, args.seed, Path(tmp), pauses=True))
         print_kill_table(runs)
         if args.json:
             print(json.dumps(runs))
