@@ -22,6 +22,9 @@ from lrtui.runlog import load_run
 SCRIPT = Path(__file__).parent / "reliability" / "lifecycle_training.py"
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+#: Longest a wait for something the writer does in well under a second may take before the test
+#: fails (a liveness bound, not a speed threshold).
+LIVENESS_SECONDS = 120.0
 
 
 def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -160,8 +163,11 @@ def test_interpreter_exit_without_close_writes_the_end_record(tmp_path: Path) ->
 
 
 def _until_on_disk(run_dir: Path, steps: int) -> None:
-    """Wait (no time limit but the test's) until the writer has ``steps`` step events in the file."""
+    """Wait until the writer has ``steps`` step events in the file (the bound only keeps a broken
+    writer from hanging the suite: it takes a fraction of a second)."""
+    deadline = time.monotonic() + LIVENESS_SECONDS
     while not (run_dir / "events.jsonl").exists() or len(_steps(run_dir)) < steps:
+        assert time.monotonic() < deadline, f"{steps} steps never reached {run_dir}"
         time.sleep(0.01)
 
 

@@ -15,6 +15,9 @@ import pytest
 from lrtui.runlog import RunWriter, load_run
 
 ROOT = Path(__file__).resolve().parents[1]
+#: Longest a wait for something the writer does within a second may take before the test fails
+#: (a liveness bound, not a speed threshold).
+LIVENESS_SECONDS = 120.0
 
 
 @pytest.mark.parametrize("planted", ["events.jsonl", "meta.json.tmp"])
@@ -82,7 +85,9 @@ def test_a_run_directory_deleted_mid_run_is_reported_once(tmp_path: Path) -> Non
         path.unlink()
     run.rmdir()
     step = 1
+    deadline = time.monotonic() + LIVENESS_SECONDS
     while writer.ok:  # the writer notices at its next wake; the loop is never held up
+        assert time.monotonic() < deadline, "the deletion was never noticed"
         writer.write("step", step, loss=1.0)
         step += 1
         time.sleep(0.001)
@@ -158,7 +163,9 @@ def test_steps_of_a_stalled_loop_reach_the_disk_before_close(tmp_path: Path) -> 
         opt.step()
         probe.step(loss)
     events: list[dict] = []
+    deadline = time.monotonic() + LIVENESS_SECONDS
     while len([e for e in events if e["kind"] == "step"]) < 5:  # the loop "evaluates": no probe call
+        assert time.monotonic() < deadline, f"the handed steps never reached the file: {events}"
         time.sleep(0.01)
         events = [json.loads(ln) for ln in (tmp_path / "run" / "events.jsonl").read_bytes().splitlines()]
     probe.close()
