@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from probes.tasks.label_noise import random_labels, random_targets
 from validation.corpus import corpus
 from validation.measure import BRANCH_EVALS, horizon
 from validation.record import TRUTH_FILE, record_run, report_points
-from validation.schedules import milestones, phases, warmup_steps
+from validation.schedules import SCHEDULES, make_scheduler, milestones, phases, warmup_steps
 from validation.truth import label_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,11 +36,24 @@ def test_the_corpus_covers_every_factor_on_several_tasks_and_every_case() -> Non
     assert {"digits-mlp", "digits-bncnn", "char-gru", "regression", "ticks-mlp"} <= tasks
     for optimizer in ("sgd", "momentum", "adamw"):
         assert len({s.task for s in specs if s.optimizer == optimizer}) >= 3, optimizer
-    for schedule in ("constant", "multistep", "warmup_cosine", "onecycle"):
+    for schedule in ("constant", "exponential", "warmup_cosine", "onecycle"):
         assert len({s.task for s in specs if s.schedule == schedule}) >= 3, schedule
-    assert any(s.schedule == "step" for s in specs)
+    assert len({s.task for s in specs if s.schedule in ("step", "multistep")}) >= 3
+    assert {s.schedule for s in specs} == set(SCHEDULES)
     assert len({s.task for s in specs if s.noisy_share}) >= 3
-    assert {c for s in specs for c in s.cases} == set(range(1, 8))
+    assert any(s.task == "char-gru" and s.clip and s.accumulate > 1 for s in specs)
+    for case in range(1, 8):  # every case of issue 18 at least twice (another task or another seed)
+        members = [s for s in specs if case in s.cases]
+        assert len({(s.task, s.seed) for s in members}) >= 2, case
+
+
+def test_noisy_regression_targets_keep_their_shape() -> None:
+    y = torch.arange(10.0).unsqueeze(1)
+    noisy, replaced = random_targets(y, 0.5, seed=3)
+    assert noisy.shape == y.shape and replaced.shape == (10,)  # a (N,) mask once broadcast to (N, N)
+    assert torch.equal(noisy[~replaced], y[~replaced]) and set(noisy.flatten().tolist()) <= set(y.flatten().tolist())
+    labels, flipped = random_labels(torch.zeros(1000, dtype=torch.int64), 0.3, 10, seed=0)
+    assert labels.shape == (1000,) and 0.2 < flipped.float().mean() < 0.4 and labels[~flipped].eq(0).all()
 
 
 def test_schedules_phases_and_report_points() -> None:
@@ -47,6 +61,13 @@ def test_schedules_phases_and_report_points() -> None:
     assert warmup_steps("warmup_cosine", 1000) == 50 and warmup_steps("onecycle", 1000) == 300
     assert [p.name for p in phases("multistep", 1000)] == ["lr1", "lr2", "lr3"]
     assert [(p.start, p.stop) for p in phases("warmup_cosine", 1000)] == [(0, 50), (50, 1000)]
+    assert [(p.name, p.start, p.stop) for p in phases("exponential", 1000)] == [("decay", 0, 1000)]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = make_scheduler("exponential", opt, 100)
+    for _ in range(100):
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.01)
     points, starts = report_points("multistep", 1000)
     assert points[500] == "50%, before LR step 1" and points[750] == "75%, before LR step 2"
     assert starts[750] == 500 and starts[1000] == 750 and starts[500] == 0
@@ -57,7 +78,7 @@ def test_schedules_phases_and_report_points() -> None:
 
 
 def test_the_measurements_do_not_change_the_recorded_run(tmp_path) -> None:
-    spec = _spec("runs/digits-bncnn-momentum-multistep-lr1e-1", 64)
+    spec = _spec("runs/digits-bncnn-sgd-step-lr1e-1-noisy30", 64)
     plain = record_run(spec, tmp_path / "plain", measure=False)
     measured = record_run(spec, tmp_path / "measured")
     assert plain["losses"] == measured["losses"]  # bitwise: the branches draw their own batches
