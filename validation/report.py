@@ -182,11 +182,15 @@ def score_sweep(sweep_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     converged = [lr for lr, p in truth.items() if p["truth"] == "converging" and "< 0.01" in p["why"]]
     failed = [lr for lr, p in truth.items() if p["truth"] in ("chance", "diverged")]
     band = out.get("recommended_initial_lr")
-    in_band = [lr for lr in failed if band and band[0] <= lr <= band[1]]
+    in_band = [lr for lr in failed if band and band[0] <= lr < band[1]]  # the band is half-open [lo, hi)
     largest = max(converged) if converged else None
     above = min((lr for lr in truth if largest is not None and lr > largest), default=None)
-    return {"sweep": str(sweep_dir), "band": band, "threshold": out.get("convergence_threshold_lr"),
-            "truth_threshold_between": [largest, above], "failed_lrs": failed, "failed_in_band": in_band,
+    threshold = out.get("convergence_threshold_lr")
+    threshold_right = (None if largest is None or above is None or threshold is None
+                       else largest < threshold < above)
+    return {"sweep": str(sweep_dir), "band": band, "threshold": threshold,
+            "truth_threshold_between": [largest, above], "threshold_right": threshold_right,
+            "failed_lrs": failed, "failed_in_band": in_band,
             "capped_by": out.get("recommended_initial_lr_capped_by")}
 
 
@@ -199,17 +203,37 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
         for r in s["points"]:
             for a in r["actions"]:
                 acts[a["action"]][a["verdict"]] = acts[a["action"]].get(a["verdict"], 0) + 1
+    end_pairs = [(s["points"][-1]["truth"], s["final_regime"]) for s in scored if s["points"]]
+    end_table = confusion(end_pairs)
+    end_outcomes = [end_outcome(s) for s in scored if s["points"]]
+    issued: dict[str, dict[str, int]] = {a: {} for a in JUDGED_ACTIONS}
+    for s in scored:
+        for i in s["issued"]:
+            issued[i["action"]][i["where"]] = issued[i["action"]].get(i["where"], 0) + 1
     cases = {}
     for case in CASES:
         members = [s for s in scored if case in s["spec"].get("cases", [])]
         rs = [r["outcome"] for s in members for r in s["points"]]
+        ends = [end_outcome(s) for s in members if s["points"]]
         cases[case] = {"runs": len(members), "match": rs.count("match"), "miss": rs.count("miss"),
+                       "end_match": ends.count("match"), "end_miss": ends.count("miss"),
                        "wrong_actions": sum(a["verdict"] == "wrong" for s in members for r in s["points"]
-                                            for a in r["actions"])}
+                                            for a in r["actions"]),
+                       "missing_actions": sum(a["verdict"] == "missing" for s in members for r in s["points"]
+                                              for a in r["actions"])}
     return {"runs": len(scored), "points": len(outcomes), "match": outcomes.count("match"),
             "miss": outcomes.count("miss"), "unscored": outcomes.count("unscored"),
-            "confusion": {f"{t}|{a}": n for (t, a), n in table.items()}, "table": table, "actions": acts,
-            "cases": cases}
+            "end_match": end_outcomes.count("match"), "end_miss": end_outcomes.count("miss"),
+            "end_unscored": end_outcomes.count("unscored"),
+            "confusion": {f"{t}|{a}": n for (t, a), n in table.items()}, "table": table,
+            "end_confusion": {f"{t}|{a}": n for (t, a), n in end_table.items()}, "end_table": end_table,
+            "actions": acts, "issued": issued, "cases": cases}
+
+
+def end_outcome(scored_run: dict[str, Any]) -> str:
+    """The advisor's regime at the end of the run (after every event) against the truth at its last point."""
+    last = scored_run["points"][-1]
+    return regime_outcome(last["truth"], last["phase"], scored_run["final_regime"])
 
 
 def _name(s: dict[str, Any], root: Path) -> str:
@@ -222,9 +246,17 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     scored_points = summary["match"] + summary["miss"]
     p(f"validation corpus {root}: {summary['runs']} runs, {summary['points']} report points, "
       f"{scored_points} scored ({summary['unscored']} unclear)")
-    p(f"regime right at {summary['match']} of {scored_points} scored points")
+    p(f"regime right at {summary['match']} of {scored_points} scored report points (live), "
+      f"at the end of {summary['end_match']} of {summary['end_match'] + summary['end_miss']} runs "
+      f"({summary['end_unscored']} unclear at the end)")
+    p("")
+    p("live: at every report point")
     p("")
     p(confusion_markdown(summary["table"]))
+    p("")
+    p("at the end of each run (the advisor after every event; the truth at the last report point)")
+    p("")
+    p(confusion_markdown(summary["end_table"]))
     p("")
     verdicts = ("right", "early", "wrong", "unclear", "missing")
     p("| action in force at a report point | " + " | ".join(verdicts) + " |")
@@ -234,21 +266,31 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     p("(by the truth at the point; early: the loss still falls at the LR in force but acting pays already;"
       " missing: right there but not in force)")
     p("")
-    p("| case | runs | points right | points missed | wrong actions in force |")
-    p("|---|---|---|---|---|")
+    wheres = ("right", "early", "wrong", "edge", "unclear")
+    p("| recommendation issued: where its step lies | " + " | ".join(wheres) + " |")
+    p("|---" * (len(wheres) + 1) + "|")
+    for a, counts in summary["issued"].items():
+        p(f"| {a} | " + " | ".join(str(counts.get(v, 0)) for v in wheres) + " |")
+    p("(by the truth at the report points on either side of the step it was issued at; edge: they differ)")
+    p("")
+    p("| case | runs | points right | points missed | end right | end missed | wrong actions in force "
+      "| missing actions |")
+    p("|---|---|---|---|---|---|---|---|")
     for case, c in summary["cases"].items():
-        p(f"| {case}. {CASES[case]} | {c['runs']} | {c['match']} | {c['miss']} | {c['wrong_actions']} |")
+        p(f"| {case}. {CASES[case]} | {c['runs']} | {c['match']} | {c['miss']} | {c['end_match']} "
+          f"| {c['end_miss']} | {c['wrong_actions']} | {c['missing_actions']} |")
     if sweeps:
         p("")
-        p("| sweep | truth: threshold between | advisor threshold | band | failed LRs | failed LRs in band |")
-        p("|---|---|---|---|---|---|")
+        p("| sweep | truth: threshold between | advisor threshold | threshold right | band | failed LRs "
+          "| failed LRs in band |")
+        p("|---|---|---|---|---|---|---|")
         for sw in sweeps:
             if "error" in sw:
-                p(f"| {Path(sw['sweep']).name} | error: {sw['error']} |||||")
+                p(f"| {Path(sw['sweep']).name} | error: {sw['error']} ||||||")
                 continue
             band = "—" if not sw["band"] else f"[{sw['band'][0]:.3g}, {sw['band'][1]:.3g}]"
             thr = "—" if sw["threshold"] is None else f"{sw['threshold']:.3g}"
-            p(f"| {Path(sw['sweep']).name} | {sw['truth_threshold_between']} | {thr} | {band} "
+            p(f"| {Path(sw['sweep']).name} | {sw['truth_threshold_between']} | {thr} | {sw['threshold_right']} | {band} "
               f"| {sw['failed_lrs']} | {sw['failed_in_band'] or 'none'} |")
     if markdown:
         return
@@ -313,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         summary = summarize(scored)
         summary.pop("table")
+        summary.pop("end_table")
         args.json.write_text(json.dumps({"summary": summary, "runs": scored, "sweeps": sweeps}, indent=1,
                                         default=str) + "\n")
     return 0
