@@ -121,12 +121,52 @@ def test_the_report_refuses_bad_input_in_one_line(tmp_path) -> None:
         assert rep.returncode == 2 and rep.stderr.count("\n") == 1 and "Traceback" not in rep.stderr
 
 
-@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed corpus")
-def test_the_committed_corpus_is_complete_and_its_labels_follow_the_rules() -> None:
-    recorded = {str(p.parent.relative_to(COMMITTED)) for p in COMMITTED.rglob(TRUTH_FILE)}
-    assert recorded == {s.path for s in corpus()}
+def _committed_truths() -> dict[str, dict]:
+    return {str(p.parent.relative_to(COMMITTED)): json.loads(p.read_text()) for p in sorted(COMMITTED.rglob(TRUTH_FILE))}
+
+
+def test_the_committed_corpus_is_complete_small_and_its_labels_follow_the_rules() -> None:
+    truths = _committed_truths()
+    assert set(truths) == {s.path for s in corpus()}
     size = sum(f.stat().st_size for f in COMMITTED.rglob("*") if f.is_file())
-    assert size <= 20 * 2**20
-    for path in sorted(recorded):
-        truth = json.loads((COMMITTED / path / TRUTH_FILE).read_text())
+    assert size <= 10 * 2**20
+    specs = {s.path: s for s in corpus()}
+    for path, truth in truths.items():
+        assert truth["spec"] == {"path": path, **specs[path].describe()}, path  # recorded as the corpus says
         assert label_run(truth)["points"] == truth["labels"]["points"], path
+        assert (COMMITTED / path / "meta.json").is_file() and (COMMITTED / path / "events.jsonl").is_file()
+
+
+def test_the_committed_logs_are_what_the_loop_did() -> None:
+    """The recorded events carry the schedule, the stride and the null losses their spec asks for."""
+    for spec in corpus():
+        steps = [e for e in map(json.loads, (COMMITTED / spec.path / "events.jsonl").read_text().splitlines())
+                 if e["kind"] == "step"]
+        truth = json.loads((COMMITTED / spec.path / TRUTH_FILE).read_text())
+        assert [e["step"] for e in steps] == list(range(0, truth["steps_done"], spec.stride)), spec.path
+        losses = [e.get("loss") for e in steps]
+        # probe.step() without a loss at the steps the loop gives none (step % loss_every != 0)
+        assert [v is None for v in losses] == [bool(spec.loss_every) and e["step"] % spec.loss_every != 0
+                                               for e in steps], spec.path
+        assert (None in losses) == (6 in spec.cases), spec.path
+        lrs = [e["lr"][0] for e in steps]
+        for m in milestones(spec.schedule, spec.steps):  # the LR in force drops at each step of the schedule
+            before = [lr for e, lr in zip(steps, lrs) if e["step"] < m][-1]
+            after = [lr for e, lr in zip(steps, lrs) if e["step"] >= m]
+            if after:
+                assert after[0] < 0.5 * before, spec.path
+        if spec.schedule in ("warmup_cosine", "onecycle"):
+            peak = max(range(len(lrs)), key=lrs.__getitem__)
+            assert 0 < steps[peak]["step"] < spec.steps and lrs[0] < lrs[peak] and lrs[-1] < lrs[peak], spec.path
+        if spec.schedule == "exponential":
+            assert all(b < a for a, b in zip(lrs, lrs[1:])), spec.path
+
+
+def test_the_tables_in_docs_validation_are_the_reports_of_the_committed_corpus() -> None:
+    """docs/validation.md holds `python -m validation.report --markdown` verbatim: it cannot go stale."""
+    rep = subprocess.run([sys.executable, "-m", "validation.report", "--markdown"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, check=False)
+    assert rep.returncode == 0, rep.stderr
+    assert "| ground truth \\ advisor |" in rep.stdout
+    doc = (ROOT / "docs" / "validation.md").read_text()
+    assert rep.stdout.strip() in doc

@@ -117,7 +117,7 @@ def corpus() -> list[RunSpec]:
         *[_run("char-gru", "adamw", "constant", lr, *lm) for lr in (1e-4, 0.1)],
         # regression (Friedman #1, unscaled targets)
         *[_run("regression", "sgd", "constant", lr, *reg, cases=(2,) if lr <= 1e-4 else ()) for lr in (1e-4, 1e-2)],
-        _run("regression", "sgd", "constant", 1e-3, *reg, loss_every=5, cases=(6,), seed=1),
+        _run("regression", "sgd", "constant", 1e-3, *reg, loss_every=3, cases=(6,), seed=1),
         _run("regression", "momentum", "multistep", 1e-3, *reg, cases=(1,), seed=1),
         _run("regression", "adamw", "onecycle", 1e-2, *reg, cases=(1,)),
         _run("regression", "adamw", "exponential", 1e-2, *reg, cases=(1,), seed=1),
