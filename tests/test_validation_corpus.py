@@ -15,6 +15,7 @@ from probes.tasks.label_noise import random_labels, random_targets
 from validation.corpus import corpus
 from validation.measure import BRANCH_EVALS, horizon
 from validation.record import TRUTH_FILE, record_run, report_points
+from validation.report import DOC_BEGIN, DOC_END
 from validation.schedules import SCHEDULES, make_scheduler, milestones, phases, warmup_steps
 from validation.truth import label_run
 
@@ -119,6 +120,23 @@ def test_the_report_refuses_bad_input_in_one_line(tmp_path) -> None:
         rep = subprocess.run([sys.executable, "-m", "validation.report", *args], cwd=ROOT, capture_output=True,
                              text=True, timeout=120, check=False)
         assert rep.returncode == 2 and rep.stderr.count("\n") == 1 and "Traceback" not in rep.stderr
+    doc = tmp_path / "doc.md"
+    doc.write_text("no markers here\n")
+    rep = subprocess.run([sys.executable, "-m", "validation.report", str(COMMITTED), "--only", "runs/catapult-mlp-gd-constant-20x",
+                          "--update-doc", str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert rep.returncode == 2 and rep.stderr.count("\n") == 1 and "markers" not in rep.stdout
+    assert doc.read_text() == "no markers here\n"  # nothing the user had is lost
+
+
+def test_update_doc_replaces_only_the_block_between_the_markers(tmp_path) -> None:
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"before\n{DOC_BEGIN}\nold table\n{DOC_END}\nafter\n")
+    rep = subprocess.run([sys.executable, "-m", "validation.report", str(COMMITTED), "--only", "runs/catapult-mlp-gd-constant-20x",
+                          "--update-doc", str(doc)], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert rep.returncode == 0, rep.stderr
+    text = doc.read_text()
+    assert text.startswith(f"before\n{DOC_BEGIN}\n") and text.endswith(f"{DOC_END}\nafter\n")
+    assert "old table" not in text and "| diverged | 0 | 0 | 0 | 0 | 1 | 1 |" in text
 
 
 def _committed_truths() -> dict[str, dict]:

@@ -12,6 +12,7 @@ truth says it is right. ``--markdown`` prints the tables for docs/validation.md.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import math
 import subprocess
@@ -221,8 +222,9 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
                                             for a in r["actions"]),
                        "missing_actions": sum(a["verdict"] == "missing" for s in members for r in s["points"]
                                               for a in r["actions"])}
+    silent = sum(r["outcome"] == "miss" and r["advisor"] == "warmup" for s in scored for r in s["points"])
     return {"runs": len(scored), "points": len(outcomes), "match": outcomes.count("match"),
-            "miss": outcomes.count("miss"), "unscored": outcomes.count("unscored"),
+            "miss": outcomes.count("miss"), "unscored": outcomes.count("unscored"), "silent": silent,
             "end_match": end_outcomes.count("match"), "end_miss": end_outcomes.count("miss"),
             "end_unscored": end_outcomes.count("unscored"),
             "confusion": {f"{t}|{a}": n for (t, a), n in table.items()}, "table": table,
@@ -244,11 +246,16 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     summary = summarize(scored)
     p = print
     scored_points = summary["match"] + summary["miss"]
-    p(f"validation corpus {root}: {summary['runs']} runs, {summary['points']} report points, "
+    shown = os.path.relpath(root) if root.resolve().is_relative_to(Path.cwd().resolve()) else str(root)
+    p(f"- validation corpus {shown}: {summary['runs']} runs, {summary['points']} report points, "
       f"{scored_points} scored ({summary['unscored']} unclear)")
-    p(f"regime right at {summary['match']} of {scored_points} scored report points (live), "
-      f"at the end of {summary['end_match']} of {summary['end_match'] + summary['end_miss']} runs "
+    ends = summary["end_match"] + summary["end_miss"]
+    p(f"- regime right at {summary['match']} of {scored_points} scored report points (live, "
+      f"{summary['match'] / max(scored_points, 1):.0%}), at the end of {summary['end_match']} of {ends} runs "
+      f"({summary['end_match'] / max(ends, 1):.0%}) "
       f"({summary['end_unscored']} unclear at the end)")
+    p(f"- of the {summary['miss']} live misses, {summary['silent']} are no verdict yet (`warmup` outside a warm-up)"
+      f" and {summary['miss'] - summary['silent']} a wrong verdict")
     p("")
     p("live: at every report point")
     p("")
@@ -263,6 +270,7 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     p("|---" * (len(verdicts) + 1) + "|")
     for a, counts in summary["actions"].items():
         p(f"| {a} | " + " | ".join(str(counts.get(v, 0)) for v in verdicts) + " |")
+    p("")
     p("(by the truth at the point; early: the loss still falls at the LR in force but acting pays already;"
       " missing: right there but not in force)")
     p("")
@@ -271,6 +279,7 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     p("|---" * (len(wheres) + 1) + "|")
     for a, counts in summary["issued"].items():
         p(f"| {a} | " + " | ".join(str(counts.get(v, 0)) for v in wheres) + " |")
+    p("")
     p("(by the truth at the report points on either side of the step it was issued at; edge: they differ)")
     p("")
     p("| case | runs | points right | points missed | end right | end missed | wrong actions in force "
@@ -326,12 +335,41 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
                 p(f"  {_name(s, root)} {r['point']}@{r['step']}: " + "; ".join(what))
 
 
+DOC_BEGIN, DOC_END = "<!-- validation.report --markdown: begin -->", "<!-- validation.report --markdown: end -->"
+
+
+def update_doc(doc: Path, root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> int:
+    """Write the ``--markdown`` tables between ``DOC_BEGIN`` and ``DOC_END`` of ``doc`` (atomically)."""
+    import contextlib
+    import io
+
+    try:
+        text = doc.read_text()
+    except OSError as exc:
+        print(f"validation.report: {doc}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if text.count(DOC_BEGIN) != 1 or text.count(DOC_END) != 1 or text.index(DOC_BEGIN) > text.index(DOC_END):
+        print(f"validation.report: {doc}: needs one {DOC_BEGIN} line and one {DOC_END} line after it", file=sys.stderr)
+        return 2
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_report(root, scored, sweeps, True)
+    head, rest = text.split(DOC_BEGIN)
+    tail = rest.split(DOC_END)[1]
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text(f"{head}{DOC_BEGIN}\n\n{buf.getvalue().strip()}\n\n{DOC_END}{tail}")
+    tmp.replace(doc)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m validation.report", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS,
                         help="corpus root (default: validation/corpus)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write everything as JSON to OUT")
     parser.add_argument("--markdown", action="store_true", help="print only the summary tables")
+    parser.add_argument("--update-doc", type=Path, metavar="MD",
+                        help="replace the tables between the report markers of MD (docs/validation.md) with --markdown's")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only runs whose path starts with one of these")
     args = parser.parse_args(argv)
     root = args.corpus
@@ -351,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sweep_dirs = sorted({r.parent for r in runs if r.parent.name.startswith("sweep-")})
     sweeps = [score_sweep(d, scored) for d in sweep_dirs]
+    if args.update_doc:
+        return update_doc(args.update_doc, root, scored, sweeps)
     print_report(root, scored, sweeps, args.markdown)
     if args.json:
         summary = summarize(scored)
