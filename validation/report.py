@@ -302,6 +302,7 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
             p(f"| {Path(sw['sweep']).name} | {sw['truth_threshold_between']} | {thr} | {sw['threshold_right']} | {band} "
               f"| {sw['failed_lrs']} | {sw['failed_in_band'] or 'none'} |")
     if markdown:
+        print_markdown_runs(root, scored)
         return
     p("")
     p("per run: truth at each point -> advisor (first step of each verdict; actions issued and where)")
@@ -333,6 +334,42 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
                 what += [f"{a['action']} {a['verdict']}" + (f" (issued @{a['issued_at']})" if a["issued_at"] is not None
                                                              else "") for a in bad]
                 p(f"  {_name(s, root)} {r['point']}@{r['step']}: " + "; ".join(what))
+
+
+SHORT = {"converging": "conv", "equilibrium": "equi", "chance": "chance", "diverged": "div", "unclear": "?",
+         "warmup": "wu"}
+
+
+def print_markdown_runs(root: Path, scored: list[dict[str, Any]]) -> None:
+    """Per run, one table row: truth and advisor at each report point, the step of each of the
+    advisor's first verdicts, the recommendations issued (step, where against the truth); then
+    every miss and every wrong or missing action, with the truth's reason."""
+    p = print
+    p("")
+    p("per run (points in step order; conv/equi/chance/div, ? unclear, wu: `warmup`; a miss in bold):")
+    p("")
+    p("| run | point steps | truth | advisor | advisor's first verdicts (step) | issued (step: where) |")
+    p("|---|---|---|---|---|---|")
+    for s in scored:
+        pts = s["points"]
+        adv = [f"**{SHORT[r['advisor']]}**" if r["outcome"] == "miss" else SHORT[r["advisor"]] for r in pts]
+        first = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in s["advisor_first"].items())
+        issued = ", ".join(f"{i['action']} {i['step']}: {i['where']}" for i in s["issued"]) or "—"
+        p(f"| {_name(s, root)} | {' '.join(str(r['step']) for r in pts)} | {' '.join(SHORT[r['truth']] for r in pts)} "
+          f"| {' '.join(adv)} | {first} | {issued} |")
+    p("")
+    p("every miss and every wrong or missing action (the truth's reason in parentheses):")
+    p("")
+    for s in scored:
+        for r in s["points"]:
+            bad = [a for a in r["actions"] if a["verdict"] in ("wrong", "missing")]
+            if r["outcome"] == "miss" or bad:
+                what = []
+                if r["outcome"] == "miss":
+                    what.append(f"truth {r['truth']} ({r['why']}), advisor {r['advisor']}")
+                what += [f"{a['action']} {a['verdict']}" + (f" (issued at {a['issued_at']})"
+                                                             if a["issued_at"] is not None else "") for a in bad]
+                p(f"- {_name(s, root)} {r['point']} (step {r['step']}): " + "; ".join(what))
 
 
 DOC_BEGIN, DOC_END = "<!-- validation.report --markdown: begin -->", "<!-- validation.report --markdown: end -->"
