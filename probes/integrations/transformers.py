@@ -6,7 +6,6 @@ import sys
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:
     import transformers
@@ -181,10 +180,7 @@ def _dict_batch_loss(model: torch.nn.Module, batch: Mapping[str, Any], loss_fn: 
         if not fixed:
             first = next(iter(module.parameters()), None)
             fixed.update(_to_device(dict(batch), first.device if first is not None else torch.device("cpu")))
-        # The fused attention kernels (flash, memory-efficient) have no double backward, which
-        # a Hessian-vector product needs; the math kernel computes the same attention with one.
-        with sdpa_kernel(SDPBackend.MATH):
-            outputs = module(**fixed)
+        outputs = module(**fixed)  # the probe runs it on the math attention kernel (probes.attention)
         if loss_fn is not None:
             return loss_fn(outputs, fixed)
         return outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]
