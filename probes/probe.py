@@ -15,6 +15,7 @@ import torch
 from lrtui.runlog import RunWriter
 from lrtui.runlog.format import KIND_RESUME, RESERVED_FIELDS
 from probes.amp import SkippedSteps, in_full_precision
+from probes.attention import with_math_attention
 from probes.budget import OverheadBudget, StrideGovernor
 from probes.control import Control, autopilot_actions, autopilot_flush_every, make_control
 from probes.compiled import NOTICE as COMPILED_NOTICE, is_compiled, run_eagerly
@@ -494,8 +495,9 @@ class Probe:
     ) -> tuple[Callable[[], torch.Tensor] | None, Callable[[], torch.Tensor] | None]:
         """(loss on the fixed batch, outputs on it for scale-invariance detection), or Nones."""
         if hessian_loss is not None:
-            # Autocast off (sharpness in the parameters' dtype), compiled code run eagerly (double backward).
-            loss_only = in_full_precision(run_eagerly(hessian_loss))
+            # Autocast off (sharpness in the parameters' dtype); for double backward, compiled code
+            # run eagerly and attention on its math kernel.
+            loss_only = in_full_precision(with_math_attention(run_eagerly(hessian_loss)))
             return loss_only, loss_only
         if loss_fn is None or hessian_batch is None:
             return None, None
@@ -510,7 +512,8 @@ class Probe:
             out = module(inputs)
             return out if isinstance(out, torch.Tensor) else loss_fn(out, targets)
 
-        return in_full_precision(run_eagerly(loss)), in_full_precision(run_eagerly(outputs))
+        return (in_full_precision(with_math_attention(run_eagerly(loss))),
+                in_full_precision(with_math_attention(run_eagerly(outputs))))
 
     def _detect_scale_invariance(self, outputs: Callable[[], torch.Tensor]) -> list[bool]:
         n_groups = len(self.optimizer.param_groups)

@@ -84,11 +84,13 @@ def _mean_se(values: list[float]) -> tuple[float, float]:
 
 
 def _cell(values: list[float | None], spec: str) -> str:
+    """Mean ± standard error of the seeds that have a value; "(k of n)" when some have none."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "—"
     mean, se = _mean_se([float(v) for v in vals])
-    return f"{mean:{spec}} ± {se:{spec}}"
+    cell = f"{mean:{spec}} ± {se:{spec}}" if len(vals) > 1 else f"{mean:{spec}}"
+    return cell if len(vals) == len(values) else f"{cell} ({len(vals)} of {len(values)})"
 
 
 def table(root: Path) -> str:

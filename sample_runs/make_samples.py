@@ -42,7 +42,7 @@ PAPER_SCHEDULE = {"pretrain_steps": 40_000, "finetune_steps": 20_000, "average_l
                   "average_every": 400, "stride": 32}
 #: The autopilot sample run: ``Probe(autopilot=True)`` at an LR inside the band ``lrtui advise
 #: sample_runs/sweep`` recommends, constant, as long as a sweep run (docs/control.md).
-AUTOPILOT_LR = 8.11e-3
+AUTOPILOT_LR = 1.23e-2
 #: The paper's regime boundaries for its synthetic MLP (1->2, 2A/2B, 2->3).
 PAPER_BOUNDARIES = (7.5e-3, 1.78e-2, 5.6e-2)
 

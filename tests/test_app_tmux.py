@@ -85,7 +85,7 @@ def test_replay_at_80x24_reads_whole(tmp_path: Path) -> None:
     force shows, and on a single run r says why it does nothing."""
     write_run(tmp_path / "sweep" / "lr-0.05", 300, 0.05)
     write_run(tmp_path / "sweep" / "lr-0.2", 300, 0.2, diverge_at=200, seed=1)
-    socket = f"lrtui-test80-{os.getpid()}"
+    socket, single = f"lrtui-test80-{os.getpid()}", f"lrtui-test80-single-{os.getpid()}"
     try:
         _start(socket, f"lrtui replay --refresh 0.2 {tmp_path / 'sweep'}")
         _wait_screen(socket, "regime")
@@ -97,11 +97,13 @@ def test_replay_at_80x24_reads_whole(tmp_path: Path) -> None:
         assert lines[-1].rstrip().endswith("? help") and "r runs" in lines[-1] and "+/- speed" in lines[-1]
         assert "step 299 / 299" in lines[-2]
         _tmux(socket, "send-keys", "-t", "lrtui", "q")
-        _tmux(socket, "kill-server")
-        _start(socket, f"lrtui replay --refresh 0.2 {tmp_path / 'sweep' / 'lr-0.05'}")
-        footer = _wait_screen(socket, "regime").splitlines()[-1]
+        # The second app on a server of its own: a new session on the first one's socket can
+        # reach that server while it is still shutting down ("server exited unexpectedly").
+        _start(single, f"lrtui replay --refresh 0.2 {tmp_path / 'sweep' / 'lr-0.05'}")
+        footer = _wait_screen(single, "regime").splitlines()[-1]
         assert "runs" not in footer and "overlay" not in footer
-        _tmux(socket, "send-keys", "-t", "lrtui", "r")
-        _wait_screen(socket, "one run here")
+        _tmux(single, "send-keys", "-t", "lrtui", "r")
+        _wait_screen(single, "one run here")
     finally:
         _tmux(socket, "kill-server")
+        _tmux(single, "kill-server")

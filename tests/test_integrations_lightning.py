@@ -160,6 +160,32 @@ def test_an_epoch_scheduler_under_a_pytorch_lightning_trainer(tmp_path: Path) ->
     assert [e["lr"][0] for e in steps] == pytest.approx([0.2 * 0.5 ** (k // 5) for k in range(15)])
 
 
+def test_16_mixed_precision_gives_the_probe_lightnings_grad_scaler(tmp_path: Path, capsys: Any) -> None:
+    """Steps Lightning's GradScaler skipped (inf gradients) are logged as skipped, not as divergence.
+
+    Lightning refuses ``precision="16-mixed"`` on the CPU, so the test gives its precision plugin
+    a CPU GradScaler itself; the callback is not told about it.
+    """
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    from lrtui.cli import main
+
+    module = recorded_module(L.LightningModule, lr=0.05)
+    overflow = {2, 5}  # the optimizer steps whose gradients a hook makes infinite
+    for p in module.parameters():
+        p.register_hook(lambda g: g * math.inf if len(module.steps) in overflow else g)
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0**8))
+    trainer = quiet_trainer(L, max_epochs=2, plugins=[plugin], callbacks=[LrtuiCallback(tmp_path / "run", system_stats=False)])
+    trainer.fit(module, DataLoader(data(), batch_size=BATCH))
+
+    steps = events(tmp_path / "run", "step")
+    skipped = [e["step"] for e in steps if e.get("skipped")]
+    assert len(skipped) == 2, steps
+    assert all(math.isfinite(e["loss"]) for e in steps)
+    assert main(["advise", "--json", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["diverged_at_step"] is None
+
+
 def test_a_failing_fit_ends_the_run_as_failed(tmp_path: Path) -> None:
     module = recorded_module(L.LightningModule, fail_at=3)
     trainer = quiet_trainer(L, max_epochs=1, callbacks=[LrtuiCallback(tmp_path / "run", system_stats=False)])

@@ -171,3 +171,46 @@ def test_an_unknown_probe_keyword_and_two_hessian_sources_are_refused(tmp_path: 
         LrtuiCallback(tmp_path / "run", hesian_batch={})
     with pytest.raises(TypeError, match="hessian_batch or hessian_loss, not both"):
         LrtuiCallback(tmp_path / "run", hessian_batch={"input_ids": torch.zeros(1, 2)}, hessian_loss=lambda: torch.zeros(()))
+
+
+class InfiniteGradients(transformers.TrainerCallback):  # type: ignore[misc,name-defined]
+    """Makes the gradients of the given optimizer steps infinite, as an fp16 overflow would."""
+
+    def __init__(self, model: torch.nn.Module, steps: set[int]) -> None:
+        self.step = 0
+        for p in model.parameters():
+            p.register_hook(lambda g: g * math.inf if self.step in steps else g)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.step += 1
+
+
+def test_the_accelerators_grad_scaler_reaches_the_probe(tmp_path: Path, capsys: Any) -> None:
+    """Steps Accelerate's GradScaler skipped (inf gradients) are logged as skipped, not as divergence.
+
+    The Trainer refuses ``fp16`` on the CPU, so the test gives its Accelerator a CPU GradScaler
+    before ``train()`` (Accelerate then scales the loss and steps through it, as under fp16 on a
+    GPU); the callback is not told about it. The optimizer is not fused: a fused one's skips are
+    seen without the scaler.
+    """
+    import json
+
+    from lrtui.cli import main
+
+    model = tiny_gpt2()
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=BATCH, learning_rate=1e-3, num_train_epochs=2,
+        optim="adamw_torch", logging_steps=1, save_strategy="no", report_to=[], use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+    )
+    callbacks = [InfiniteGradients(model, {2, 6}), LrtuiCallback(tmp_path / "run", system_stats=False)]
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=Sequences(SEQUENCES, seed=1), callbacks=callbacks)
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**8)
+    trainer.train()
+
+    steps = events(tmp_path / "run", "step")
+    assert len(steps) == trainer.state.global_step == 10
+    assert [e["step"] for e in steps if e.get("skipped")] == [2, 6], steps
+    assert all(math.isfinite(e["loss"]) for e in steps)
+    capsys.readouterr()  # the Trainer's own log lines
+    assert main(["advise", "--json", str(tmp_path / "run")]) == 0
+    assert json.loads(capsys.readouterr().out)["diverged_at_step"] is None

@@ -71,7 +71,12 @@ def record_run(spec: RunSpec, root: Path, measure: bool = True) -> dict[str, Any
         shutil.rmtree(run_dir)  # the writer appends to an existing run; start clean
     workload = make_workload(spec.task, spec.noisy_share, spec.seed)
     workload.accumulate, workload.clip = spec.accumulate, spec.clip
-    lr = spec.lr if spec.lr is not None else spec.lr_times_sharpness / sharpness_at_init(workload)
+    if spec.lr is not None:
+        lr = spec.lr
+    elif spec.lr_times_sharpness is not None:
+        lr = spec.lr_times_sharpness / sharpness_at_init(workload)
+    else:
+        raise ValueError(f"{spec.path}: neither lr nor lr_times_sharpness")
     model = workload.make_model()
     optimizer = workload.make_optimizer(spec.optimizer, model, lr)
     scheduler = make_scheduler(spec.schedule, optimizer, spec.steps)

@@ -12,6 +12,7 @@ truth says it is right. ``--markdown`` prints the tables for docs/validation.md.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import math
 import subprocess
@@ -182,11 +183,15 @@ def score_sweep(sweep_dir: Path, runs: list[dict[str, Any]]) -> dict[str, Any]:
     converged = [lr for lr, p in truth.items() if p["truth"] == "converging" and "< 0.01" in p["why"]]
     failed = [lr for lr, p in truth.items() if p["truth"] in ("chance", "diverged")]
     band = out.get("recommended_initial_lr")
-    in_band = [lr for lr in failed if band and band[0] <= lr <= band[1]]
+    in_band = [lr for lr in failed if band and band[0] <= lr < band[1]]  # the band is half-open [lo, hi)
     largest = max(converged) if converged else None
     above = min((lr for lr in truth if largest is not None and lr > largest), default=None)
-    return {"sweep": str(sweep_dir), "band": band, "threshold": out.get("convergence_threshold_lr"),
-            "truth_threshold_between": [largest, above], "failed_lrs": failed, "failed_in_band": in_band,
+    threshold = out.get("convergence_threshold_lr")
+    threshold_right = (None if largest is None or above is None or threshold is None
+                       else largest < threshold < above)
+    return {"sweep": str(sweep_dir), "band": band, "threshold": threshold,
+            "truth_threshold_between": [largest, above], "threshold_right": threshold_right,
+            "failed_lrs": failed, "failed_in_band": in_band,
             "capped_by": out.get("recommended_initial_lr_capped_by")}
 
 
@@ -199,17 +204,38 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
         for r in s["points"]:
             for a in r["actions"]:
                 acts[a["action"]][a["verdict"]] = acts[a["action"]].get(a["verdict"], 0) + 1
+    end_pairs = [(s["points"][-1]["truth"], s["final_regime"]) for s in scored if s["points"]]
+    end_table = confusion(end_pairs)
+    end_outcomes = [end_outcome(s) for s in scored if s["points"]]
+    issued: dict[str, dict[str, int]] = {a: {} for a in JUDGED_ACTIONS}
+    for s in scored:
+        for i in s["issued"]:
+            issued[i["action"]][i["where"]] = issued[i["action"]].get(i["where"], 0) + 1
     cases = {}
     for case in CASES:
         members = [s for s in scored if case in s["spec"].get("cases", [])]
         rs = [r["outcome"] for s in members for r in s["points"]]
+        ends = [end_outcome(s) for s in members if s["points"]]
         cases[case] = {"runs": len(members), "match": rs.count("match"), "miss": rs.count("miss"),
+                       "end_match": ends.count("match"), "end_miss": ends.count("miss"),
                        "wrong_actions": sum(a["verdict"] == "wrong" for s in members for r in s["points"]
-                                            for a in r["actions"])}
+                                            for a in r["actions"]),
+                       "missing_actions": sum(a["verdict"] == "missing" for s in members for r in s["points"]
+                                              for a in r["actions"])}
+    silent = sum(r["outcome"] == "miss" and r["advisor"] == "warmup" for s in scored for r in s["points"])
     return {"runs": len(scored), "points": len(outcomes), "match": outcomes.count("match"),
-            "miss": outcomes.count("miss"), "unscored": outcomes.count("unscored"),
-            "confusion": {f"{t}|{a}": n for (t, a), n in table.items()}, "table": table, "actions": acts,
-            "cases": cases}
+            "miss": outcomes.count("miss"), "unscored": outcomes.count("unscored"), "silent": silent,
+            "end_match": end_outcomes.count("match"), "end_miss": end_outcomes.count("miss"),
+            "end_unscored": end_outcomes.count("unscored"),
+            "confusion": {f"{t}|{a}": n for (t, a), n in table.items()}, "table": table,
+            "end_confusion": {f"{t}|{a}": n for (t, a), n in end_table.items()}, "end_table": end_table,
+            "actions": acts, "issued": issued, "cases": cases}
+
+
+def end_outcome(scored_run: dict[str, Any]) -> str:
+    """The advisor's regime at the end of the run (after every event) against the truth at its last point."""
+    last = scored_run["points"][-1]
+    return regime_outcome(last["truth"], last["phase"], scored_run["final_regime"])
 
 
 def _name(s: dict[str, Any], root: Path) -> str:
@@ -220,37 +246,63 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
     summary = summarize(scored)
     p = print
     scored_points = summary["match"] + summary["miss"]
-    p(f"validation corpus {root}: {summary['runs']} runs, {summary['points']} report points, "
+    shown = os.path.relpath(root) if root.resolve().is_relative_to(Path.cwd().resolve()) else str(root)
+    p(f"- validation corpus {shown}: {summary['runs']} runs, {summary['points']} report points, "
       f"{scored_points} scored ({summary['unscored']} unclear)")
-    p(f"regime right at {summary['match']} of {scored_points} scored points")
+    ends = summary["end_match"] + summary["end_miss"]
+    p(f"- regime right at {summary['match']} of {scored_points} scored report points (live, "
+      f"{summary['match'] / max(scored_points, 1):.0%}), at the end of {summary['end_match']} of {ends} runs "
+      f"({summary['end_match'] / max(ends, 1):.0%}) "
+      f"({summary['end_unscored']} unclear at the end)")
+    p(f"- of the {summary['miss']} live misses, {summary['silent']} are no verdict yet (`warmup` outside a warm-up)"
+      f" and {summary['miss'] - summary['silent']} a wrong verdict")
+    p("")
+    p("live: at every report point")
     p("")
     p(confusion_markdown(summary["table"]))
+    p("")
+    p("at the end of each run (the advisor after every event; the truth at the last report point)")
+    p("")
+    p(confusion_markdown(summary["end_table"]))
     p("")
     verdicts = ("right", "early", "wrong", "unclear", "missing")
     p("| action in force at a report point | " + " | ".join(verdicts) + " |")
     p("|---" * (len(verdicts) + 1) + "|")
     for a, counts in summary["actions"].items():
         p(f"| {a} | " + " | ".join(str(counts.get(v, 0)) for v in verdicts) + " |")
+    p("")
     p("(by the truth at the point; early: the loss still falls at the LR in force but acting pays already;"
       " missing: right there but not in force)")
     p("")
-    p("| case | runs | points right | points missed | wrong actions in force |")
-    p("|---|---|---|---|---|")
+    wheres = ("right", "early", "wrong", "edge", "unclear")
+    p("| recommendation issued: where its step lies | " + " | ".join(wheres) + " |")
+    p("|---" * (len(wheres) + 1) + "|")
+    for a, counts in summary["issued"].items():
+        p(f"| {a} | " + " | ".join(str(counts.get(v, 0)) for v in wheres) + " |")
+    p("")
+    p("(by the truth at the report points on either side of the step it was issued at; edge: they differ)")
+    p("")
+    p("| case | runs | points right | points missed | end right | end missed | wrong actions in force "
+      "| missing actions |")
+    p("|---|---|---|---|---|---|---|---|")
     for case, c in summary["cases"].items():
-        p(f"| {case}. {CASES[case]} | {c['runs']} | {c['match']} | {c['miss']} | {c['wrong_actions']} |")
+        p(f"| {case}. {CASES[case]} | {c['runs']} | {c['match']} | {c['miss']} | {c['end_match']} "
+          f"| {c['end_miss']} | {c['wrong_actions']} | {c['missing_actions']} |")
     if sweeps:
         p("")
-        p("| sweep | truth: threshold between | advisor threshold | band | failed LRs | failed LRs in band |")
-        p("|---|---|---|---|---|---|")
+        p("| sweep | truth: threshold between | advisor threshold | threshold right | band | failed LRs "
+          "| failed LRs in band |")
+        p("|---|---|---|---|---|---|---|")
         for sw in sweeps:
             if "error" in sw:
-                p(f"| {Path(sw['sweep']).name} | error: {sw['error']} |||||")
+                p(f"| {Path(sw['sweep']).name} | error: {sw['error']} ||||||")
                 continue
             band = "—" if not sw["band"] else f"[{sw['band'][0]:.3g}, {sw['band'][1]:.3g}]"
             thr = "—" if sw["threshold"] is None else f"{sw['threshold']:.3g}"
-            p(f"| {Path(sw['sweep']).name} | {sw['truth_threshold_between']} | {thr} | {band} "
+            p(f"| {Path(sw['sweep']).name} | {sw['truth_threshold_between']} | {thr} | {sw['threshold_right']} | {band} "
               f"| {sw['failed_lrs']} | {sw['failed_in_band'] or 'none'} |")
     if markdown:
+        print_markdown_runs(root, scored)
         return
     p("")
     p("per run: truth at each point -> advisor (first step of each verdict; actions issued and where)")
@@ -284,12 +336,77 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
                 p(f"  {_name(s, root)} {r['point']}@{r['step']}: " + "; ".join(what))
 
 
+SHORT = {"converging": "conv", "equilibrium": "equi", "chance": "chance", "diverged": "div", "unclear": "?",
+         "warmup": "wu"}
+
+
+def print_markdown_runs(root: Path, scored: list[dict[str, Any]]) -> None:
+    """Per run, one table row: truth and advisor at each report point, the step of each of the
+    advisor's first verdicts, the recommendations issued (step, where against the truth); then
+    every miss and every wrong or missing action, with the truth's reason."""
+    p = print
+    p("")
+    p("per run (points in step order; conv/equi/chance/div, ? unclear, wu: `warmup`; a miss in bold):")
+    p("")
+    p("| run | point steps | truth | advisor | advisor's first verdicts (step) | issued (step: where) |")
+    p("|---|---|---|---|---|---|")
+    for s in scored:
+        pts = s["points"]
+        adv = [f"**{SHORT[r['advisor']]}**" if r["outcome"] == "miss" else SHORT[r["advisor"]] for r in pts]
+        first = ", ".join(f"{SHORT.get(k, k)} {v}" for k, v in s["advisor_first"].items())
+        issued = ", ".join(f"{i['action']} {i['step']}: {i['where']}" for i in s["issued"]) or "—"
+        p(f"| {_name(s, root)} | {' '.join(str(r['step']) for r in pts)} | {' '.join(SHORT[r['truth']] for r in pts)} "
+          f"| {' '.join(adv)} | {first} | {issued} |")
+    p("")
+    p("every miss and every wrong or missing action (the truth's reason in parentheses):")
+    p("")
+    for s in scored:
+        for r in s["points"]:
+            bad = [a for a in r["actions"] if a["verdict"] in ("wrong", "missing")]
+            if r["outcome"] == "miss" or bad:
+                what = []
+                if r["outcome"] == "miss":
+                    what.append(f"truth {r['truth']} ({r['why']}), advisor {r['advisor']}")
+                what += [f"{a['action']} {a['verdict']}" + (f" (issued at {a['issued_at']})"
+                                                             if a["issued_at"] is not None else "") for a in bad]
+                p(f"- {_name(s, root)} {r['point']} (step {r['step']}): " + "; ".join(what))
+
+
+DOC_BEGIN, DOC_END = "<!-- validation.report --markdown: begin -->", "<!-- validation.report --markdown: end -->"
+
+
+def update_doc(doc: Path, root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str, Any]]) -> int:
+    """Write the ``--markdown`` tables between ``DOC_BEGIN`` and ``DOC_END`` of ``doc`` (atomically)."""
+    import contextlib
+    import io
+
+    try:
+        text = doc.read_text()
+    except OSError as exc:
+        print(f"validation.report: {doc}: {exc.strerror}", file=sys.stderr)
+        return 2
+    if text.count(DOC_BEGIN) != 1 or text.count(DOC_END) != 1 or text.index(DOC_BEGIN) > text.index(DOC_END):
+        print(f"validation.report: {doc}: needs one {DOC_BEGIN} line and one {DOC_END} line after it", file=sys.stderr)
+        return 2
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        print_report(root, scored, sweeps, True)
+    head, rest = text.split(DOC_BEGIN)
+    tail = rest.split(DOC_END)[1]
+    tmp = doc.with_name(doc.name + ".tmp")
+    tmp.write_text(f"{head}{DOC_BEGIN}\n\n{buf.getvalue().strip()}\n\n{DOC_END}{tail}")
+    tmp.replace(doc)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m validation.report", description=__doc__.splitlines()[0])
     parser.add_argument("corpus", nargs="?", type=Path, default=DEFAULT_CORPUS,
                         help="corpus root (default: validation/corpus)")
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write everything as JSON to OUT")
     parser.add_argument("--markdown", action="store_true", help="print only the summary tables")
+    parser.add_argument("--update-doc", type=Path, metavar="MD",
+                        help="replace the tables between the report markers of MD (docs/validation.md) with --markdown's")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only runs whose path starts with one of these")
     args = parser.parse_args(argv)
     root = args.corpus
@@ -309,10 +426,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     sweep_dirs = sorted({r.parent for r in runs if r.parent.name.startswith("sweep-")})
     sweeps = [score_sweep(d, scored) for d in sweep_dirs]
+    if args.update_doc:
+        return update_doc(args.update_doc, root, scored, sweeps)
     print_report(root, scored, sweeps, args.markdown)
     if args.json:
         summary = summarize(scored)
         summary.pop("table")
+        summary.pop("end_table")
         args.json.write_text(json.dumps({"summary": summary, "runs": scored, "sweeps": sweeps}, indent=1,
                                         default=str) + "\n")
     return 0

@@ -9,13 +9,15 @@ from typing import Any
 
 import torch
 
-SCHEDULES = ("constant", "multistep", "step", "warmup_cosine", "onecycle")
+SCHEDULES = ("constant", "multistep", "step", "exponential", "warmup_cosine", "onecycle")
 #: Warm-up share of ``warmup_cosine`` (as ``transformers.get_cosine_schedule_with_warmup`` is used).
 WARMUP_SHARE = 0.05
 #: ``multistep``: the LR is multiplied by 0.1 at these shares of the run.
 MULTISTEP_AT = (0.5, 0.75)
 #: ``step``: StepLR every third of the run, times 0.3.
 STEP_EVERY_SHARE, STEP_GAMMA = 1 / 3, 0.3
+#: ``exponential``: ExponentialLR with the gamma that takes the LR down this far over the run.
+EXPONENTIAL_FALL = 0.01
 #: OneCycleLR's default: the LR rises over the first 30% of the run.
 ONECYCLE_PCT = 0.3
 
@@ -37,6 +39,8 @@ def make_scheduler(name: str, optimizer: torch.optim.Optimizer, steps: int) -> A
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(milestones(name, steps)), gamma=0.1)
     if name == "step":
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=round(steps * STEP_EVERY_SHARE), gamma=STEP_GAMMA)
+    if name == "exponential":
+        return torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=EXPONENTIAL_FALL ** (1 / steps))
     if name == "warmup_cosine":
         warmup = warmup_steps(name, steps)
 
@@ -76,10 +80,12 @@ def milestones(name: str, steps: int) -> tuple[int, ...]:
 
 
 def phases(name: str, steps: int) -> list[Phase]:
-    """The schedule's phases: warm-up and decay, or the constant stretches of a step schedule."""
+    """The schedule's phases: warm-up and decay, one decay, or the constant stretches of a step schedule."""
     warmup = warmup_steps(name, steps)
     if warmup:
         return [Phase("warmup", 0, warmup), Phase("decay", warmup, steps)]
+    if name == "exponential":
+        return [Phase("decay", 0, steps)]
     cuts = (0, *milestones(name, steps), steps)
     if len(cuts) == 2:
         return [Phase("constant", 0, steps)]

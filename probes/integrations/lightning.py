@@ -50,6 +50,9 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     a validation run (``val_loss``, ``val_acc``, ...) reaches the run as a ``metric`` event at the
     last optimizer step taken (not those of the sanity check).
 
+    Under ``precision="16-mixed"`` the precision plugin's ``GradScaler`` is given to the probe
+    (unless ``scaler=`` is), so the steps it skips are logged as skipped, never as divergence.
+
     The run starts at ``on_train_start`` with the Trainer's first optimizer (under DDP only rank
     0 writes) and ends at the end of ``fit``, ``"failed"`` if it raised.
 
@@ -79,7 +82,12 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         optimizers = list(trainer.optimizers)
         if not optimizers:
             return
-        self.probe = start_probe(pl_module, optimizers[0], self.run_dir, self.probe_options, _trainer_settings(trainer))
+        options = dict(self.probe_options)
+        if options.get("scaler") is None:
+            # Lightning's 16-mixed precision steps through its own GradScaler: the probe needs it
+            # to tell the steps the scaler skipped (inf/NaN gradients) from the ones it took.
+            options["scaler"] = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        self.probe = start_probe(pl_module, optimizers[0], self.run_dir, options, _trainer_settings(trainer))
         if self.probe is not None and len(optimizers) > 1:
             self.probe.faults.fail(
                 "lightning", f"the Trainer has {len(optimizers)} optimizers: the probe measures the first", disables=False

@@ -6,7 +6,6 @@ import sys
 from typing import Any, Callable, Mapping
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 
 try:
     import transformers
@@ -46,6 +45,9 @@ class LrtuiCallback(TrainerCallback):
     (``on_evaluate``: ``eval_loss``, ``eval_accuracy``, ..., without the timings) reach the run as
     a ``metric`` event at the last optimizer step taken.
 
+    Under ``fp16`` the Accelerator's ``GradScaler`` is given to the probe (unless ``scaler=``
+    is), so the steps it skips are logged as skipped, never as divergence.
+
     Sharpness: give ``hessian_batch`` as a dict batch the model takes (``model(**batch)``, with
     ``labels`` so that it returns a loss), e.g. ``data_collator([train[i] for i in range(32)])``;
     the loss is ``model(**batch).loss``, or ``loss_fn(outputs, batch)`` when ``loss_fn`` is
@@ -76,11 +78,15 @@ class LrtuiCallback(TrainerCallback):
         options = dict(self.probe_options)
         if isinstance(options.get("hessian_batch"), Mapping):
             options["hessian_loss"] = _dict_batch_loss(model, options.pop("hessian_batch"), options.pop("loss_fn", None))
+        trainer = _calling_trainer(self)
+        if options.get("scaler") is None:
+            # Under fp16 the Trainer steps through Accelerate's GradScaler: the probe needs it to
+            # tell the steps the scaler skipped (inf/NaN gradients) from the ones it took.
+            options["scaler"] = getattr(getattr(trainer, "accelerator", None), "scaler", None)
         self.probe = probe = start_probe(model, optimizer, self.run_dir, options, _trainer_settings(args))
         self._loss_sum = None
         if probe is None:
             return
-        trainer = _calling_trainer(self)
         if trainer is not None:
             self._restore = _record_training_losses(trainer, self._add_loss, lambda exc: probe.faults.fail("loss", exc))
         else:
@@ -174,10 +180,7 @@ def _dict_batch_loss(model: torch.nn.Module, batch: Mapping[str, Any], loss_fn: 
         if not fixed:
             first = next(iter(module.parameters()), None)
             fixed.update(_to_device(dict(batch), first.device if first is not None else torch.device("cpu")))
-        # The fused attention kernels (flash, memory-efficient) have no double backward, which
-        # a Hessian-vector product needs; the math kernel computes the same attention with one.
-        with sdpa_kernel(SDPBackend.MATH):
-            outputs = module(**fixed)
+        outputs = module(**fixed)  # the probe runs it on the math attention kernel (probes.attention)
         if loss_fn is not None:
             return loss_fn(outputs, fixed)
         return outputs["loss"] if isinstance(outputs, Mapping) else outputs[0]

@@ -26,10 +26,13 @@ def random_targets(y: torch.Tensor, share: float, seed: int = 0) -> tuple[torch.
     The marginal distribution of the targets stays the same; the replaced ones carry no
     information about their inputs.
 
+    Works for targets of shape (N,) and (N, k): a replaced point gets another point's whole row.
+
     Returns:
-        (noisy targets, bool mask of the replaced points).
+        (noisy targets of ``y``'s shape, bool mask (N,) of the replaced points).
     """
     g = torch.Generator().manual_seed(seed)
     replaced = torch.rand(len(y), generator=g) < share
     drawn = y[torch.randint(0, len(y), (len(y),), generator=g)]
-    return torch.where(replaced, drawn, y), replaced
+    mask = replaced.view(-1, *([1] * (y.dim() - 1)))  # (N, 1, ...): one decision per point, not a broadcast to (N, N)
+    return torch.where(mask, drawn, y), replaced
