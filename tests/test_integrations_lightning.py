@@ -186,6 +186,26 @@ def test_16_mixed_precision_gives_the_probe_lightnings_grad_scaler(tmp_path: Pat
     assert json.loads(capsys.readouterr().out)["diverged_at_step"] is None
 
 
+def test_a_fit_resumed_from_a_checkpoint_continues_the_run(tmp_path: Path) -> None:
+    """``fit(ckpt_path=...)`` continues the run in the same directory, its steps numbered on."""
+    from lrtui.runlog import load_run
+
+    first = quiet_trainer(L, max_epochs=1, callbacks=[LrtuiCallback(tmp_path / "run", system_stats=False)])
+    first.fit(recorded_module(L.LightningModule), DataLoader(data(), batch_size=BATCH))
+    first.save_checkpoint(tmp_path / "epoch1.ckpt")
+    run_id = json.loads((tmp_path / "run" / "meta.json").read_text())["run_id"]
+
+    callback = LrtuiCallback(tmp_path / "run", system_stats=False)
+    second = quiet_trainer(L, max_epochs=2, callbacks=[callback])
+    second.fit(recorded_module(L.LightningModule), DataLoader(data(), batch_size=BATCH), ckpt_path=tmp_path / "epoch1.ckpt")
+
+    assert callback.probe is not None and callback.probe.run_dir == tmp_path / "run"  # no sibling
+    assert not (tmp_path / "run-2").exists()
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["run_id"] == run_id
+    assert [e["step"] for e in events(tmp_path / "run", "resume")] == [5]
+    assert [e["step"] for e in events(tmp_path / "run", "step")] == list(range(10)) == list(load_run(tmp_path / "run").table("step")["step"])
+
+
 def test_a_failing_fit_ends_the_run_as_failed(tmp_path: Path) -> None:
     module = recorded_module(L.LightningModule, fail_at=3)
     trainer = quiet_trainer(L, max_epochs=1, callbacks=[LrtuiCallback(tmp_path / "run", system_stats=False)])

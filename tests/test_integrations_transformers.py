@@ -214,3 +214,25 @@ def test_the_accelerators_grad_scaler_reaches_the_probe(tmp_path: Path, capsys: 
     capsys.readouterr()  # the Trainer's own log lines
     assert main(["advise", "--json", str(tmp_path / "run")]) == 0
     assert json.loads(capsys.readouterr().out)["diverged_at_step"] is None
+
+
+def test_a_train_resumed_from_a_checkpoint_continues_the_run(tmp_path: Path) -> None:
+    """``train(resume_from_checkpoint=...)`` continues the run in the same directory, its steps numbered on."""
+    import json
+
+    def trainer(epochs: int, callback: LrtuiCallback) -> Any:
+        args = transformers.TrainingArguments(
+            output_dir=str(tmp_path / "out"), per_device_train_batch_size=BATCH, learning_rate=1e-3, num_train_epochs=epochs,
+            save_strategy="epoch", report_to=[], use_cpu=True, disable_tqdm=True, dataloader_num_workers=0, seed=0,
+        )
+        return transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Sequences(SEQUENCES, seed=1), callbacks=[callback])
+
+    trainer(1, LrtuiCallback(tmp_path / "run", system_stats=False)).train()
+    run_id = json.loads((tmp_path / "run" / "meta.json").read_text())["run_id"]
+    callback = LrtuiCallback(tmp_path / "run", system_stats=False)
+    trainer(2, callback).train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-5"))
+
+    assert callback.probe is not None and callback.probe.run_dir == tmp_path / "run" and not (tmp_path / "run-2").exists()
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["run_id"] == run_id
+    assert [e["step"] for e in events(tmp_path / "run", "resume")] == [5]
+    assert [e["step"] for e in events(tmp_path / "run", "step")] == list(range(10))

@@ -48,6 +48,15 @@ def start_probe(model: Any, optimizer: Any, run_dir: Any, options: dict[str, Any
         return None
 
 
+def resumed_at(options: dict[str, Any], global_step: Any) -> None:
+    """A training resumed from a checkpoint (the trainer's step count > 0 at its start) continues
+    the run in its directory, numbering steps from the trainer's, unless ``resume`` was given."""
+    if "resume" in options or not isinstance(global_step, int) or global_step <= 0:
+        return
+    options["resume"] = True
+    options.setdefault("start_step", global_step)
+
+
 def user_metrics(values: Mapping[str, Any], skip: Iterable[str] = ()) -> dict[str, Any]:
     """The numbers (and strings) among ``values``, ready for ``probe.log``.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from probes.integrations.frameworks import check_probe_options, start_probe, user_metrics
+from probes.integrations.frameworks import check_probe_options, resumed_at, start_probe, user_metrics
 from probes.probe import Probe
 
 #: The packages Lightning ships as, in the order they are tried when neither is imported yet.
@@ -53,6 +53,9 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
     Under ``precision="16-mixed"`` the precision plugin's ``GradScaler`` is given to the probe
     (unless ``scaler=`` is), so the steps it skips are logged as skipped, never as divergence.
 
+    A fit resumed from a checkpoint (``ckpt_path=``) continues the run in ``run_dir``
+    (``Probe(resume=True, start_step=trainer.global_step)``) unless ``resume=`` is given.
+
     The run starts at ``on_train_start`` with the Trainer's first optimizer (under DDP only rank
     0 writes) and ends at the end of ``fit``, ``"failed"`` if it raised.
 
@@ -87,6 +90,7 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
             # Lightning's 16-mixed precision steps through its own GradScaler: the probe needs it
             # to tell the steps the scaler skipped (inf/NaN gradients) from the ones it took.
             options["scaler"] = getattr(getattr(trainer, "precision_plugin", None), "scaler", None)
+        resumed_at(options, trainer.global_step)
         self.probe = start_probe(pl_module, optimizers[0], self.run_dir, options, _trainer_settings(trainer))
         if self.probe is not None and len(optimizers) > 1:
             self.probe.faults.fail(

@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError("probes.integrations.transformers needs transformers: pip install 'lrtui[transformers]'") from exc
 
 from probes.distributed import unwrap_module
-from probes.integrations.frameworks import check_probe_options, start_probe, user_metrics
+from probes.integrations.frameworks import check_probe_options, resumed_at, start_probe, user_metrics
 from probes.probe import Probe, _to_device
 
 #: Suffixes of the evaluation metrics that time the evaluation rather than judge the model.
@@ -47,6 +47,9 @@ class LrtuiCallback(TrainerCallback):
 
     Under ``fp16`` the Accelerator's ``GradScaler`` is given to the probe (unless ``scaler=``
     is), so the steps it skips are logged as skipped, never as divergence.
+
+    A ``train(resume_from_checkpoint=...)`` continues the run in ``run_dir``
+    (``Probe(resume=True, start_step=state.global_step)``) unless ``resume=`` is given.
 
     Sharpness: give ``hessian_batch`` as a dict batch the model takes (``model(**batch)``, with
     ``labels`` so that it returns a loss), e.g. ``data_collator([train[i] for i in range(32)])``;
@@ -83,6 +86,7 @@ class LrtuiCallback(TrainerCallback):
             # Under fp16 the Trainer steps through Accelerate's GradScaler: the probe needs it to
             # tell the steps the scaler skipped (inf/NaN gradients) from the ones it took.
             options["scaler"] = getattr(getattr(trainer, "accelerator", None), "scaler", None)
+        resumed_at(options, getattr(state, "global_step", 0))
         self.probe = probe = start_probe(model, optimizer, self.run_dir, options, _trainer_settings(args))
         self._loss_sum = None
         if probe is None:
