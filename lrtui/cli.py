@@ -142,13 +142,7 @@ COMMANDS: dict[str, str] = {
 
 def _load(command: str) -> Callable[[argparse.Namespace], int]:
     module_name, func = COMMANDS[command].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(module_name):
-            raise UserError(f"'{command}' is not built yet") from None
-        raise
-    return getattr(module, func)
+    return getattr(importlib.import_module(module_name), func)
 
 
 def _stdout_gone() -> int:
