@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2 for bad input.",
     )
     advise.add_argument("path", metavar="RUN_OR_SWEEP", help="a run directory, or a directory of runs")
-    advise.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
+    advise.add_argument("--json", action="store_true", help="print JSON (every key in docs/advisor.md)")
     advise.add_argument("--follow", action="store_true",
                         help="print each new recommendation as it arises, until the run ends; on a sweep "
                         "directory, those of every run (runs that start later too) and the sweep's "
