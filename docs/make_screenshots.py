@@ -53,7 +53,7 @@ def _shots(scratch: Path) -> list[Shot]:
     sweep, replay = SAMPLES / "sweep", "lrtui replay --refresh 0.2"
     to_lr811 = ("]",) * 5  # lr-8.11e-03 is the sweep's 6th run in LR order
     return [
-        # The README's screenshots, at 160x48.
+        # The screenshots of docs/app.md and docs/sample-runs.md, at 160x48.
         Shot("sweep-equilibrium.svg", f"{replay} {sweep}", (*to_lr811, *TO_END_OF_PRETRAINING, "l"), (160, 48),
              shows="→ start averaging", title="lrtui replay sample_runs/sweep: lr 8.11e-3 at step 9,992, log scale"),
         Shot("sweep-overlay.svg", f"{replay} {sweep}", (*to_lr811, *TO_END_OF_PRETRAINING, "o", "l"), (160, 48),

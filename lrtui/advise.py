@@ -12,13 +12,12 @@ from typing import Any, TextIO
 
 from lrtui.advisor import (STEP_FIELDS_READ, Advisor, AdvisorState, Recommendation, SweepResult, analyze_sweep,
                            summarize_sweep)
+from lrtui.advisor.words import stability_words
 from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
 from lrtui.runlog import Batch, RunFollower, RunFormatError, find_runs, is_run_dir, load_run, run_status
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
-EDGE_WORDS = {"below": "below the edge of stability", "at_edge": "at the edge of stability",
-              "above": "above the edge of stability"}
 #: Recommendations shown in the human output (the latest); --json has every one.
 SHOWN_RECOMMENDATIONS = 4
 #: ``--follow`` on a sweep: seconds between looks for new runs (and recomputations of its verdict).
@@ -40,19 +39,7 @@ def describe_state(st: AdvisorState, name: str) -> list[str]:
     if st.diverged_at_step is not None:
         lines.append(f"  diverged: {st.divergence_reason} from step {st.diverged_at_step} "
                      f"(detected at step {st.divergence_flagged_at_step})")
-    lr = f"  lr {_num(st.lr)}"
-    if st.sharpness is not None:
-        lr += (f" · sharpness {st.sharpness:.4g} ({st.sharpness_method}, step {st.sharpness_step})"
-               f" vs threshold {_num(st.sharpness_threshold)}")
-        if st.stability_ratio is not None:
-            lr += f" = {st.stability_ratio:.2f}x, {EDGE_WORDS.get(st.edge or '', 'unknown')}"
-        if st.max_stable_lr is not None:
-            lr += f"; largest stable lr {st.max_stable_lr:.3g}"
-    elif st.sharpness_threshold is not None:
-        lr += f" · stability threshold {st.sharpness_threshold:.4g} (no sharpness logged)"
-    else:
-        lr += f" · no stability threshold known for {st.optimizer or 'this optimizer'}"
-    lines.append(lr)
+    lines.append(f"  lr {_num(st.lr)} · {stability_words(st)}")
     shown = [a for a in st.alerts if a.severity != "info"][-3:]
     for a in shown:
         lines.append(f"  {a.severity}: step {a.step}: {a.message}")

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         "2 for bad input.",
     )
     advise.add_argument("path", metavar="RUN_OR_SWEEP", help="a run directory, or a directory of runs")
-    advise.add_argument("--json", action="store_true", help="print JSON (schema in the README)")
+    advise.add_argument("--json", action="store_true", help="print JSON (every key in docs/advisor.md)")
     advise.add_argument("--follow", action="store_true",
                         help="print each new recommendation as it arises, until the run ends; on a sweep "
                         "directory, those of every run (runs that start later too) and the sweep's "
@@ -142,13 +142,7 @@ COMMANDS: dict[str, str] = {
 
 def _load(command: str) -> Callable[[argparse.Namespace], int]:
     module_name, func = COMMANDS[command].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith(module_name):
-            raise UserError(f"'{command}' is not built yet") from None
-        raise
-    return getattr(module, func)
+    return getattr(importlib.import_module(module_name), func)
 
 
 def _stdout_gone() -> int:

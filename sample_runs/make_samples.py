@@ -2,7 +2,7 @@
 
 Everything runs on CPU with fixed seeds, two runs at a time in worker processes with one torch
 thread each. ``--table`` only prints the table (and the reproduction summary) from the runs
-already recorded, using ``lrtui.runlog.load_run``: the README's numbers come from this command.
+already recorded, using ``lrtui.runlog.load_run``: the numbers in docs/sample-runs.md come from this command.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ SWEEP_STRIDE = 8
 #: The sweep's tick features: the geometry of the authors' released generator (``"ours"``, our
 #: earlier reconstruction from the paper's text, puts the convergence threshold 3x too high).
 SWEEP_GEOMETRY = "authors"
-#: ``--paper-schedule``: the sweep at the paper's length (not committed; the README says what it
+#: ``--paper-schedule``: the sweep at the paper's length (not committed; docs/sample-runs.md says what it
 #: showed).
 PAPER_SCHEDULE = {"pretrain_steps": 40_000, "finetune_steps": 20_000, "average_last": 8_000,
                   "average_every": 400, "stride": 32}
@@ -165,7 +165,7 @@ def sweep_rows(root: Path) -> list[dict[str, Any]]:
 
 
 def sweep_table(root: Path) -> str:
-    """The sweep as a Markdown table (the README's table)."""
+    """The sweep as a Markdown table (the table in docs/sample-runs.md)."""
     lines = [
         "| run | LR | ground-truth regime | final train loss (pre-training) | test acc. pre-trained | fine-tuned | averaged |",
         "|---|---|---|---|---|---|---|",

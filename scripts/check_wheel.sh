@@ -39,7 +39,8 @@ shipped="$("$work/venv/bin/python" -c 'from lrtui.demo import sample_sweep; prin
 case "$shipped" in *site-packages*) ;; *) fail "the demo runs are not in the package: $shipped" ;; esac
 cp -r "$shipped/lr-8.11e-03" "$work/my-run"
 lrtui advise my-run > advise.txt || fail "lrtui advise exited $?"
-grep -q "equilibrium" advise.txt || fail "lrtui advise: $(head -3 advise.txt)"
+# The run's current phase is its fine-tuning; its first (pre-training) phase is the equilibrium.
+grep -q "regime " advise.txt && grep -q "done: drop_lr" advise.txt || fail "lrtui advise: $(head -3 advise.txt)"
 lrtui advise my-run --json | "$work/venv/bin/python" -c 'import json, sys; s = json.load(sys.stdin); assert s["segments"][0]["regime"] == "equilibrium", s["segments"]' \
     || fail "lrtui advise --json"
 lrtui advise "$shipped" > sweep.txt || fail "lrtui advise on the sweep exited $?"

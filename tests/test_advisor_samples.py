@@ -17,8 +17,8 @@ the stationary runs have t between -1.7 and +0.7, the falling ones -6.2 and belo
 Until 2026-11-29 this test had a chance rule of its own, the *mean* of that quarter below 0.6,
 which disagreed with the recorder's label on lr 4.33e-2 (accuracies 0.56, 0.52, 0.66, 0.65, 0.51:
 mean 0.58, but two of the five far above chance) and counted a miss there. One rule now, the
-recorder's: see the README's validation section for why.
-``python tests/test_advisor_samples.py`` prints the confusion table that is in the README.
+recorder's: see docs/validation.md, "The recorded sample runs", for why.
+``python tests/test_advisor_samples.py`` prints the confusion table that is in docs/validation.md.
 """
 
 from __future__ import annotations

@@ -103,7 +103,8 @@ def test_replay_at_80x24_reads_whole(tmp_path: Path) -> None:
         footer = _wait_screen(single, "regime").splitlines()[-1]
         assert "runs" not in footer and "overlay" not in footer
         _tmux(single, "send-keys", "-t", "lrtui", "r")
-        _wait_screen(single, "one run here")
+        # The whole message, brackets included (markup once swallowed "[ and ]").
+        assert "[ and ]" in _wait_screen(single, "one run here")
     finally:
         _tmux(socket, "kill-server")
         _tmux(single, "kill-server")

@@ -206,14 +206,14 @@ def test_garbage_and_over_long_lines_are_skipped_and_counted(tmp_path) -> None:
 
 
 def test_readme_examples_run(tmp_path) -> None:
-    """The README's writing and loading examples work as printed (the follow loop runs forever)."""
+    """docs/run-format.md's writing and loading examples work as printed (the follow loop runs forever)."""
     import re
     import subprocess
     import sys
     from pathlib import Path
 
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme[readme.index("<!-- section: format -->"):readme.index("<!-- section: benchmarks -->")]
+    doc = (Path(__file__).parents[1] / "docs" / "run-format.md").read_text()
+    section = doc[doc.index("## Reading and writing a run from Python"):]
     reading, writing = re.findall(r"```python\n(.*?)```", section, re.S)
     code = writing + reading.split("with RunFollower")[0]
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -10,6 +10,7 @@ from typing import Any
 from rich.text import Text
 
 from lrtui.advisor import AdvisorState, Done, Recommendation
+from lrtui.advisor.words import edge_words, stability_words
 from lrtui.app.chart import MARKER, MARKER_STYLE, format_number
 
 REGIME_STYLES = {
@@ -19,9 +20,6 @@ REGIME_STYLES = {
     "chance": "magenta",
     "diverged": "bold red",
 }
-EDGE_WORDS = {"below": "below the edge", "at_edge": "at the edge of stability", "above": "above the edge"}
-#: The same, short enough for the side panel.
-EDGE_SHORT = {"below": "below the edge", "at_edge": "at the edge", "above": "above the edge"}
 EDGE_STYLES = {"below": "green", "at_edge": "yellow", "above": "bold red"}
 #: What the panel says when it had to leave something out.
 MORE_HINT = "a: all of the advice"
@@ -121,7 +119,7 @@ def _blocks(state: AdvisorState, error: str | None, width: int, notes: list[tupl
                                width, " " * 8, label="sharp.  "), 1))
     if state.stability_ratio is not None or state.edge:
         ratio = f"{state.stability_ratio:.2f}x " if state.stability_ratio is not None else ""
-        edge = EDGE_SHORT.get(str(state.edge), str(state.edge or ""))
+        edge = edge_words(state.edge, short=True) if state.edge else ""
         blocks.append(_Block(_wrap(edge, EDGE_STYLES.get(str(state.edge), ""), width, " " * 8,
                                    label=f"ratio   {ratio}"), 1))
     blocks.append(_Block(_wrap(number(state.max_stable_lr), "", width, label="max stable LR "), 3))
@@ -211,13 +209,7 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
         return text
     text.append(f"At step {state.step:,}" if isinstance(state.step, int) else "No step yet", style="bold")
     text.append(f": {state.regime}", style=REGIME_STYLES.get(state.regime, "bold"))
-    text.append(f"\nLR {number(state.lr)}; sharpness {number(state.sharpness)}")
-    if state.sharpness_method:
-        text.append(f" ({state.sharpness_method}, step {number(state.sharpness_step)})")
-    text.append(f" against the stability threshold {number(state.sharpness_threshold)}")
-    if state.stability_ratio is not None:
-        text.append(f": {state.stability_ratio:.2f}x, {EDGE_WORDS.get(str(state.edge), str(state.edge))}")
-    text.append(f"; largest stable LR {number(state.max_stable_lr)}")
+    text.append(f"\nLR {number(state.lr)}; {stability_words(state, number)}")
     if state.diverged_at_step is not None:
         text.append(f"\nDIVERGED at step {state.diverged_at_step:,}: {state.divergence_reason or ''}", style="bold red")
     sections: list[tuple[str, list[tuple[str, str]]]] = [
@@ -245,5 +237,5 @@ def advisor_detail(state: AdvisorState | None, error: str | None = None) -> Text
     return text
 
 
-__all__ = ["EDGE_SHORT", "EDGE_STYLES", "EDGE_WORDS", "MORE_HINT", "REGIME_STYLES", "action_line", "actions_label",
+__all__ = ["EDGE_STYLES", "MORE_HINT", "REGIME_STYLES", "action_line", "actions_label",
            "advisor_detail", "advisor_text", "done_line", "number", "taken_line"]

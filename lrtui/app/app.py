@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rich.markup import escape
 from textual.app import App
 from textual.binding import Binding
 from textual.screen import Screen
@@ -129,7 +128,10 @@ class LrtuiApp(App[int]):
         self.monitor.explain_apply()
 
     def action_one_run(self) -> None:
-        self.notify(escape(ONE_RUN), timeout=6)
+        # A notification is markup: "[ and ]" would be read as a tag and dropped (rich's escape()
+        # leaves it alone: it escapes only what looks like a tag to Rich). "\[" is a literal "["
+        # to Rich's and Textual's markup alike.
+        self.notify(ONE_RUN.replace("[", "\\["), timeout=6)
 
 
 __all__ = ["LrtuiApp", "ONE_RUN"]
