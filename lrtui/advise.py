@@ -120,7 +120,7 @@ def _emit(out: TextIO, text: str) -> None:
 def _advise_once(path: Path, as_json: bool, out: TextIO, threshold: float | None = None) -> int:
     runs = find_runs(path)
     if is_run_dir(path):
-        run = load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
+        run = load_run(path, step_fields=STEP_FIELDS_READ)
         st = Advisor.from_run(run, convergence_threshold_lr=threshold).state()
         if as_json:
             _emit(out, json.dumps(st.to_json(run.name)))
@@ -129,7 +129,7 @@ def _advise_once(path: Path, as_json: bool, out: TextIO, threshold: float | None
         return EXIT_DIVERGED if st.diverged else EXIT_OK
     if not runs:
         raise UserError(f"{path}: neither a run directory nor a directory of runs")
-    loaded = [load_run(p, step_fields=STEP_FIELDS_READ, workers=None) for p in runs]
+    loaded = [load_run(p, step_fields=STEP_FIELDS_READ) for p in runs]
     result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded],
                            running=[r.status() == "running" for r in loaded])
     if as_json:
