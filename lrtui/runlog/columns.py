@@ -17,6 +17,8 @@ from lrtui.runlog.numbers import NON_FINITE_STRINGS, as_float, numbers_back
 
 #: Columns of rows with no value travel with this prefix until ``RunData`` keeps them apart.
 MISSING_PREFIX = "\0missing:"
+#: Above this many names, a kind's columns are filled in one pass over its events.
+_SPARSE_NAMES = 32
 #: Most unknown fields a step line may add before the loader stops making a typed decoder for it.
 _MAX_EXTRA_STEP_FIELDS = 32
 
@@ -53,9 +55,18 @@ def column(values: list[Any]) -> np.ndarray:
 def event_columns(group: list[dict[str, Any]], names: typing.Iterable[str]) -> dict[str, np.ndarray]:
     """Columns ``names`` of decoded events of one kind (a missing-rows mask where a value is
     absent or null, under ``MISSING_PREFIX``)."""
+    names = list(names)
+    lists: dict[str, list[Any]] = {}
+    if len(names) > _SPARSE_NAMES:  # many names, each in few events: one pass over the events
+        lists = {k: [None] * len(group) for k in names}
+        for i, e in enumerate(group):
+            for k, v in e.items():
+                values = lists.get(k)
+                if values is not None:
+                    values[i] = v
     columns = {}
     for k in names:
-        values = list(map(dict.get, group, itertools.repeat(k)))
+        values = lists[k] if lists else list(map(dict.get, group, itertools.repeat(k)))
         columns[k] = column(values)
         if None in values:  # null or absent: no value (``RunData.missing``)
             columns[MISSING_PREFIX + k] = np.fromiter((v is None for v in values), bool, len(values))

@@ -115,6 +115,7 @@ class RunFollower:
         self._head = b""
         self._lines = LineAssembler()
         self._pending = b""  # complete lines read but not handed over yet (after a resume cut)
+        self._size = 0  # the log's size at the last look
         self._changed = wake if wake is not None else threading.Event()
         self._observer: Any = None
 
@@ -141,6 +142,7 @@ class RunFollower:
         except OSError as exc:  # a link loop, a directory that is not readable
             raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
         ident = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         if self._file is not None and (
             ident != self._ident or st.st_size < self._offset or not self._same_head(st.st_size)
         ):
@@ -186,6 +188,11 @@ class RunFollower:
         self.skipped_total += batch.skipped
         self.events_total += len(batch.events)
         return batch
+
+    @property
+    def caught_up(self) -> bool:
+        """True when every line in the log at the last look has been handed over."""
+        return not self._pending and self._offset >= self._size
 
     @property
     def consumed(self) -> int:

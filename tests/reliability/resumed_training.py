@@ -40,7 +40,7 @@ def main() -> None:
                   adaptive_stride=False, resume=args.resume, start_step=args.start_step)
     gen = torch.Generator().manual_seed(len(args.tag))
     first = args.start_step or 0
-    for step in range(first, first + args.steps):
+    for _ in range(first, first + args.steps):
         x, y = torch.randn(8, 4, generator=gen), torch.randn(8, 1, generator=gen)
         loss = torch.nn.functional.mse_loss(model(x), y)
         optimizer.zero_grad()
