@@ -269,9 +269,31 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
         raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         meta = _decoder.decode(raw)
-    except (msgspec.DecodeError, ValueError, RecursionError):
+    except msgspec.DecodeError as exc:
+        meta = _decode_big_integers(raw) if "out of range" in str(exc) else None
+        if meta is None:
+            raise RunFormatError(f"{path}: not valid JSON") from None
+    except (ValueError, RecursionError):
         raise RunFormatError(f"{path}: not valid JSON") from None
     return check_meta(meta, run_dir)
+
+
+def _decode_big_integers(raw: bytes) -> Any:
+    """Strict JSON with an integer too long for the fast decoder (it stops at ~4,300 digits):
+    such an integer reads as ±inf, as one beyond the float range does in a numeric field.
+    None when it is not valid JSON after all."""
+    import json
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    def integer(text: str) -> Any:
+        return int(text) if len(text) <= 4000 else float(text)
+
+    try:
+        return json.loads(raw, parse_int=integer, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
 
 
 def is_run_dir(path: Path | str) -> bool:
