@@ -18,6 +18,11 @@ side in one run:
   the parallel loader was deleted), the parallel loader; medians side by side. The same for the
   advisor's projection (``step_fields=STEP_FIELDS_READ``, what ``lrtui advise`` reads).
 
+- metric names (``--names``): a log whose every metric event names a new metric (N events, N
+  names, plus N step events), loaded in a fresh process for N = 2,000, 8,000 and 20,000: wall
+  seconds and peak resident memory, to show the growth with N (linear with the column cap;
+  quadratic before it).
+
 Run: ``python benchmarks/runlog.py`` (about 3 minutes here) or ``--quick`` (10^4 and 10^5 only);
 ``python benchmarks/runlog.py --loader [--loader-mb 128 --repeats 5]`` for the loader arms only.
 """
@@ -141,7 +146,7 @@ LOADER_ARMS = ("single", "single (A/A)", "parallel")
 def loader_rows(root: Path, megabytes: int, repeats: int) -> list[tuple[str, bool, list[float]]]:
     """(arm, projected, wall seconds of each repeat) for the loader arms on one ~``megabytes`` log."""
     path = root / "loader"
-    n = int(megabytes * 2**20 / 190)  # ~190 bytes per event of this mix
+    n = int(megabytes * 2**20 / 225)  # ~225 bytes per event of this mix
     write_run(path, n)
     walls: dict[tuple[str, bool], list[float]] = {(a, p): [] for a in LOADER_ARMS for p in (False, True)}
     steps = set()
@@ -170,6 +175,35 @@ def print_loader_rows(rows: list[tuple[str, bool, list[float]]]) -> None:
             continue
         med = statistics.median(times)
         print(f"| {arm} | {what} | {med:.3f} | {min(times):.3f} / {max(times):.3f} | {med / base[projected]:.2f}x |")
+
+
+NAMES_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    from lrtui.runlog import load_run
+    wall = time.perf_counter()
+    run = load_run(sys.argv[1])
+    wall = time.perf_counter() - wall
+    print(json.dumps({"wall": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "columns": len(run.table("metric"))}))
+""")
+
+
+def names_rows(root: Path, sizes: list[int]) -> None:
+    """Load time and peak memory of logs with N distinct metric names, N events each kind."""
+    print("| metric names (= metric events) | load s | peak MB | metric columns |")
+    print("|---:|---:|---:|---:|")
+    for n in sizes:
+        path = root / f"names-{n}"
+        path.mkdir()
+        (path / "meta.json").write_text(json.dumps({"schema": "1.0", "name": path.name}))
+        with open(path / "events.jsonl", "wb") as f:
+            for i in range(n):
+                f.write(b'{"kind":"step","step":%d,"time":%d,"loss":1.0}\n' % (i, i))
+                f.write(b'{"kind":"metric","step":%d,"time":%d,"m%d":0.5}\n' % (i, i, i))
+        out = subprocess.run([sys.executable, "-c", NAMES_CHILD, str(path)], capture_output=True, text=True,
+                             check=True)
+        r = json.loads(out.stdout)
+        print(f"| {n:,} | {r['wall']:.2f} | {r['peak_mb']:.0f} | {r['columns']:,} |", flush=True)
 
 
 FOLLOW_WRITER = textwrap.dedent("""
@@ -214,7 +248,13 @@ def main() -> None:
     parser.add_argument("--loader", action="store_true", help="only the loader arms (one process vs parallel)")
     parser.add_argument("--loader-mb", type=int, default=128, help="size of the loader arms' log (MB)")
     parser.add_argument("--repeats", type=int, default=5, help="loads per loader arm")
+    parser.add_argument("--names", type=int, nargs="*", help="only the metric-names rows (default sizes "
+                        "2000 8000 20000)")
     args = parser.parse_args()
+    if args.names is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            names_rows(Path(tmp), args.names or [2000, 8000, 20000])
+        return
     if args.loader:
         print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
               f"{os.getloadavg()[0]:.1f} at start", flush=True)

@@ -102,7 +102,7 @@ def test_advise_counts_skipped_lines_and_says_crashed_for_a_killed_run(tmp_path:
 
 def test_a_run_without_step_fields_a_link_loop_and_a_long_integer(tmp_path: Path) -> None:
     """Events that leave out ``step`` (valid: it may be null) still give every table a step
-    column; a link loop as ``events.jsonl`` is an error, not an empty run; a ``meta.json`` with a
+    column (a KeyError before); a link loop as ``events.jsonl`` is an error, not an empty run; a ``meta.json`` with a
     5,000-digit integer is read."""
     stepless = tmp_path / "stepless"
     write_meta(stepless)
@@ -110,7 +110,7 @@ def test_a_run_without_step_fields_a_link_loop_and_a_long_integer(tmp_path: Path
                                             b'{"kind":"end","time":3,"status":"finished"}\n')
     run = load_run(stepless)
     for kind in ("metric", "step", "end"):
-        assert len(run.table(kind)["step"]) == 1 and len(run.table(kind)["time"]) == 1
+        assert len(run.table(kind)["step"]) == 1
     for flags in ((), ("--json",)):
         done = _advise(stepless, *flags)
         assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr

@@ -233,11 +233,11 @@ class RunData:
             # Each field's chunks are let go as soon as that field is joined, so the peak is the
             # run plus one column, not the run twice.
             table[name] = concat([cols.pop(name, None) for _, cols in chunks], lengths)
-        for name in ("step", "time"):  # always there, float64, 1-D: whatever else a line put there is NaN
+        for name in ("step", "time"):  # float64, 1-D: whatever else a line put there is NaN
             col = table.get(name)
-            if col is None:  # no event had the field (a valid event may leave out a null step)
+            if col is None and name == "step":  # always there (a valid event may leave out a null step)
                 table[name] = np.full(sum(lengths), np.nan)
-            elif col.dtype == object or col.ndim != 1:
+            elif col is not None and (col.dtype == object or col.ndim != 1):
                 table[name] = float_column(col) if col.ndim == 1 else np.full(len(col), np.nan)
         # The joined table becomes the one chunk (a copy of the dict: the next join pops from
         # it, and a caller may still hold this table).
