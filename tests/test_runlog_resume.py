@@ -23,6 +23,8 @@ from lrtui.app.recorded import load_into
 from lrtui.app.runview import RunView
 from lrtui.runlog import RunData, RunFollower, load_run
 
+sys.path.insert(0, str(Path(__file__).parent / "reliability"))
+
 SCRIPT = Path(__file__).parent / "reliability" / "resumed_training.py"
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -177,3 +179,45 @@ def test_status_follows_the_lock_of_a_resumed_run(tmp_path: Path) -> None:
     assert text.returncode == 0 and "run crashed" in text.stdout, text.stdout
     assert json.loads(_advise(run, "--json").stdout)["status"] == "crashed"
     assert np.array_equal(loaded.table("step")["step"], np.arange(K + SECOND))
+
+
+def test_two_resumes_in_one_block_and_a_resume_without_a_step(tmp_path: Path) -> None:
+    """A hand-written log (the format is the contract): steps 0-7, an end, a resume at 5, steps
+    5-6, a resume with a null step (kept, does nothing), a resume at 2, steps 2-3, an end. Read
+    whole, in chunks of one line, and followed: steps 0, 1, 2, 3 with the last process's losses,
+    one end record, ``resumes == [5, 2]``."""
+    from runfuzz import write_meta
+
+    run = tmp_path / "hand"
+    write_meta(run)
+
+    def step(s: int, loss: float) -> bytes:
+        return b'{"kind":"step","step":%d,"time":%d,"loss":%r}\n' % (s, s, loss)
+
+    lines = [step(s, 1.0) for s in range(8)] + [b'{"kind":"end","step":null,"time":9,"status":"failed"}\n']
+    lines += [b'{"kind":"resume","step":5,"time":10,"t":10,"pid":1,"host":"h"}\n', step(5, 2.0), step(6, 2.0)]
+    lines += [b'{"step":null,"kind":"resume","time":11}\n']
+    lines += [b'{"time":12,"kind":"resume","step":2,"pid":2}\n', step(2, 3.0), step(3, 3.0)]
+    lines += [b'{"kind":"metric","step":3,"time":13,"acc":0.9}\n', b'{"kind":"end","step":null,"time":14,"status":"finished"}\n']
+    (run / "events.jsonl").write_bytes(b"".join(lines))
+    whole = load_run(run).data
+    by_line = RunData()
+    for line in lines:
+        by_line.extend_block(line)
+    followed = RunData()
+    with RunFollower(run, use_inotify=False) as follower:
+        batches = []
+        while True:
+            batch = follower.read_new()
+            batches.append(batch.resume)
+            followed.extend(batch.events)
+            if follower.caught_up:
+                break
+    assert [k for k in batches if k is not None] == [5, 2]
+    for data in (whole, by_line, followed):
+        assert data.table("step")["step"].tolist() == [0, 1, 2, 3]
+        assert data.table("step")["loss"].tolist() == [1.0, 1.0, 3.0, 3.0]
+        assert [e["status"] for e in data.records["end"]] == ["finished"]
+        assert [m["acc"] for m in data.records["metric"]] == [0.9]
+        assert data.resumes == [5, 2] and len(data.table("resume")["step"]) == 3
+        assert data.last_step == 3
