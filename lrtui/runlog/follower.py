@@ -2,7 +2,9 @@
 
 The follower reads only complete lines, so a line still being written is read once its newline
 lands. It survives a run directory that does not exist yet (it waits), garbage lines (skipped and
-counted), and a log that is truncated or replaced (it starts over and says so).
+counted), and a log that is truncated or replaced (it starts over and says so). A ``resume``
+event starts a batch of its own (``Batch.resume``), so a consumer drops what it replaces before
+it takes what follows.
 """
 
 from __future__ import annotations
