@@ -26,7 +26,7 @@ import numpy as np
 
 from lrtui.advisor import STEP_FIELDS_READ, Advisor
 from lrtui.runlog import RunWriter, load_run
-from lrtui.runlog.format import restore_non_finite
+from lrtui.runlog.numbers import restore_non_finite
 
 
 def write_run(path: Path, steps: int, seed: int = 0, schedule: str = "drop") -> None:
@@ -77,9 +77,6 @@ def main() -> None:
         t0 = time.perf_counter()
         load_run(path, step_fields=STEP_FIELDS_READ)
         t_load_fields = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
-        t_load_parallel = time.perf_counter() - t0
         t0 = time.perf_counter()
         bulk = Advisor.from_run(run).state()
         t_bulk = time.perf_counter() - t0
@@ -134,7 +131,6 @@ def main() -> None:
         ("write the run (RunWriter)", t_write, f"{args.steps} steps, {events_total} events"),
         ("load_run", t_load, "every field, one process"),
         ("load_run, the advisor's fields", t_load_fields, f"{', '.join(STEP_FIELDS_READ)}"),
-        ("  ... and workers=None", t_load_parallel, f"{os.cpu_count()} cores: what advise does"),
         ("Advisor.from_run (bulk)", t_bulk, f"regime {bulk.regime}, {len(bulk.recommendations)} recs"),
         ("bare msgspec decode (process) A", statistics.median(t_arm["bare"]),
          f"median of {args.repeat}, min {min(t_arm['bare']):.2f} s; decode_lines of events.jsonl"),

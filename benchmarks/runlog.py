@@ -12,7 +12,19 @@ side in one run:
 - follow latency: a writer process writes an event every 20 ms with default settings; the time
   from its ``write`` call to ``RunFollower`` handing the event over, with inotify and polling.
 
-Run: ``python benchmarks/runlog.py`` (about 3 minutes here) or ``--quick`` (10^4 and 10^5 only).
+- loader arms (``--loader``): a ~128 MB log loaded whole in a fresh process, arm after arm in
+  turn, several times: the one-process loader twice (the A/A row: how far two runs of the same
+  code differ here) and, where this checkout still has it (``load_run(..., workers=None)``, before
+  the parallel loader was deleted), the parallel loader; medians side by side. The same for the
+  advisor's projection (``step_fields=STEP_FIELDS_READ``, what ``lrtui advise`` reads).
+
+- metric names (``--names``): a log whose every metric event names a new metric (N events, N
+  names, plus N step events), loaded in a fresh process for N = 2,000, 8,000 and 20,000: wall
+  seconds and peak resident memory, to show the growth with N (linear with the column cap;
+  quadratic before it).
+
+Run: ``python benchmarks/runlog.py`` (about 3 minutes here) or ``--quick`` (10^4 and 10^5 only);
+``python benchmarks/runlog.py --loader [--loader-mb 128 --repeats 5]`` for the loader arms only.
 """
 
 from __future__ import annotations
@@ -108,6 +120,92 @@ def load_in_fresh_process(how: str, path: Path, repeats: int) -> dict:
     return best
 
 
+LOADER_CHILD = textwrap.dedent("""
+    import inspect, json, sys, time
+    from lrtui.runlog import load_run
+    arm, path, projected = sys.argv[1], sys.argv[2], sys.argv[3] == "1"
+    kwargs = {}
+    if projected:
+        from lrtui.advisor import STEP_FIELDS_READ
+        kwargs["step_fields"] = STEP_FIELDS_READ
+    if arm == "parallel":
+        if "workers" not in inspect.signature(load_run).parameters:
+            print(json.dumps({"wall": None}))
+            sys.exit(0)
+        kwargs["workers"] = None
+    elif "workers" in inspect.signature(load_run).parameters:
+        kwargs["workers"] = 1
+    wall = time.perf_counter()
+    run = load_run(path, **kwargs)
+    wall = time.perf_counter() - wall
+    print(json.dumps({"wall": wall, "steps": len(run.table("step")["step"])}))
+""")
+LOADER_ARMS = ("single", "single (A/A)", "parallel")
+
+
+def loader_rows(root: Path, megabytes: int, repeats: int) -> list[tuple[str, bool, list[float]]]:
+    """(arm, projected, wall seconds of each repeat) for the loader arms on one ~``megabytes`` log."""
+    path = root / "loader"
+    n = int(megabytes * 2**20 / 225)  # ~225 bytes per event of this mix
+    write_run(path, n)
+    walls: dict[tuple[str, bool], list[float]] = {(a, p): [] for a in LOADER_ARMS for p in (False, True)}
+    steps = set()
+    for _ in range(repeats):  # arm after arm in turn, so a slow spell of the machine hits every arm
+        for (arm, projected), times in walls.items():
+            out = subprocess.run([sys.executable, "-c", LOADER_CHILD, arm.split()[0], str(path), str(int(projected))],
+                                 capture_output=True, text=True, check=True)
+            result = json.loads(out.stdout)
+            if result["wall"] is not None:
+                times.append(result["wall"])
+                steps.add(result["steps"])
+    assert len(steps) <= 1, f"arms disagree on the steps: {steps}"
+    size_mb = (path / "events.jsonl").stat().st_size / 2**20
+    print(f"\nloader arms: {size_mb:.0f} MB, {n:,} events, {repeats} fresh-process loads per arm, in turn")
+    return [(arm, projected, times) for (arm, projected), times in walls.items()]
+
+
+def print_loader_rows(rows: list[tuple[str, bool, list[float]]]) -> None:
+    base = {p: statistics.median(t) for a, p, t in rows if a == "single" and t}
+    print("| arm | columns | median s | min / max s | median / single |")
+    print("|---|---|---:|---:|---:|")
+    for arm, projected, times in rows:
+        what = "advisor's (step_fields)" if projected else "all"
+        if not times:
+            print(f"| {arm} | {what} | (not in this checkout) | | |")
+            continue
+        med = statistics.median(times)
+        print(f"| {arm} | {what} | {med:.3f} | {min(times):.3f} / {max(times):.3f} | {med / base[projected]:.2f}x |")
+
+
+NAMES_CHILD = textwrap.dedent("""
+    import json, resource, sys, time
+    from lrtui.runlog import load_run
+    wall = time.perf_counter()
+    run = load_run(sys.argv[1])
+    wall = time.perf_counter() - wall
+    print(json.dumps({"wall": wall, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                      "columns": len(run.table("metric"))}))
+""")
+
+
+def names_rows(root: Path, sizes: list[int]) -> None:
+    """Load time and peak memory of logs with N distinct metric names, N events each kind."""
+    print("| metric names (= metric events) | load s | peak MB | metric columns |")
+    print("|---:|---:|---:|---:|")
+    for n in sizes:
+        path = root / f"names-{n}"
+        path.mkdir()
+        (path / "meta.json").write_text(json.dumps({"schema": "1.0", "name": path.name}))
+        with open(path / "events.jsonl", "wb") as f:
+            for i in range(n):
+                f.write(b'{"kind":"step","step":%d,"time":%d,"loss":1.0}\n' % (i, i))
+                f.write(b'{"kind":"metric","step":%d,"time":%d,"m%d":0.5}\n' % (i, i, i))
+        out = subprocess.run([sys.executable, "-c", NAMES_CHILD, str(path)], capture_output=True, text=True,
+                             check=True)
+        r = json.loads(out.stdout)
+        print(f"| {n:,} | {r['wall']:.2f} | {r['peak_mb']:.0f} | {r['columns']:,} |", flush=True)
+
+
 FOLLOW_WRITER = textwrap.dedent("""
     import sys, time
     from lrtui.runlog import RunWriter
@@ -147,7 +245,23 @@ def follow_latency(root: Path, use_inotify: bool, n: int) -> tuple[float, float,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 events only, fewer samples")
+    parser.add_argument("--loader", action="store_true", help="only the loader arms (one process vs parallel)")
+    parser.add_argument("--loader-mb", type=int, default=128, help="size of the loader arms' log (MB)")
+    parser.add_argument("--repeats", type=int, default=5, help="loads per loader arm")
+    parser.add_argument("--names", type=int, nargs="*", help="only the metric-names rows (default sizes "
+                        "2000 8000 20000)")
     args = parser.parse_args()
+    if args.names is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            names_rows(Path(tmp), args.names or [2000, 8000, 20000])
+        return
+    if args.loader:
+        print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
+              f"{os.getloadavg()[0]:.1f} at start", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            print_loader_rows(loader_rows(Path(tmp), args.loader_mb, args.repeats))
+        print(f"\nload average at end {os.getloadavg()[0]:.1f}")
+        return
     sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}, load average "
           f"{os.getloadavg()[0]:.1f} at start", flush=True)

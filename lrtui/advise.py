@@ -14,7 +14,9 @@ from lrtui.advisor import (STEP_FIELDS_READ, Advisor, AdvisorState, Recommendati
                            summarize_sweep)
 from lrtui.advisor.words import stability_words
 from lrtui.errors import EXIT_DIVERGED, EXIT_OK, UserError
-from lrtui.runlog import Batch, RunFollower, RunFormatError, find_runs, is_run_dir, load_run, run_status
+from lrtui.runlog import Batch, Run, RunFollower, RunFormatError, find_runs, is_run_dir, load_run, run_status
+from lrtui.runlog.data import MAX_COLUMNS
+from lrtui.text import printable
 
 #: Poll interval of ``--follow`` (with ``--poll``, or as inotify's backstop).
 FOLLOW_POLL_SECONDS = 0.25
@@ -100,30 +102,66 @@ def describe_sweep(result: SweepResult) -> list[str]:
 
 
 def _emit(out: TextIO, text: str) -> None:
-    out.write(text + "\n")
+    """Print lines for people, without anything a terminal would obey (``lrtui.text``); JSON
+    (``json.dumps`` escapes every control character) passes unchanged."""
+    out.write("\n".join(map(printable, text.split("\n"))) + "\n")
     out.flush()
+
+
+#: What ``advise`` says of a run's status (text); ``--json`` has the word in ``status``.
+STATUS_WORDS = {
+    "crashed": "run crashed: no end record, and no live process holds it",
+    "stale": "run stale: no end record, and nothing logged for over a minute",
+    "running": "run still running",
+}
+
+
+def describe_reading(run: Run, status: str) -> list[str]:
+    """Lines on how the run was read: its status when it has no end record, lines skipped,
+    fields left out of the columns."""
+    lines = [f"  {STATUS_WORDS[status]}"] if status in STATUS_WORDS else []
+    if run.skipped_lines:
+        lines.append(f"  skipped {run.skipped_lines:,} line(s) that are not events (garbage, or over 1 MiB)")
+    for kind, n in run.data.dropped_fields.items():
+        lines.append(f"  {n:,} {kind} field name(s) beyond the first {MAX_COLUMNS} not read as columns"
+                     + (" (the advisor reads metrics whole)" if kind == "metric" else ""))
+    return lines
+
+
+def _reading_json(run: Run, status: str) -> dict[str, Any]:
+    return {"status": status, "skipped_lines": run.skipped_lines, "dropped_fields": run.data.dropped_fields}
 
 
 def _advise_once(path: Path, as_json: bool, out: TextIO, threshold: float | None = None) -> int:
     runs = find_runs(path)
     if is_run_dir(path):
-        run = load_run(path, step_fields=STEP_FIELDS_READ, workers=None)
+        run = load_run(path, step_fields=STEP_FIELDS_READ)
         st = Advisor.from_run(run, convergence_threshold_lr=threshold).state()
+        status = run.status()
         if as_json:
-            _emit(out, json.dumps(st.to_json(run.name)))
+            _emit_json(out, st.to_json(run.name) | _reading_json(run, status))
         else:
-            _emit(out, "\n".join(describe_state(st, run.name)))
+            _emit(out, "\n".join(describe_state(st, run.name) + describe_reading(run, status)))
         return EXIT_DIVERGED if st.diverged else EXIT_OK
     if not runs:
         raise UserError(f"{path}: neither a run directory nor a directory of runs")
-    loaded = [load_run(p, step_fields=STEP_FIELDS_READ, workers=None) for p in runs]
+    loaded = [load_run(p, step_fields=STEP_FIELDS_READ) for p in runs]
+    statuses = [r.status() for r in loaded]
     result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded],
-                           running=[r.status() == "running" for r in loaded])
+                           running=[s == "running" for s in statuses])
     if as_json:
-        _emit(out, json.dumps(result.to_json()))
+        _emit_json(out, result.to_json() | {"reading": {r.name: _reading_json(r, s) for r, s in zip(loaded, statuses)}})
     else:
-        _emit(out, "\n".join(describe_sweep(result)))
+        notes = []
+        for r, s in zip(loaded, statuses):
+            notes += [f"{r.name}:{line}" for line in describe_reading(r, s)]
+        _emit(out, "\n".join(describe_sweep(result) + notes))
     return EXIT_OK
+
+
+def _emit_json(out: TextIO, obj: Any) -> None:
+    out.write(json.dumps(obj) + "\n")
+    out.flush()
 
 
 class _Tail:
@@ -156,7 +194,16 @@ class _Tail:
                 _emit(out, f"{self.name}: the run log was replaced; starting over")
         if self.advisor is None:
             return
-        self.advisor.update_many(batch.events)
+        if batch.resume is not None:
+            # Resumed: steps from K on are logged again and replace the earlier ones. The advisor
+            # starts over from the log as read so far (the replaced events dropped by the loader),
+            # this batch included; the recommendations already printed are not printed again.
+            run = load_run(self.path, step_fields=STEP_FIELDS_READ, upto=self.follower.consumed)
+            self.advisor = Advisor(self.follower.meta or run.meta,
+                                   convergence_threshold_lr=self.threshold).update_data(run.data)
+            self.shown_withdrawn = min(self.shown_withdrawn, len(self.advisor.state().withdrawn))
+        else:
+            self.advisor.update_many(batch.events)
         st = self.advisor.state()
         for r in st.recommendations:
             if _key(r) not in self.printed:
@@ -171,9 +218,13 @@ class _Tail:
 
     @property
     def done(self) -> bool:
-        """The run has ended: its end record was read, or its process is gone without one."""
-        return self.advisor is not None and (
-            self.advisor.ended or run_status(self.follower.meta or {}, None, None) == "crashed")
+        """The run has ended: everything in its log has been read, and its end record was among
+        it (a resume after an end record makes it go on), or its process is gone without one."""
+        return self.advisor is not None and self.follower.caught_up and (self.advisor.ended or self.crashed)
+
+    @property
+    def crashed(self) -> bool:
+        return run_status(self.follower.meta or {}, None, None, run_dir=self.path) == "crashed"
 
     def final_state(self) -> AdvisorState | None:
         if self.advisor is None:
@@ -196,7 +247,10 @@ def _follow(path: Path, as_json: bool, poll: bool, out: TextIO, stop: threading.
     if st is None:
         return EXIT_OK
     if not as_json:
-        _emit(out, "\n".join(describe_state(st, tail.name)))
+        notes = [f"  {STATUS_WORDS['crashed']}"] if not st.ended and tail.crashed else []
+        if tail.follower.skipped_total:
+            notes.append(f"  skipped {tail.follower.skipped_total:,} line(s) that are not events (garbage, or over 1 MiB)")
+        _emit(out, "\n".join(describe_state(st, tail.name) + notes))
     return EXIT_DIVERGED if st.diverged else EXIT_OK
 
 

@@ -38,13 +38,13 @@ from lrtui.control import (
 )
 from lrtui.errors import EXIT_NOT_CONFIRMED, EXIT_OK, UserError
 from lrtui.runlog import EVENTS_FILE, load_run, read_meta, run_status
+from lrtui.runlog.run import ENDED
 from lrtui.runlog.format import decode_lines
 
 #: ``--wait`` by default: seconds to wait for the run to confirm.
 DEFAULT_WAIT = 30.0
 #: Bytes at the end of the log read to tell whether the run has ended.
 TAIL_BYTES = 64 << 10
-ENDED = ("finished", "failed", "crashed")
 
 
 def parse_args(args: argparse.Namespace) -> None:
@@ -71,7 +71,7 @@ def _float(text: Any) -> float:
 
 
 def run_ended(run_dir: Path, meta: dict[str, Any]) -> str | None:
-    """``finished``, ``failed`` or ``crashed`` when the run has ended, else None (read from the
+    """``finished``, ``failed``, ``terminated`` or ``crashed`` when the run has ended, else None (read from the
     log's last ``TAIL_BYTES``: an end record is the last thing a run writes)."""
     path = run_dir / EVENTS_FILE
     end, last_time = None, None
@@ -82,11 +82,13 @@ def run_ended(run_dir: Path, meta: dict[str, Any]) -> str | None:
         for e in events:
             if e.get("kind") == "end":
                 end = e
+            elif e.get("kind") == "resume":  # an end record before a resume does not end the run
+                end = None
             if isinstance(e.get("time"), (int, float)):
                 last_time = e["time"]
     except OSError:
         pass
-    status = run_status(meta, end, last_time)
+    status = run_status(meta, end, last_time, run_dir=run_dir)
     return status if status in ENDED else None
 
 

@@ -24,10 +24,7 @@ from typing import Any
 
 import msgspec
 
-from lrtui.runlog.format import EVENTS_FILE, KIND_STEP, META_FILE
-
-#: The lock file inside every run directory a probe writes (readers ignore it).
-LOCK_FILE = "lock"
+from lrtui.runlog.format import EVENTS_FILE, KIND_STEP, LOCK_FILE, META_FILE
 #: Siblings tried before giving up (``name-2`` ... ``name-999``).
 MAX_SIBLINGS = 999
 #: Bytes read from the end of ``events.jsonl`` at a time when looking for the last step.

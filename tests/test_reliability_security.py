@@ -133,3 +133,39 @@ def test_writer_and_follower_open_no_socket(tmp_path: Path) -> None:
         during = psutil.Process().net_connections(kind="all")
     writer.close()
     assert during == before
+
+
+def _big_run(run_dir: Path, min_bytes: int) -> None:
+    """A real run of at least ``min_bytes`` of ordinary step lines (written in bulk, fast)."""
+    write_meta(run_dir, name="big")
+    block = 20_000
+    with open(run_dir / "events.jsonl", "wb") as f:
+        step = 0
+        while f.tell() < min_bytes:
+            f.write(b"".join(b'{"kind":"step","step":%d,"time":%d.5,"loss":%.6f,"grad_norm":1.25,'
+                             b'"update_norm":0.004,"weight_norm":31.6,"lr":[0.1,0.05,0.01],'
+                             b'"effective_lr":[0.003,null,null]}\n' % (s, s, 2.0 / (1 + s * 1e-3))
+                             for s in range(step, step + block)))
+            step += block
+
+
+def test_advise_on_a_big_log_imports_nothing_from_the_working_directory(tmp_path: Path) -> None:
+    """``lrtui advise`` (the installed command) on a log of 65 MiB, run from a directory holding
+    a ``msgspec.py``, ``numpy.py`` and ``lrtui.py`` that would leave a mark if imported: no
+    process of the command imports them. (The parallel loader's ``python -c`` helpers, started
+    for logs of 64 MiB or more, put the working directory first on their path.)"""
+    lrtui_cmd = Path(sys.executable).with_name("lrtui")
+    if not lrtui_cmd.exists():
+        pytest.skip("the lrtui command is not installed next to this Python")
+    run, cwd = tmp_path / "big", tmp_path / "cwd"
+    _big_run(run, 65 << 20)
+    cwd.mkdir()
+    mark = tmp_path / "imported"
+    for name in ("msgspec", "numpy", "lrtui", "pickle", "sitecustomize"):
+        (cwd / f"{name}.py").write_text(f"open({str(mark)!r}, 'a').write({name!r} + '\\n')\n"
+                                        "raise SystemExit('hostile module imported')\n")
+    done = subprocess.run([str(lrtui_cmd), "advise", "--json", str(run)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+    assert not mark.exists(), mark.read_text()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["logged_steps"] >= 200_000

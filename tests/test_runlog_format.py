@@ -17,7 +17,7 @@ from lrtui.runlog.format import (
     encode_event,
     encode_json,
 )
-from lrtui.runlog.reader import RunData, float_column
+from lrtui.runlog import RunData, float_column
 
 NAN, INF = math.nan, math.inf
 
@@ -49,7 +49,7 @@ EVENTS = [
     {"kind": "warning", "step": 0, "time": 2.1, "source": "sharpness", "message": "value was NaN"},
     {"kind": "action", "step": 0, "time": 2.15, "action": "set_lr", "source": "command", "id": "a1",
      "lr_before": [INF], "lr_after": [NAN], "scheduler": None},
-    {"kind": "resume", "step": 0, "time": 2.18, "t": 2.18, "pid": 4242, "host": "gpu-07"},
+    {"kind": "resume", "step": 1, "time": 2.18, "t": 2.18, "pid": 4242, "host": "gpu-07"},
     {"kind": "end", "step": None, "time": 2.2, "status": "failed", "exception": "FloatingPointError",
      "message": "loss is -inf", "events_dropped": 0},
 ]
@@ -150,9 +150,9 @@ def test_fast_step_path_equals_the_generic_decoder(tmp_path) -> None:
     [[0.1, "NaN"], [0.2, "-Infinity"]], [[0.1], [0.2, 0.3]], [[0.1], None], [[0.1], [10**400]], [[1], [2]],
 ])
 def test_list_columns_take_the_fast_way_only_when_it_gives_the_generic_result(values) -> None:
-    from lrtui.runlog.reader import _column, _list_column
+    from lrtui.runlog.columns import column, list_column
 
-    fast, generic = _list_column(values), _column(values)
+    fast, generic = list_column(values), column(values)
     if fast is not None:
         assert fast.dtype == np.float64 and fast.shape == generic.shape
         assert np.array_equal(fast, generic, equal_nan=True)
@@ -251,11 +251,13 @@ def _same_tables(a, b, kinds=None, columns=None) -> None:
                 assert np.array_equal(ta[name], tb[name], equal_nan=True), (kind, name)
 
 
-def test_parallel_and_projected_loads_equal_the_plain_one(tmp_path, monkeypatch) -> None:
-    """Several processes reading ranges of the file, and a load of only the advisor's step fields,
-    give what one plain load gives: the same events, records, counts and skipped lines."""
+def test_small_chunks_and_projected_loads_equal_the_plain_one(tmp_path) -> None:
+    """Reading the log in small chunks (every block boundary somewhere else), and a load of only
+    the advisor's step fields, give what one plain load gives: the same events, records, counts
+    and skipped lines."""
     from lrtui.advisor import STEP_FIELDS_READ
-    from lrtui.runlog import reader
+    from lrtui.runlog import RunData
+    from lrtui.runlog.lines import iter_complete_blocks
 
     rng = random.Random(2)
     specials = [NAN, INF, -INF, None, 0.25, 3]
@@ -275,50 +277,24 @@ def test_parallel_and_projected_loads_equal_the_plain_one(tmp_path, monkeypatch)
     with open(tmp_path / "run" / "events.jsonl", "ab") as f:
         f.write(b"not json\n" + b'{"kind":"step","step":20000,"time":1,"x":"' + b"a" * (2 << 20) + b'"}\n')
         f.write(b'{"kind":"step","step":20001,"time":2.0,"loss":0.5}\n{"kind":"step","step":20002,"ti')
-    # small thresholds, so this 5 MB file is read by four processes in ranges of ~1 MB
-    monkeypatch.setattr(reader, "PARALLEL_MIN_BYTES", 1 << 20)
-    monkeypatch.setattr(reader, "PARALLEL_BYTES_PER_WORKER", 1 << 20)
-    used = []
-    real = reader._read_in_parallel
-    monkeypatch.setattr(reader, "_read_in_parallel", lambda *a: used.append(real(*a)) or used[-1])
     plain = load_run(tmp_path / "run")
-    assert used == []  # one reader unless asked
-    parallel = load_run(tmp_path / "run", workers=4)
-    projected = load_run(tmp_path / "run", step_fields=STEP_FIELDS_READ, workers=4)
-    assert len(reader._cut_points(tmp_path / "run" / "events.jsonl", (tmp_path / "run" / "events.jsonl").stat().st_size, 4)) == 4
-    for other in (parallel, projected):
+    projected = load_run(tmp_path / "run", step_fields=STEP_FIELDS_READ)
+    small = RunData()
+    small_skipped = 0
+    with open(tmp_path / "run" / "events.jsonl", "rb") as f:
+        for block, too_long in iter_complete_blocks(f, chunk_bytes=100_003):
+            small_skipped += small.extend_block(block) + too_long
+    small.compact()
+    chunked = type(plain)(plain.path, plain.meta, small, small_skipped)
+    for other in (chunked, projected):
         assert other.skipped_lines == plain.skipped_lines == 2
         assert other.data.count == plain.data.count and other.data.records == plain.data.records
         assert (other.data.last_time, other.data.last_step) == (plain.data.last_time, plain.data.last_step)
         assert set(other.data.kinds()) == set(plain.data.kinds())
-    _same_tables(parallel, plain)
+    _same_tables(chunked, plain)
     _same_tables(projected, plain, kinds=["sharpness", "metric"])
     _same_tables(projected, plain, kinds=["step"], columns=STEP_FIELDS_READ)
-    assert len(used) == 2 and all(u is not None for u in used)  # both read by processes, none fell back
     assert plain.table("step")["step"][-1] == 20001 and len(plain.table("step")["step"]) == 20001
     assert plain.table("step")["loss"][9000] == "0.5" and projected.table("step")["loss"][9000] == "0.5"
 
-
-def test_a_parallel_load_that_cannot_start_processes_reads_alone(tmp_path, monkeypatch) -> None:
-    import subprocess
-
-    from lrtui.runlog import reader
-
-    with RunWriter(tmp_path / "run", {"name": "p"}) as writer:
-        for i in range(5000):
-            writer.write("step", i, loss=1.0 / (i + 1), lr=[0.1])
-    monkeypatch.setattr(reader, "PARALLEL_MIN_BYTES", 1 << 16)
-    monkeypatch.setattr(reader, "PARALLEL_BYTES_PER_WORKER", 1 << 16)
-
-    tried = []
-
-    def refuse(*args, **kwargs):
-        tried.append(args)
-        raise OSError(11, "Resource temporarily unavailable")
-
-    monkeypatch.setattr(subprocess, "Popen", refuse)
-    run = load_run(tmp_path / "run", workers=4)
-    assert tried  # it did try
-    assert run.table("step")["step"].tolist() == list(range(5000))
-    assert np.allclose(run.table("step")["loss"], 1.0 / np.arange(1, 5001))
 

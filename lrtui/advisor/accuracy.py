@@ -18,8 +18,9 @@ is at chance; above chance when one is not; unknown when none was evaluated enou
 from __future__ import annotations
 
 import bisect
-import math
 from typing import Any
+
+from lrtui.runlog.numbers import finite_float
 
 #: Fewest evaluations of an accuracy in a stretch before it says anything about chance.
 MIN_EVALUATIONS = 2
@@ -40,8 +41,8 @@ class AccuracyLog:
     def __init__(self, meta: dict[str, Any]) -> None:
         raw = meta.get("extra")
         extra: dict[str, Any] = raw if isinstance(raw, dict) else {}
-        declared = _number(extra.get("chance_accuracy"))
-        classes = _number(extra.get("num_classes"))
+        declared = finite_float(extra.get("chance_accuracy"))
+        classes = finite_float(extra.get("num_classes"))
         if declared is None and classes is not None and classes >= 2:
             declared = 1.0 / classes
         self.declared = declared
@@ -54,7 +55,7 @@ class AccuracyLog:
         for name, value in event.items():
             if name in ("kind", "step", "time") or not isinstance(name, str) or not is_accuracy(name):
                 continue
-            v = _number(value)
+            v = finite_float(value)
             if v is None:
                 continue
             steps, values = self.evaluations.setdefault(name, ([], []))
@@ -78,13 +79,6 @@ class AccuracyLog:
         if not verdicts:
             return None
         return all(verdicts)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    v = float(value)
-    return v if math.isfinite(v) else None
 
 
 __all__ = ["AVERAGED_PHASES", "AccuracyLog", "is_accuracy"]

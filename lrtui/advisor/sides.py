@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from lrtui.runlog.reader import float_column
+from lrtui.runlog.numbers import float_column, number
 
 #: Largest step taken: every integer up to it is exact in the float64 step columns.
 STEP_MAX = 2**53
@@ -27,18 +27,6 @@ LR_ACTIONS = ("set_lr", "drop_lr")
 def is_step(value: Any) -> bool:
     """A step the advisor takes: a JSON integer of at most ``STEP_MAX`` in magnitude."""
     return value.__class__ is int and -STEP_MAX <= value <= STEP_MAX
-
-
-def number(value: Any) -> float | None:
-    """A numeric field's value: a float, or None for no value (null, absent, text, a bool)."""
-    if value.__class__ is float:
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        return float(value)
-    except OverflowError:  # an integer beyond the float range: as infinite as a float gets
-        return math.inf if value > 0 else -math.inf
 
 
 def step_row(event: dict[str, Any]) -> tuple[Any, ...] | None:
@@ -179,4 +167,4 @@ def rows_to_columns(rows: list[tuple[Any, ...]]) -> tuple[np.ndarray, ...]:
             np.array(lr, dtype=np.float64), np.array(skipped, dtype=bool))
 
 
-__all__ = ["SideEvents", "bulk_columns", "is_step", "number", "rows_to_columns", "step_row"]
+__all__ = ["SideEvents", "bulk_columns", "is_step", "rows_to_columns", "step_row"]

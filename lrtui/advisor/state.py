@@ -2,33 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
+
+from lrtui.runlog.numbers import json_number
 
 #: Regimes in the paper's meaning (Sadrtdinov et al. 2024), plus ``warmup`` (too little data yet).
 REGIMES = ("warmup", "converging", "equilibrium", "chance", "diverged")
 #: What a recommendation asks for.
 ACTIONS = ("drop_lr", "start_averaging", "lower_lr", "rollback", "raise_lr")
-
-
-def json_number(value: Any) -> Any:
-    """A float for JSON: None for NaN, infinities and missing values; ints stay ints."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [json_number(v) for v in value]
-    if isinstance(value, dict):
-        return {k: json_number(v) for k, v in value.items()}
-    try:  # numpy scalars
-        f = float(value)
-    except (TypeError, ValueError):
-        return value
-    return f if math.isfinite(f) else None
 
 
 @dataclass(frozen=True)

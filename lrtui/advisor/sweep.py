@@ -22,7 +22,8 @@ from typing import Any, Iterable
 
 from lrtui.advisor.advisor import Advisor
 from lrtui.advisor.recommend import initial_lr_band
-from lrtui.advisor.state import AdvisorState, json_number
+from lrtui.advisor.state import AdvisorState
+from lrtui.runlog.numbers import json_number
 
 #: Pre-training regimes of a run that failed: the recommended band stops below its LR.
 FAILED = ("chance", "diverged")

@@ -48,7 +48,7 @@ class LiveSource:
             with RunFollower(view.path, use_inotify=self.use_inotify) as follower:
                 for batch in follower.follow(self.stop):
                     began = time.thread_time()
-                    self.apply(batch.events, batch.meta, batch.reset, batch.skipped)
+                    self.apply(batch.events, batch.meta, batch.reset, batch.skipped, batch.resume)
                     # At the live edge of a run that logs tens of thousands of events a second,
                     # leave the interpreter (one lock for all threads) to the screen after a
                     # heavy batch, so keys are still handled promptly: reading then takes at
@@ -64,8 +64,10 @@ class LiveSource:
             self.post(RunChanged(view.key))
 
     def apply(self, events: list[dict[str, Any]], meta: dict[str, Any] | None, reset: bool,
-              skipped: int) -> None:
-        """Add one batch of events to the view (called in the reading thread)."""
+              skipped: int, resume: int | None = None) -> None:
+        """Add one batch of events to the view (called in the reading thread). After a resume at
+        step K (``Batch.resume``) the view's data drops the steps it replaces (``RunData.extend``
+        does) and the advisor starts over from the data."""
         view = self.view
         with view.lock:
             if reset:
@@ -80,9 +82,18 @@ class LiveSource:
             view.skipped += skipped
             view.loaded = True
             view.version += 1
+            if resume is not None and self.advisor is not None:
+                self.advisor, view.advisor_error = make_advisor(view.meta or {})
+                fresh = True
+            else:
+                fresh = False
         if self.advisor is not None and events:
             try:
-                self.advisor.update_many(events)
+                if fresh:
+                    with view.lock:
+                        self.advisor.update_data(view.data)
+                else:
+                    self.advisor.update_many(events)
                 state = self.advisor.state()
             except Exception as exc:  # an advisor bug must not stop the reading
                 state = None

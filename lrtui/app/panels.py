@@ -18,6 +18,7 @@ STATUS_STYLES = {
     "finished": "bold blue",
     "failed": "bold red",
     "crashed": "bold red",
+    "terminated": "bold magenta",
     "stale": "bold yellow",
     "waiting": "yellow",
 }

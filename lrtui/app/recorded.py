@@ -8,7 +8,8 @@ from typing import Callable
 
 from lrtui.app.runview import RunView
 from lrtui.runlog import RunFormatError, read_meta
-from lrtui.runlog.reader import events_path, gc_paused, iter_complete_blocks
+from lrtui.runlog.lines import gc_paused, iter_complete_blocks
+from lrtui.runlog.run import events_path
 
 
 def load_into(view: RunView, on_chunk: Callable[[], None], chunk_bytes: int = 2 << 20,

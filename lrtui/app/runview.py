@@ -17,6 +17,7 @@ import numpy as np
 from lrtui.advisor import Advisor, AdvisorState
 from lrtui.app.run_curves import ChartCurves, build_curves
 from lrtui.runlog import RunData, finite_float, run_status
+from lrtui.text import printable
 
 #: Largest share of one core that rebuilding a growing run's curves may take: after a build
 #: that took t seconds, the next waits at least t / CURVES_CPU_SHARE.
@@ -64,8 +65,8 @@ class RunView:
     def name(self) -> str:
         name = self.meta.get("name") if self.meta else None
         if isinstance(name, str) and name:
-            return name
-        return self.path.name or str(self.path)
+            return printable(name)
+        return printable(self.path.name or str(self.path))
 
     @property
     def end(self) -> dict[str, Any] | None:
@@ -76,7 +77,7 @@ class RunView:
         """``waiting`` before its metadata exists, else lrtui.runlog.run_status."""
         if self.meta is None:
             return "waiting"
-        return run_status(self.meta, self.end, self.data.last_time, now)
+        return run_status(self.meta, self.end, self.data.last_time, now, run_dir=self.path)
 
     def initial_lr(self) -> float | None:
         """The first param group's LR as the run's metadata states it."""

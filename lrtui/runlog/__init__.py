@@ -1,8 +1,10 @@
 """The run directory: its format, a writer for the training process, and readers for everyone else.
 
 ``format`` is the contract (docs/run-format.md in code), ``writer`` the training side
-(``RunWriter``), ``reader`` whole runs as numpy columns (``load_run``, ``Run``, ``RunData``,
-``run_status``, ``find_runs``), ``follower`` live runs (``RunFollower``, ``Batch``).
+(``RunWriter``); the readers: ``lines`` (complete lines, step lines, cuts at resumes),
+``numbers`` (the one home of "maybe a number"), ``columns`` (events to numpy columns), ``data``
+(``RunData``: a run's columns, resumes applied), ``run`` (``Run``, ``run_status``, ``find_runs``),
+``reader`` (``load_run``), ``follower`` (live runs: ``RunFollower``, ``Batch``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,10 @@ from lrtui.runlog.format import (
     is_run_dir,
     read_meta,
 )
-from lrtui.runlog.reader import Run, RunData, find_runs, finite_float, float_column, load_run, run_status
+from lrtui.runlog.data import RunData
+from lrtui.runlog.numbers import finite_float, float_column
+from lrtui.runlog.reader import load_run
+from lrtui.runlog.run import Run, find_runs, run_status
 from lrtui.runlog.writer import RunWriter
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 The follower reads only complete lines, so a line still being written is read once its newline
 lands. It survives a run directory that does not exist yet (it waits), garbage lines (skipped and
-counted), and a log that is truncated or replaced (it starts over and says so).
+counted), and a log that is truncated or replaced (it starts over and says so). A ``resume``
+event starts a batch of its own (``Batch.resume``), so a consumer drops what it replaces before
+it takes what follows.
 """
 
 from __future__ import annotations
@@ -14,15 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from lrtui.runlog.format import (
-    META_FILE,
-    NON_FINITE_MARKERS,
-    RunFormatError,
-    decode_lines,
-    read_meta,
-    restore_non_finite,
-)
-from lrtui.runlog.reader import LineAssembler, events_path, gc_paused
+from lrtui.runlog.format import META_FILE, RunFormatError, decode_lines, read_meta
+from lrtui.runlog.lines import LineAssembler, cut_at_resumes, gc_paused
+from lrtui.runlog.numbers import NON_FINITE_MARKERS, restore_non_finite
+from lrtui.runlog.run import events_path
 
 #: Largest read per call, so a huge backlog is handed over in pieces and the caller stays live.
 READ_LIMIT = 16 << 20
@@ -62,12 +59,18 @@ class Batch:
         skipped: garbage or over-long lines skipped in this read.
         reset: the log was truncated or replaced; drop what was read before, ``events`` start over.
         meta: the run's metadata when first seen (and again after a reset), else None.
+        resume: K when the run was resumed at step K (docs/run-format.md): before taking
+            ``events`` (the first of which is the ``resume`` event), drop every event held of the
+            kinds a resume replaces at a step >= K, and every end record. ``RunData.extend`` does
+            this itself. A batch holds at most one resume, and only as its first event: the
+            follower hands over the events before a resume in a batch of their own first.
     """
 
     events: list[dict[str, Any]] = field(default_factory=list)
     skipped: int = 0
     reset: bool = False
     meta: dict[str, Any] | None = None
+    resume: int | None = None
 
 
 class _Wake:
@@ -113,6 +116,8 @@ class RunFollower:
         self._offset = 0
         self._head = b""
         self._lines = LineAssembler()
+        self._pending = b""  # complete lines read but not handed over yet (after a resume cut)
+        self._size = 0  # the log's size at the last look
         self._changed = wake if wake is not None else threading.Event()
         self._observer: Any = None
 
@@ -136,7 +141,10 @@ class RunFollower:
                 self._close_file()
                 batch.reset = True
             return batch
+        except OSError as exc:  # a link loop, a directory that is not readable
+            raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
         ident = (st.st_dev, st.st_ino)
+        self._size = st.st_size
         if self._file is not None and (
             ident != self._ident or st.st_size < self._offset or not self._same_head(st.st_size)
         ):
@@ -153,16 +161,25 @@ class RunFollower:
             self._offset = 0
             self._head = b""
             self._lines = LineAssembler()
-        if st.st_size <= self._offset:
-            return batch
-        self._file.seek(self._offset)
-        block = self._file.read(READ_LIMIT)
-        if self._offset < HEAD_BYTES:
-            self._head = (self._head + block)[:HEAD_BYTES]
-        self._offset += len(block)
-        if len(block) == READ_LIMIT:
-            self._changed.set()  # more is waiting; come back without sleeping
-        data, batch.skipped = self._lines.feed(block)
+        if self._pending:
+            data, self._pending = self._pending, b""
+        else:
+            if st.st_size <= self._offset:
+                return batch
+            self._file.seek(self._offset)
+            block = self._file.read(READ_LIMIT)
+            if self._offset < HEAD_BYTES:
+                self._head = (self._head + block)[:HEAD_BYTES]
+            self._offset += len(block)
+            if len(block) == READ_LIMIT:
+                self._changed.set()  # more is waiting; come back without sleeping
+            data, batch.skipped = self._lines.feed(block)
+        pieces = cut_at_resumes(data) if data else []
+        if len(pieces) > 1 or (pieces and pieces[0][0] is not None):
+            batch.resume, data = pieces[0]
+            self._pending = b"".join(piece for _, piece in pieces[1:])
+            if self._pending:
+                self._changed.set()  # the lines after the next resume: come back without sleeping
         if data:
             with gc_paused():
                 events, bad = decode_lines(data.split(b"\n"))
@@ -173,6 +190,17 @@ class RunFollower:
         self.skipped_total += batch.skipped
         self.events_total += len(batch.events)
         return batch
+
+    @property
+    def caught_up(self) -> bool:
+        """True when every line in the log at the last look has been handed over."""
+        return not self._pending and self._offset >= self._size
+
+    @property
+    def consumed(self) -> int:
+        """Bytes of the log whose lines have been handed over (``load_run(..., upto=consumed)``
+        reads the same events)."""
+        return self._offset - len(self._pending) - len(self._lines.partial)
 
     def _same_head(self, size: int) -> bool:
         """True when the log still starts with the bytes read from it (one small read)."""
@@ -193,7 +221,7 @@ class RunFollower:
         stop = stop or threading.Event()
         while not stop.is_set():
             batch = self.read_new()
-            if batch.events or batch.skipped or batch.reset or batch.meta is not None:
+            if batch.events or batch.skipped or batch.reset or batch.meta is not None or batch.resume is not None:
                 yield batch
             if not self._changed.is_set():
                 self.wait()
@@ -231,6 +259,7 @@ class RunFollower:
         self._offset = 0
         self._head = b""
         self._lines = LineAssembler()
+        self._pending = b""
 
     def close(self) -> None:
         """Stop watching and close the log."""

@@ -14,12 +14,16 @@ from typing import Annotated, Any, Literal, Union
 
 import msgspec
 
+from lrtui.runlog.numbers import NON_FINITE_TO_TEXT, numbers_back, restore_non_finite
+
 #: Version written into ``meta.json``. A reader accepts any minor version of its own major.
 SCHEMA_VERSION = "1.0"
 SCHEMA_MAJOR = 1
 
 META_FILE = "meta.json"
 EVENTS_FILE = "events.jsonl"
+#: Empty; the writing process holds an exclusive ``flock`` on it for its life (one writer per run).
+LOCK_FILE = "lock"
 
 #: Event kinds of schema 1. Readers keep events of kinds they do not know (a newer minor
 #: version may add some) but nothing in lrtui interprets them.
@@ -47,13 +51,6 @@ KINDS = (
 )
 #: Field names every event carries; user metrics may not use them.
 RESERVED_FIELDS = ("kind", "step", "time")
-
-#: Strict JSON has no NaN or infinities, so non-finite floats are written as these strings.
-#: A numeric field that holds one of them holds that float.
-NON_FINITE_TO_TEXT = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
-TEXT_TO_NON_FINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
-#: The same strings as raw bytes, to tell cheaply whether a block of lines holds any.
-NON_FINITE_MARKERS = (b'"NaN"', b'Infinity"')
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder()
@@ -178,21 +175,6 @@ def encode_json(obj: Any) -> bytes:
     return _encoder.encode(to_json_value(obj))
 
 
-def _numbers_back(value: Any) -> Any:
-    if value.__class__ is str:
-        return TEXT_TO_NON_FINITE.get(value, value)
-    if value.__class__ is list:
-        return [_numbers_back(v) for v in value]
-    if value.__class__ is dict:
-        return {k: _numbers_back(v) for k, v in value.items()}
-    return value
-
-
-def restore_non_finite(event: dict[str, Any]) -> dict[str, Any]:
-    """Turn the ``"NaN"``/``"Infinity"``/``"-Infinity"`` strings of a decoded event into floats."""
-    return {k: _numbers_back(v) for k, v in event.items()}
-
-
 def is_valid_event(obj: Any) -> bool:
     """True for an object with a string ``kind``, an integer ``step`` >= 0 (or null) and a numeric ``time``."""
     if obj.__class__ is not dict:
@@ -264,7 +246,7 @@ def check_meta(meta: Any, where: Path | str) -> dict[str, Any]:
         )
     if major < 1:
         raise RunFormatError(f"{where}: unknown schema version {version!r}")
-    return _numbers_back(meta)
+    return numbers_back(meta)
 
 
 def read_meta(run_dir: Path | str) -> dict[str, Any]:
@@ -287,9 +269,31 @@ def read_meta(run_dir: Path | str) -> dict[str, Any]:
         raise RunFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
     try:
         meta = _decoder.decode(raw)
-    except (msgspec.DecodeError, ValueError, RecursionError):
+    except msgspec.DecodeError as exc:
+        meta = _decode_big_integers(raw) if "out of range" in str(exc) else None
+        if meta is None:
+            raise RunFormatError(f"{path}: not valid JSON") from None
+    except (ValueError, RecursionError):
         raise RunFormatError(f"{path}: not valid JSON") from None
     return check_meta(meta, run_dir)
+
+
+def _decode_big_integers(raw: bytes) -> Any:
+    """Strict JSON with an integer too long for the fast decoder (it stops at ~4,300 digits):
+    such an integer reads as ±inf, as one beyond the float range does in a numeric field.
+    None when it is not valid JSON after all."""
+    import json
+
+    def refuse(constant: str) -> Any:
+        raise ValueError(constant)
+
+    def integer(text: str) -> Any:
+        return int(text) if len(text) <= 4000 else float(text)
+
+    try:
+        return json.loads(raw, parse_int=integer, parse_constant=refuse)
+    except (ValueError, RecursionError):
+        return None
 
 
 def is_run_dir(path: Path | str) -> bool:
