@@ -41,7 +41,8 @@ KEEP = 2
 #: Stop when the error bound is at most this share of the tolerance (rounding in float32 products
 #: and in the bound itself get the rest).
 SAFETY = 0.25
-#: New products a call always takes past re-imaging its kept vectors, however short its time.
+#: New products the first call of an estimate takes past re-imaging its kept vectors, however
+#: short its time (doubled at each further call of the same estimate).
 MIN_NEW_PRODUCTS = 2
 
 
@@ -72,6 +73,12 @@ class TopEigen:
         self.seconds = 0.0  # its seconds, kept by the caller
         self.calls = 0
 
+    def min_new_products(self) -> int:
+        """New products this call takes before it asks ``out_of_time``: ``MIN_NEW_PRODUCTS``,
+        doubled for every call of this estimate before it (the weights move between calls, so a
+        slice too short to converge in would never converge; so a cut estimate gets longer slices)."""
+        return MIN_NEW_PRODUCTS * 2 ** min(max(0, self.calls - 1), 16)
+
     def forget(self) -> None:
         """Drop the vectors (after a non-finite result, or a stuck warm start): start cold next time."""
         self.kept = None
@@ -95,8 +102,8 @@ class TopEigen:
         ``fresh``: a random vector: the start when nothing is kept, else added (``noise`` of a
         unit's length) to the last kept vector, so a direction the kept ones have no part in can show.
         ``hint``: a unit vector and its image already computed (the gradient direction): it joins
-        the basis for free. ``out_of_time()`` is asked once per product after the first
-        ``len(kept) + MIN_NEW_PRODUCTS``.
+        the basis for free. ``out_of_time()`` is asked once per product after the kept vectors'
+        images and :meth:`min_new_products` more.
         """
         self.calls += 1
         n = fresh.numel()
@@ -169,7 +176,7 @@ class TopEigen:
             bound = r_norms[0]
             converged = bound <= SAFETY * self.tolerance * abs(theta[0])
             done = converged or products >= max_products
-            if not done and out_of_time is not None and products >= reimaged + MIN_NEW_PRODUCTS:
+            if not done and out_of_time is not None and products >= reimaged + self.min_new_products():
                 done = out_of_time()
             if done:
                 self.kept = x.clone()
