@@ -30,6 +30,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 FlatOperator = Callable[[torch.Tensor], torch.Tensor]
@@ -108,38 +109,57 @@ class TopEigen:
         self.calls += 1
         n = fresh.numel()
         dtype, device = fresh.dtype, fresh.device
-        q = torch.empty(self.max_basis, n, dtype=dtype, device=device)
-        aq = torch.empty_like(q)
-        t = torch.zeros(self.max_basis, self.max_basis, dtype=torch.float64)
+        # Row i is [q_i | A q_i]: one matrix product gives a Ritz vector and its image together.
+        qa = torch.empty(self.max_basis, 2 * n, dtype=dtype, device=device)
+        q, aq = qa[:, :n], qa[:, n:]
+        t = np.zeros((self.max_basis, self.max_basis))  # the Rayleigh matrix Q AQᵀ, float64
         k = 0
         products = 0
 
-        def add(v: torch.Tensor, av: torch.Tensor | None = None) -> bool:
-            """Orthonormalize ``v`` against the basis (twice: float32) and add it with its image."""
+        def add(v: torch.Tensor, av: torch.Tensor | None = None, norm: float | None = None) -> bool:
+            """Orthonormalize ``v`` against the basis and add it with its image.
+
+            Classical Gram-Schmidt, repeated when it cancelled more than half the length (Kahan's
+            "twice is enough"): a Ritz residual is orthogonal to the basis already, so one pass
+            is the rule and float32 keeps the basis orthonormal to rounding.
+            """
             nonlocal k, products
             if k >= self.max_basis:
                 return False
-            original = float(torch.linalg.vector_norm(v))
-            if k:
-                for _ in range(2):
-                    c = q[:k] @ v
-                    v = v - c @ q[:k]
-                    if av is not None:
-                        av = av - c @ aq[:k]
-            length = float(torch.linalg.vector_norm(v))
+            original = float(torch.linalg.vector_norm(v)) if norm is None else norm
+            length = original
+            for _ in range(3 if k else 0):
+                c = q[:k] @ v
+                v = torch.addmv(v, q[:k].T, c, alpha=-1)
+                if av is not None:
+                    av = torch.addmv(av, aq[:k].T, c, alpha=-1)
+                before, length = length, float(torch.linalg.vector_norm(v))
+                if not length < 0.5 * before:
+                    break
             if not (math.isfinite(length) and length > 1e-6 * original):
                 return False  # nothing new (in the span already, zero, or not finite)
-            v = v / length
+            torch.div(v, length, out=q[k])
             if av is None:
-                av = apply(v)
+                aq[k] = apply(q[k])
                 products += 1
             else:
-                av = av / length
-            q[k], aq[k] = v, av
-            row = (q[: k + 1] @ av).double() + (aq[: k + 1] @ v).double()
-            t[k, : k + 1] = t[: k + 1, k] = 0.5 * row
+                torch.div(av, length, out=aq[k])
+            # Symmetric in exact arithmetic; eigh reads one triangle, so one product is enough.
+            t[k, : k + 1] = t[: k + 1, k] = (q[: k + 1] @ aq[k]).tolist()
             k += 1
             return True
+
+        def ritz(count: int) -> tuple[np.ndarray, torch.Tensor]:
+            """The top ``count`` Ritz values (best first) and the rows [x | Ax] of their vectors."""
+            values, vectors = np.linalg.eigh(t[:k, :k])
+            y = torch.from_numpy(vectors[:, ::-1][:, :count].T.copy()).to(dtype=dtype, device=device)
+            return values[::-1][:count], y @ qa[:k]
+
+        def stop(converged: bool, theta: float, bound: float) -> Result:
+            _, pairs = ritz(min(KEEP, k))
+            self.kept = pairs[:, :n].clone()
+            self.products += products
+            return Result(theta, bound, products, converged)
 
         kept = self.kept
         self.kept = None
@@ -156,39 +176,32 @@ class TopEigen:
         if hint is not None:
             add(*hint)
         while True:
-            values, vectors = torch.linalg.eigh(t[:k, :k])
-            if not bool(torch.isfinite(values).all()):
+            if not np.isfinite(t[:k, :k]).all():
                 self.products += products
                 return Result(math.nan, math.inf, products, False)
-            top = min(KEEP, k)
-            y = vectors[:, -top:].flip(1).to(dtype).T  # (top, k): best first
-            x = y @ q[:k]
-            ax = y @ aq[:k]
-            theta = [float(v) for v in values.flip(0)[:top]]
-            r = ax - torch.tensor(theta, dtype=dtype, device=device)[:, None] * x
-            r_norms = [float(v) for v in torch.linalg.vector_norm(r, dim=1)]
-            if not all(map(math.isfinite, r_norms)):
-                self.products += products
-                return Result(math.nan, math.inf, products, False)
+            values, pair = ritz(1)
+            theta = float(values[0])
+            r = torch.sub(pair[0, n:], pair[0, :n], alpha=theta)  # the residual Ax - θx
             # |λ - θ| <= ‖r‖ for some eigenvalue λ of a symmetric operator and any unit vector: a
             # bound that needs no gap (the Kato-Temple ‖r‖²/gap is smaller but needs the next
             # eigenvalue, and a Ritz value stands in for it wrongly in a cluster not yet resolved).
-            bound = r_norms[0]
-            converged = bound <= SAFETY * self.tolerance * abs(theta[0])
+            bound = float(torch.linalg.vector_norm(r))
+            if not math.isfinite(bound):
+                self.products += products
+                return Result(math.nan, math.inf, products, False)
+            converged = bound <= SAFETY * self.tolerance * abs(theta)
             done = converged or products >= max_products
             if not done and out_of_time is not None and products >= reimaged + self.min_new_products():
                 done = out_of_time()
             if done:
-                self.kept = x.clone()
-                self.products += products
-                return Result(theta[0], bound, products, converged)
+                return stop(converged, theta, bound)
             if k >= self.max_basis:  # thick restart: the top Ritz pairs, whose images are known
-                q[:top], aq[:top] = x, ax
-                t.zero_()
-                t[range(top), range(top)] = torch.tensor(theta, dtype=torch.float64)
+                top = min(KEEP, k)
+                values, pairs = ritz(top)
+                qa[:top] = pairs
+                t[:] = 0.0
+                t[range(top), range(top)] = values
                 k = top
-            if not add(r[0]):
+            if not add(r, norm=bound):
                 # The residual is (numerically) in the span: no product can improve the pair.
-                self.kept = x.clone()
-                self.products += products
-                return Result(theta[0], bound, products, converged)
+                return stop(converged, theta, bound)
