@@ -77,14 +77,16 @@ class Probe:
         name: display name (default: the directory name).
         stride: measure every ``stride``-th optimizer step (at least; see ``adaptive_stride``).
         sharpness_budget: the fraction of wall time the probe may spend in all (default 0.05);
-            sharpness estimates are scheduled to stay under it. 0 turns sharpness off (and
+            sharpness estimates are scheduled to stay under it, except the first, which is taken
+            at the first optimizer step and paid back (see ``probes.sharpness_schedule``). 0 turns sharpness off (and
             the per-step metrics are never thinned).
         adaptive_stride: when the per-step metrics alone take more than half the budget, measure
             every 2nd, 4th, ... step instead (up to 64 times ``stride``; back down when they are
             cheap again), so the rest is left for sharpness. False keeps ``stride`` whatever it costs.
-        tolerance: an eigenvalue estimate stops when its relative change and relative error bound
-            (‖r‖²/gap from the residual) are both under it.
-        max_iters: most Hessian-vector products per eigenvalue estimate.
+        tolerance: relative error every logged eigenvalue estimate is within: it stops when its
+            residual ‖Hx−θx‖ is at most a quarter of it (see docs/sharpness.md).
+        max_iters: most Hessian-vector products per eigenvalue estimate in one measurement; one
+            that needs more continues at the next (nothing is logged until it converges).
         scale_invariant: ``None`` detects scale-invariant param groups on the hessian batch;
             a bool (all groups) or a list of bools (one per group) declares them.
         extra: stored as ``meta.json`` "extra".

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from probes.activations import ZeroFractions
+from probes.amp import full_precision
 from probes.lanczos import TopEigen
 from probes.run_state import untouched_run
 from probes.sharpness import HessianOperator, adam_preconditioner, batch_sharpness, preconditioned_operator
@@ -98,7 +99,8 @@ class SharpnessMeter:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # time our own work, not the queued training step
         started = time.perf_counter()
-        with untouched_run(self.module, self.device):
+        # full_precision: the solver's matrix products too (a training loop's autocast would run them in bf16).
+        with untouched_run(self.module, self.device), full_precision():
             with self.zero_fractions.recording():
                 loss = self.loss()
             result.layers, result.zero_fraction = self.zero_fractions.result()
