@@ -106,6 +106,18 @@ class TopEigen:
         the basis for free. ``out_of_time()`` is asked once per product after the kept vectors'
         images and :meth:`min_new_products` more.
         """
+        with torch.no_grad():  # the solver's own arithmetic builds no graph (the products run their own backward)
+            return self._run(apply, fresh, max_products, out_of_time, hint, noise)
+
+    def _run(
+        self,
+        apply: FlatOperator,
+        fresh: torch.Tensor,
+        max_products: int,
+        out_of_time: Callable[[], bool] | None,
+        hint: tuple[torch.Tensor, torch.Tensor] | None,
+        noise: float,
+    ) -> Result:
         self.calls += 1
         n = fresh.numel()
         dtype, device = fresh.dtype, fresh.device
