@@ -29,6 +29,7 @@ from probes.run_dir import Claim, NotClaimed, claim_run_dir, say
 from probes.run_state import untouched_run
 from probes.scale_invariance import detect_scale_invariance
 from probes.sharpness_meter import SharpnessMeter
+from probes.sharpness_schedule import SharpnessSchedule
 from probes.step_metrics import StepMetrics, trained_parameters
 from probes.system_stats import SystemStats, nvml_index
 
@@ -76,14 +77,16 @@ class Probe:
         name: display name (default: the directory name).
         stride: measure every ``stride``-th optimizer step (at least; see ``adaptive_stride``).
         sharpness_budget: the fraction of wall time the probe may spend in all (default 0.05);
-            sharpness estimates are scheduled to stay under it. 0 turns sharpness off (and
+            sharpness estimates are scheduled to stay under it, except the first, which is taken
+            at the first optimizer step and paid back (see ``probes.sharpness_schedule``). 0 turns sharpness off (and
             the per-step metrics are never thinned).
         adaptive_stride: when the per-step metrics alone take more than half the budget, measure
             every 2nd, 4th, ... step instead (up to 64 times ``stride``; back down when they are
             cheap again), so the rest is left for sharpness. False keeps ``stride`` whatever it costs.
-        tolerance: an eigenvalue estimate stops when its relative change and relative error bound
-            (‖r‖²/gap from the residual) are both under it.
-        max_iters: most Hessian-vector products per eigenvalue estimate.
+        tolerance: relative error every logged eigenvalue estimate is within: it stops when its
+            residual ‖Hx−θx‖ is at most a quarter of it (see docs/sharpness.md).
+        max_iters: most Hessian-vector products per eigenvalue estimate in one measurement; one
+            that needs more continues at the next (nothing is logged until it converges).
         scale_invariant: ``None`` detects scale-invariant param groups on the hessian batch;
             a bool (all groups) or a list of bools (one per group) declares them.
         extra: stored as ``meta.json`` "extra".
@@ -165,6 +168,7 @@ class Probe:
         self.sharpness: SharpnessMeter | None = None
         self.system: SystemStats | None = None
         self.budget = OverheadBudget(sharpness_budget)
+        self.schedule = SharpnessSchedule(self.budget)  # the early estimate, then the budget
         # FSDP: every rank measures its shard at the same steps, so the stride must not adapt per rank.
         self.sharded = ShardedRun.attach(model, optimizer, self.world_size)
         if self.sharded is not None and self.sharded.measures:
@@ -537,23 +541,15 @@ class Probe:
         if not self.faults.ok("sharpness") or (self.writer is not None and not self.writer.ok):
             return
         now = time.perf_counter()
-        wall = now - self._wall_start
-        if not self.budget.allows(self._probe_seconds, wall, wall / max(1, self.steps.steps_taken)):
-            if not self.budget.measurements and wall > 30 and self._probe_seconds > self.budget.fraction * wall:
-                # Not a fault, but the user should know why no sharpness ever shows up.
-                self.faults.fail(
-                    "budget",
-                    f"the per-step metrics alone take {100 * self._probe_seconds / wall:.1f}% of wall time, over "
-                    f"sharpness_budget={self.budget.fraction:g}: no sharpness estimate fits; raise the budget or stride",
-                    disables=False,
-                )
+        steps = self.steps.steps_taken
+        slot = self.schedule.slot(steps, self._probe_seconds, now - self._wall_start)
+        if slot is None:
+            message = self.schedule.starved(steps, self._step_seconds, now - self._wall_start)
+            if message is not None:  # not a fault, but the user should know why no sharpness shows up
+                self.faults.fail("budget", message, disables=False)
             return
-        slack = self.budget.slack(self._probe_seconds, now - self._wall_start)
         try:
-            result = self.sharpness.measure(
-                lambda method, exc: self.faults.fail(method, exc),
-                deadline=None if math.isinf(slack) else now + max(0.0, slack),
-            )
+            result = self.sharpness.measure(lambda method, exc: self.faults.fail(method, exc), out_of_time=slot.out_of_time)
         except Exception as exc:
             self.faults.fail("sharpness", exc)
             self.sharpness = None
@@ -564,7 +560,7 @@ class Probe:
         if result.layers:
             self.writer.write("activations", step, layers=result.layers, zero_fraction=result.zero_fraction)
         spent = time.perf_counter() - now
-        self.budget.spent(spent)
+        self.schedule.measured(steps, spent, bool(result.pending))
         self._probe_seconds += spent
 
     # -- writing -------------------------------------------------------------------------------

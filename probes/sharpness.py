@@ -1,8 +1,8 @@
 """Sharpness: the top eigenvalue of the loss Hessian (plain, Adam-preconditioned, along the gradient).
 
 Everything here is Hessian-vector products by double backward (``torch.autograd.grad`` with
-``create_graph=True``, then one more ``autograd.grad`` per product) and a Krylov eigensolver
-warm-started from the previous eigenvector, with a stated relative tolerance and iteration cap.
+``create_graph=True``, then one more ``autograd.grad`` per product on the retained graph); the
+eigensolver is ``probes.lanczos`` (resumable, with an error bound), driven by ``probes.sharpness_meter``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+
+from probes.lanczos import TopEigen
 
 Vector = list[torch.Tensor]
 
@@ -31,7 +33,10 @@ class HessianOperator:
     """``v -> H v`` for the Hessian of ``loss`` with respect to ``params``.
 
     The gradient graph is built once (one forward, one backward with ``create_graph=True``);
-    every product is then one more backward pass through it.
+    every product is then one more backward pass through it (``retain_graph=True``), nothing
+    rebuilt. :meth:`flat` takes and returns one flat vector (the eigensolver's form: its
+    orthogonalization is then a matrix product, not a loop over parameters); calling the
+    operator takes and returns a list of parameter-shaped tensors.
     """
 
     def __init__(self, loss: torch.Tensor, params: Sequence[torch.Tensor], check_graph: bool = True) -> None:
@@ -45,27 +50,42 @@ class HessianOperator:
             g.detach() if g is not None else torch.zeros_like(p) for g, p in zip(grads, self.params)
         ]
         self._grads = [grads[i] for i in self._used]
+        self._used_params = [self.params[i] for i in self._used]
+        self._numels = [p.numel() for p in self.params]
+        self.dtype = self.params[0].dtype if self.params else torch.float32
         self.products = 0
 
-    def __call__(self, v: Sequence[torch.Tensor]) -> Vector:
-        """One Hessian-vector product."""
+    def flatten(self, v: Sequence[torch.Tensor]) -> torch.Tensor:
+        """A parameter-shaped vector as one flat tensor (a copy)."""
+        return torch.cat([x.reshape(-1).to(self.dtype) for x in v]) if v else torch.zeros(0, dtype=self.dtype)
+
+    def unflatten(self, flat: torch.Tensor) -> Vector:
+        """Views of ``flat`` shaped like the parameters (in their dtypes)."""
+        return [x.view(p.shape).to(p.dtype) for x, p in zip(flat.split(self._numels), self.params)]
+
+    def flat(self, v: torch.Tensor) -> torch.Tensor:
+        """One Hessian-vector product on flat vectors."""
         self.products += 1
-        out: Vector = [torch.zeros_like(p) for p in self.params]
         if not self._used:
-            return out
+            return torch.zeros_like(v)
+        pieces = self.unflatten(v.detach())
         hv = torch.autograd.grad(
-            self._grads,
-            [self.params[i] for i in self._used],
-            grad_outputs=[v[i].detach() for i in self._used],
-            retain_graph=True,
-            allow_unused=True,
+            self._grads, self._used_params, grad_outputs=[pieces[i] for i in self._used], retain_graph=True, allow_unused=True
         )
         if all(h is None for h in hv):
             raise RuntimeError("the gradient does not depend on the parameters: no double backward through this model")
+        if len(self._used) == len(self.params) and all(h is not None for h in hv):
+            return torch.cat([h.reshape(-1).to(v.dtype) for h in hv])
+        out = torch.zeros_like(v)
+        chunks = out.split(self._numels)
         for i, h in zip(self._used, hv):
             if h is not None:
-                out[i] = h.detach()
+                chunks[i].copy_(h.reshape(-1))
         return out
+
+    def __call__(self, v: Sequence[torch.Tensor]) -> Vector:
+        """One Hessian-vector product on parameter-shaped vectors."""
+        return self.unflatten(self.flat(self.flatten(v)))
 
 
 def refuse_once_differentiable(grads: Sequence[torch.Tensor | None]) -> None:
@@ -99,20 +119,6 @@ class Estimate:
     converged: bool
     warm_start: bool
     vector: Vector | None  # the eigenvector estimate, to warm-start the next one
-    image: Vector | None = None  # A·vector, when it is known for free
-
-
-def axpy(terms: Sequence[tuple[float, Sequence[torch.Tensor]]]) -> Vector:
-    """``Σ cᵢ vᵢ`` for parameter-shaped vectors."""
-    out = [x * terms[0][0] for x in terms[0][1]]
-    for c, v in terms[1:]:
-        torch._foreach_add_(out, list(v), alpha=c)
-    return out
-
-
-#: Most vectors (each with its image) the eigensolver keeps; beyond, it restarts from its best
-#: vector. Memory is twice this many parameter-sized vectors.
-MAX_BASIS = 6
 
 
 def top_eigenvalue(
@@ -123,93 +129,33 @@ def top_eigenvalue(
     max_iters: int = 20,
     warm_start: bool = False,
     deadline: float | None = None,
-    hint: tuple[Vector, Vector] | None = None,
 ) -> Estimate:
-    """The largest eigenvalue of the symmetric operator ``apply``, one product per iteration.
+    """The largest eigenvalue of the symmetric operator ``apply`` from ``start``, in one call.
 
-    A Krylov method (Lanczos with full reorthogonalization and Rayleigh-Ritz): each product adds
-    the current residual ``Av - θv`` to an orthonormal basis, and the estimate is the top Ritz
-    pair of the operator on that basis. For the same number of products it is never worse than
-    power iteration and much better when the top eigenvalues are close. At ``MAX_BASIS`` vectors
-    it restarts from its best vector, so memory stays bounded on large models.
-
-    Stops when converged: the estimate changed by at most ``tolerance`` (relative) since the
-    previous product, and the Ritz pair's residual ``r`` bounds its error by ``‖r‖²/gap`` (gap: to
-    the next Ritz value) at most ``tolerance`` relative to the estimate (with ``‖r‖ <= 0.1 |θ|``,
-    so the bound is trusted only near convergence). Like every Krylov or power method it cannot
-    tell a cluster of near-equal top eigenvalues apart early: there the estimate can stop
-    anywhere inside the cluster. It also stops after ``max_iters`` products or at ``deadline``
-    (``time.perf_counter()``; at least two products are always taken): an unconverged vector
-    still warm-starts the next call.
-
-    ``hint`` is a unit vector and its image already computed (the gradient direction and its
-    Hessian product, from batch sharpness): it joins the basis for free. A warm start sitting on
-    what used to be the top eigenvector cannot see a new top direction it has no part in; the
-    gradient usually has one (it lies mostly in the top Hessian subspace).
+    The probe's solver (``probes.lanczos``) for callers outside it: converged means its error
+    bound is at most ``SAFETY * tolerance`` relative. It stops after ``max_iters`` products or at
+    ``deadline`` (``time.perf_counter()``); the returned vector (the best Ritz vector) continues it.
     """
-    basis: list[Vector] = []
-    images: list[Vector] = []
-    products = 0
+    if isinstance(apply, HessianOperator):
+        operator, flatten, unflatten = apply.flat, apply.flatten, apply.unflatten
+    else:
+        shapes = [x.shape for x in start]
+        numels = [x.numel() for x in start]
 
-    def extend(v: Vector, av: Vector | None = None) -> bool:
-        """Orthonormalize ``v`` against the basis (twice, for float32) and add it with its image."""
-        nonlocal products
-        original = float(dot(v, v).sqrt())
-        for _ in range(2):
-            for b, ab in zip(basis, images):
-                c = float(dot(b, v))
-                v = axpy([(1.0, v), (-c, b)])
-                if av is not None:
-                    av = axpy([(1.0, av), (-c, ab)])
-        length = float(dot(v, v).sqrt())
-        if not (math.isfinite(length) and length > 1e-6 * original):
-            return False  # nothing new: v lies in the span already (or is zero or not finite)
-        v = scaled(v, 1.0 / length)
-        if av is None:
-            av = apply(v)
-            products += 1
-        else:
-            av = scaled(av, 1.0 / length)
-        basis.append(v)
-        images.append(av)
-        return True
+        def flatten(v: Sequence[torch.Tensor]) -> torch.Tensor:
+            return torch.cat([x.reshape(-1) for x in v])
 
-    previous = math.nan
-    if not extend(start):  # a zero or non-finite start
-        return Estimate(math.nan, products, False, warm_start, None)
-    if hint is not None:
-        extend(hint[0], hint[1])
-    while True:
-        k = len(basis)
-        t = torch.empty(k, k, dtype=torch.float64)
-        for i in range(k):
-            for j in range(i, k):
-                t[i, j] = t[j, i] = 0.5 * (float(dot(basis[i], images[j])) + float(dot(basis[j], images[i])))
-        if not bool(torch.isfinite(t).all()):
-            return Estimate(math.nan, products, False, warm_start, None)
-        values, vectors = torch.linalg.eigh(t)
-        theta = float(values[-1])
-        y = vectors[:, -1].tolist()
-        x = axpy([(c, b) for c, b in zip(y, basis)])
-        ax = axpy([(c, ab) for c, ab in zip(y, images)])
-        r = axpy([(1.0, ax), (-theta, x)])  # the residual: zero at an eigenvector
-        r_norm = float(dot(r, r).sqrt())
-        if not math.isfinite(r_norm):
-            return Estimate(math.nan, products, False, warm_start, None)
-        scale = max(abs(theta), 1e-30)
-        # |λ - θ| <= ‖r‖ always; <= ‖r‖²/gap near convergence (gap: to the next Ritz value, which
-        # early on overstates the true gap, so the estimate must also have stopped moving).
-        bound = r_norm if k == 1 else min(r_norm, r_norm * r_norm / max(theta - float(values[-2]), 1e-300))
-        steady = abs(theta - previous) <= tolerance * scale
-        previous = theta
-        if r_norm <= 1e-12 * scale or (steady and r_norm <= 0.1 * scale and bound <= tolerance * scale):
-            return Estimate(theta, products, True, warm_start, x)
-        if products >= max(2, max_iters) or (deadline is not None and products >= 2 and time.perf_counter() >= deadline):
-            return Estimate(theta, products, False, warm_start, x)
-        if k >= MAX_BASIS:  # restart from the best vector (its image is known)
-            basis, images = [x], [ax]
-        if not extend(r):  # the residual lies in the basis already: as good as it gets
-            return Estimate(theta, products, True, warm_start, x)
+        def unflatten(flat: torch.Tensor) -> Vector:
+            return [x.view(shape) for x, shape in zip(flat.split(numels), shapes)]
+
+        def operator(v: torch.Tensor) -> torch.Tensor:
+            return flatten(apply(unflatten(v)))
+
+    solver = TopEigen(tolerance)
+    out_of_time = None if deadline is None else (lambda: time.perf_counter() >= deadline)
+    result = solver.run(operator, flatten(start), max_products=max(2, max_iters), out_of_time=out_of_time)
+    vector = None if solver.kept is None or not math.isfinite(result.value) else unflatten(solver.kept[0])
+    return Estimate(result.value, result.products, result.converged, warm_start, vector)
 
 
 def random_vector(like: Sequence[torch.Tensor], generator: torch.Generator | None = None) -> Vector:
@@ -217,16 +163,20 @@ def random_vector(like: Sequence[torch.Tensor], generator: torch.Generator | Non
     return [torch.randn(p.shape, dtype=p.dtype, device=p.device, generator=generator) for p in like]
 
 
-def batch_sharpness(hessian: HessianOperator) -> Estimate:
-    """``gᵀHg / ‖g‖²`` along the gradient of the same batch: one product (Andreyev & Beneventano)."""
-    g = hessian.gradient
-    gg = dot(g, g)
-    if not torch.isfinite(gg) or gg == 0:
-        return Estimate(math.nan if not torch.isfinite(gg) else 0.0, 0, bool(gg == 0), False, None)
-    hg = hessian(g)
-    value = float(dot(g, hg) / gg)
-    length = float(gg.sqrt())
-    return Estimate(value, 1, True, False, scaled(g, 1.0 / length), scaled(hg, 1.0 / length))
+def batch_sharpness(hessian: HessianOperator) -> tuple[Estimate, tuple[torch.Tensor, torch.Tensor] | None]:
+    """``gᵀHg / ‖g‖²`` along the gradient of the same batch: one product (Andreyev & Beneventano).
+
+    Also the unit gradient and its image (flat), a free basis vector for the eigensolver (the
+    gradient lies mostly in the top Hessian subspace), or None when the gradient is zero or not finite.
+    """
+    g = hessian.flatten(hessian.gradient)
+    gg = float(g.double() @ g.double())
+    if not math.isfinite(gg) or gg == 0:
+        return Estimate(math.nan if not math.isfinite(gg) else 0.0, 0, gg == 0, False, None), None
+    hg = hessian.flat(g)
+    value = float(g.double() @ hg.double()) / gg
+    length = math.sqrt(gg)
+    return Estimate(value, 1, True, False, None), (g / length, hg / length)
 
 
 def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch.Tensor]) -> Vector | None:
@@ -255,11 +205,11 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer, params: Sequence[torch
     return out if any_state else None
 
 
-def preconditioned_operator(hessian: HessianOperator, inv_sqrt_p: Vector) -> Callable[[Vector], Vector]:
-    """``u -> P^{-1/2} H P^{-1/2} u``: symmetric, with the eigenvalues of ``P^{-1} H``."""
+def preconditioned_operator(hessian: HessianOperator, inv_sqrt_p: Vector) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``u -> P^{-1/2} H P^{-1/2} u`` on flat vectors: symmetric, with the eigenvalues of ``P^{-1} H``."""
+    d = hessian.flatten(inv_sqrt_p)
 
-    def apply(u: Vector) -> Vector:
-        hv = hessian([x * d for x, d in zip(u, inv_sqrt_p)])
-        return [h * d for h, d in zip(hv, inv_sqrt_p)]
+    def apply(u: torch.Tensor) -> torch.Tensor:
+        return hessian.flat(u * d).mul_(d)
 
     return apply

@@ -1,4 +1,4 @@
-"""One sharpness measurement on the hessian batch: every method, activation sparsity, warm starts."""
+"""One sharpness measurement on the hessian batch: every method, activation sparsity, resumable estimates."""
 
 from __future__ import annotations
 
@@ -10,32 +10,31 @@ from typing import Any, Callable, Sequence
 import torch
 
 from probes.activations import ZeroFractions
+from probes.amp import full_precision
+from probes.lanczos import TopEigen
 from probes.run_state import untouched_run
-from probes.sharpness import (
-    Estimate,
-    HessianOperator,
-    adam_preconditioner,
-    batch_sharpness,
-    dot,
-    preconditioned_operator,
-    random_vector,
-    top_eigenvalue,
-)
+from probes.sharpness import HessianOperator, adam_preconditioner, batch_sharpness, preconditioned_operator
 
 #: Optimizers whose preconditioned sharpness λ_max(P⁻¹H) is the edge-of-stability quantity.
 ADAM_LIKE = (torch.optim.Adam, torch.optim.AdamW)
 #: Relative size of the random part added to a warm start.
 WARM_START_NOISE = 1e-2
+#: The iterative methods: logged only once converged.
+ITERATIVE = ("hessian", "preconditioned")
 
 
 @dataclass
 class Measurement:
-    """What one measurement produced: ``sharpness`` event fields per method, and sparsity."""
+    """What one measurement produced: ``sharpness`` event fields per method, and sparsity.
+
+    ``pending``: the iterative methods whose estimate the deadline (or ``max_iters``) cut: not
+    logged; they continue at the next measurement."""
 
     sharpness: list[dict[str, Any]] = field(default_factory=list)
     layers: list[str] = field(default_factory=list)
     zero_fraction: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    pending: list[str] = field(default_factory=list)
 
 
 class SharpnessMeter:
@@ -43,8 +42,11 @@ class SharpnessMeter:
 
     Methods: ``"batch"`` (one product along the batch gradient), ``"hessian"`` (top eigenvalue
     of H) and, for Adam/AdamW, ``"preconditioned"`` (top eigenvalue of P^{-1/2} H P^{-1/2}).
-    Each eigenvalue iteration starts from its last eigenvector plus a 1% random part; the first
-    one, or one after a non-finite result, starts from a seeded random vector.
+    Each eigenvalue estimate is a ``probes.lanczos.TopEigen``: it starts from the two Ritz
+    vectors the last one left (plus a 1% random part), or from a seeded random vector the first
+    time and after a non-finite result. Only a converged estimate is reported; one cut short is
+    continued at the next measurement, under the Hessian at the weights then, and reported with
+    the products and seconds of all its measurements.
 
     Args:
         module: the unwrapped model (never a DDP wrapper: no collective may run here).
@@ -52,8 +54,8 @@ class SharpnessMeter:
         loss: no arguments, returns the scalar loss on the fixed batch.
         optimizer: read for Adam's second moments; never written.
         device: the model's device (for the RNG that must be restored).
-        tolerance: relative change and error bound at which an eigenvalue estimate stops (see ``top_eigenvalue``).
-        max_iters: most products per eigenvalue estimate.
+        tolerance: relative error an eigenvalue estimate is guaranteed within (see ``probes.lanczos``).
+        max_iters: most products per eigenvalue estimate in one measurement.
     """
 
     def __init__(
@@ -75,27 +77,30 @@ class SharpnessMeter:
         self.tolerance = tolerance
         self.max_iters = max_iters
         self.methods = ["batch", "hessian"] + (["preconditioned"] if isinstance(optimizer, ADAM_LIKE) else [])
-        self.vectors: dict[str, list[torch.Tensor] | None] = {m: None for m in self.methods}
+        self.solvers = {m: TopEigen(tolerance) for m in self.methods if m in ITERATIVE}
+        self._warm = {m: False for m in self.solvers}  # the estimate in progress began from kept vectors
         self.zero_fractions = ZeroFractions(module)
         self.disabled: set[str] = set()
         self._generator = torch.Generator(device=device)
         self._generator.manual_seed(0)
 
-    def measure(self, on_method_error: Callable[[str, BaseException], None], deadline: float | None = None) -> Measurement:
+    def measure(
+        self, on_method_error: Callable[[str, BaseException], None], out_of_time: Callable[[], bool] | None = None
+    ) -> Measurement:
         """Run every enabled method once. A failing method is reported and skipped from then on.
 
-        ``deadline`` (``time.perf_counter()``) cuts eigenvalue iterations short (logged unconverged;
-        the next measurement continues from their vectors), so one estimate never blows the budget.
+        ``out_of_time()``, asked between products, cuts eigenvalue estimates short: they are not
+        reported and continue at the next measurement.
 
         Raises whatever building the gradient graph raises (the loss, double backward): that
         disables all of sharpness, which the caller reports.
         """
         result = Measurement()
-        self._batch = None
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)  # time our own work, not the queued training step
         started = time.perf_counter()
-        with untouched_run(self.module, self.device):
+        # full_precision: the solver's matrix products too (a training loop's autocast would run them in bf16).
+        with untouched_run(self.module, self.device), full_precision():
             with self.zero_fractions.recording():
                 loss = self.loss()
             result.layers, result.zero_fraction = self.zero_fractions.result()
@@ -104,70 +109,82 @@ class SharpnessMeter:
             hessian = HessianOperator(loss, self.params, check_graph=True)
             shared = time.perf_counter() - started
             methods = [m for m in self.methods if m not in self.disabled]
+            batch: tuple[float, tuple[torch.Tensor, torch.Tensor] | None] = (math.nan, None)
             for method in methods:
                 began = time.perf_counter()
                 try:
-                    estimate = self._estimate(method, hessian, deadline)
+                    if method == "batch":
+                        estimate, hint = batch_sharpness(hessian)
+                        batch = (estimate.value, hint)
+                        fields = {"value": estimate.value, "hvps": estimate.hvps, "converged": True, "warm_start": False}
+                    else:
+                        fields = self._estimate(method, hessian, batch, out_of_time)
                 except Exception as exc:
-                    if method == "batch" or method == "hessian":
+                    if method in ("batch", "hessian"):
                         raise  # a product failed: no method can work
                     self.disabled.add(method)
                     on_method_error(method, exc)
                     continue
-                if estimate is None:
-                    continue
                 seconds = time.perf_counter() - began + shared / len(methods)
+                if fields is None:
+                    if method in self.solvers and self.solvers[method].calls:
+                        self.solvers[method].seconds += seconds
+                        result.pending.append(method)
+                    continue
+                if method in self.solvers:
+                    seconds += self.solvers[method].seconds
+                    self.solvers[method].finished()
                 result.sharpness.append(
-                    {
-                        "method": method,
-                        "value": estimate.value,
-                        "hvps": estimate.hvps,
-                        "seconds": seconds,
-                        "tolerance": self.tolerance if method != "batch" else 0.0,
-                        "converged": estimate.converged,
-                        "warm_start": estimate.warm_start,
-                    }
+                    {"method": method, **fields, "seconds": seconds, "tolerance": self.tolerance if method != "batch" else 0.0}
                 )
-            del hessian, loss  # free the double-backward graph before restoring the run
+            del hessian, loss, batch  # free the double-backward graph before restoring the run
         result.seconds = time.perf_counter() - started
         return result
 
-    def _estimate(self, method: str, hessian: HessianOperator, deadline: float | None) -> Estimate | None:
-        if method == "batch":
-            self._batch = batch_sharpness(hessian)
-            return self._batch
-        hint = None
+    def _estimate(
+        self,
+        method: str,
+        hessian: HessianOperator,
+        batch: tuple[float, tuple[torch.Tensor, torch.Tensor] | None],
+        out_of_time: Callable[[], bool] | None,
+    ) -> dict[str, Any] | None:
+        """The fields of a converged estimate, or None (cut short, or no preconditioner yet)."""
+        solver = self.solvers[method]
+        lower_bound, hint = batch
         if method == "hessian":
-            apply = hessian
-            if self._batch is not None and self._batch.vector is not None and self._batch.image is not None:
-                hint = (self._batch.vector, self._batch.image)
+            apply = hessian.flat
         else:
             inv_sqrt_p = adam_preconditioner(self.optimizer, self.params)
             if inv_sqrt_p is None:
                 return None  # Adam has not stepped yet: there is no preconditioner
             apply = preconditioned_operator(hessian, inv_sqrt_p)
-        start = self.vectors[method]
-        warm = start is not None
-        noise = random_vector(self.params, self._generator)
-        if start is None:
-            start = noise
-        else:
-            # A direction the old eigenvector has exactly no part in (a unit that just died or
-            # woke up) would stay invisible forever; a 1% random part lets it show.
-            scale = WARM_START_NOISE * float(dot(start, start).sqrt() / dot(noise, noise).sqrt())
-            start = [s + scale * n for s, n in zip(start, noise)]
-        estimate = top_eigenvalue(
-            apply, start, tolerance=self.tolerance, max_iters=self.max_iters, warm_start=warm, deadline=deadline, hint=hint
-        )
-        lower_bound = self._batch.value if method == "hessian" and self._batch is not None else math.nan
-        if warm and estimate.converged and estimate.value < lower_bound * (1 - self.tolerance):
+            hint = None  # the gradient is no help for P^-1/2 H P^-1/2
+            lower_bound = math.nan
+        if solver.calls == 0:
+            self._warm[method] = solver.kept is not None
+        result = solver.run(apply, self._fresh(), max_products=self.max_iters, out_of_time=out_of_time, hint=hint,
+                            noise=WARM_START_NOISE)
+        if result.converged and self._warm[method] and result.value < lower_bound * (1 - self.tolerance):
             # gᵀHg/‖g‖² is a Rayleigh quotient, so λ_max is at least that: the warm start got stuck
-            # on a lower eigenvector. Start over from a random vector and keep the better answer.
-            cold = top_eigenvalue(
-                apply, random_vector(self.params, self._generator), tolerance=self.tolerance,
-                max_iters=self.max_iters, deadline=deadline, hint=hint,
-            )
-            better = cold if cold.value > estimate.value else estimate
-            estimate = Estimate(better.value, estimate.hvps + cold.hvps, better.converged, True, better.vector)
-        self.vectors[method] = estimate.vector  # None after a non-finite result: start cold again
-        return estimate
+            # on a lower eigenvector. Start over from a random vector.
+            solver.forget()
+            result = solver.run(apply, self._fresh(), max_products=self.max_iters, out_of_time=out_of_time, hint=hint)
+        if not math.isfinite(result.value):
+            solver.forget()  # start cold again (the products it took are still counted)
+            return None
+        if not result.converged:
+            return None
+        return {
+            "value": result.value,
+            "hvps": solver.products,
+            "converged": True,
+            "warm_start": self._warm[method],
+            "bound": result.bound / abs(result.value) if result.value else 0.0,
+            "slices": solver.calls,
+        }
+
+    def _fresh(self) -> torch.Tensor:
+        """A seeded Gaussian flat vector (the cold start, or the random part of a warm one)."""
+        n = sum(p.numel() for p in self.params)
+        dtype = self.params[0].dtype if self.params else torch.float32
+        return torch.randn(n, dtype=dtype, device=self.device, generator=self._generator)
