@@ -56,6 +56,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lrtui.advisor.series import StepSeries
+from lrtui.advisor.trend import sen_interval
 
 #: Mean train loss below which a phase has converged (the paper's regime-1 test).
 CONVERGED_LOSS = 1e-2
@@ -65,6 +66,16 @@ BATCHES = 10
 T_QUANTILE = 1.8595
 #: Largest relative decline across the window (beyond the LR's share) that still counts as stationary.
 STATIONARY_BAND = 0.10
+#: A decline smaller than this across the window (at the LR in force) is no progress worth more
+#: steps, however significant: the ground truth's own "falls" (docs/validation.md) is a fall of
+#: more than 2% over its horizon. It matters at the end of an annealing schedule, where the
+#: projected trend is tiny and, over thousands of losses, significant.
+NEGLIGIBLE = 0.02
+#: A phase whose LR is at or below this fraction of its LR where its judging began is *annealed*:
+#: its schedule has made the drop ``drop_lr`` would advise (x0.1). There the stopped-falling test
+#: has no power (the window holds little LR-time), so a decline at the LR in force bounded
+#: below ``NEGLIGIBLE`` counts as stopped, and no drop or averaging advice comes.
+ANNEALED = 0.1
 #: Equilibrium needs the window's fastest plausible decline to be at most this fraction of the
 #: phase's average decline before the window: the loss has *stopped* falling.
 SLOWDOWN = 0.25
@@ -97,6 +108,8 @@ class WindowVerdict:
         change, lo, hi: relative change across the window and its 90% interval.
         lr_change: relative change of the LR across the window (0 at a constant LR).
         start, stop: the window as logged-step indices [start, stop).
+        robust: (change, lo, hi) across the window from the Theil-Sen slope of the same batch
+            means and its distribution-free 90% interval (``trend.py``).
     """
 
     regime: str | None
@@ -110,11 +123,20 @@ class WindowVerdict:
     start: int
     stop: int
     means_last: float
+    robust: tuple[float, float, float] = (0.0, -math.inf, math.inf)
+
+    @property
+    def robustly_falling(self) -> bool:
+        """The Theil-Sen trend (``trend.py``) at the LR in force falls significantly (its 90%
+        interval below 0) and by more than ``NEGLIGIBLE`` across the window: a decline that
+        one batch holding a spike cannot fake."""
+        change, _, hi = self.robust
+        return hi < 0.0 and change < -NEGLIGIBLE
 
     @property
     def fell_beyond_band(self) -> bool:
-        """The loss provably fell by more than the band beyond the LR's share (hi below it)."""
-        return self.hi < min(0.0, self.lr_change) - STATIONARY_BAND
+        """The loss provably fell by more than the band across the window at the LR in force."""
+        return self.hi < -STATIONARY_BAND
 
 
 def next_check(length: int) -> int:
@@ -149,23 +171,27 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     means = (P[edges[1:]] - P[edges[:-1]]) / size
     log = s.cum_nonpos.a[j1] == s.cum_nonpos.a[w0]
     trend = (s.cum_log.a[edges[1:]] - s.cum_log.a[edges[:-1]]) / size if log else means
-    k = np.arange(BATCHES) - (BATCHES - 1) / 2.0
-    stt = float(k @ k)
+    x, span, d = _lr_time_axis(s, edges)
+    xc = x - x.mean()
+    sxx = float(xc @ xc)
     mean = float(trend.mean())
-    slope = float(k @ (trend - mean)) / stt
-    resid = trend - mean - slope * k
-    se = math.sqrt(float(resid @ resid) / (BATCHES - 2) / stt)
+    slope = float(xc @ (trend - mean)) / sxx if sxx > 0 else 0.0
+    resid = trend - mean - slope * xc
+    se = math.sqrt(float(resid @ resid) / (BATCHES - 2) / sxx) if sxx > 0 else math.inf
     if log:
-        change, lo, hi = (_expm1(slope * BATCHES), _expm1((slope - T_QUANTILE * se) * BATCHES),
-                          _expm1((slope + T_QUANTILE * se) * BATCHES))
+        change, lo, hi = (_expm1(slope * span), _expm1((slope - T_QUANTILE * se) * span),
+                          _expm1((slope + T_QUANTILE * se) * span))
         typical = math.exp(float(np.median(trend)))
     else:
-        scale = BATCHES / max(abs(mean), 1e-300)
+        scale = span / max(abs(mean), 1e-300)
         change, lo, hi = slope * scale, (slope - T_QUANTILE * se) * scale, (slope + T_QUANTILE * se) * scale
         typical = float(np.median(means))
-    lr_first, lr_last = s.lr.a[at[w0]], s.lr.a[at[j1 - 1]]
-    d = math.log(lr_last / lr_first) if lr_first > 0 and lr_last > 0 else 0.0
-    low, high = _expm1(min(0.0, d)), _expm1(max(0.0, d))  # the change the LR explains
+    low = high = 0.0  # the trend is at the LR in force already: the LR's own change explains nothing of it
+    sen = sen_interval(x, trend)
+    if log:
+        robust = (_expm1(sen[0] * span), _expm1(sen[1] * span), _expm1(sen[2] * span))
+    else:
+        robust = (sen[0] * scale, sen[1] * scale, sen[2] * scale)
     reached = bool(means[-1] < CONVERGED_LOSS)
     bounded = lo > low - STATIONARY_BAND  # one-sided: the decline beyond the LR's share is at most the band
     level = float(means.mean())
@@ -174,22 +200,52 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     loss_chance = positive_start and typical >= CHANCE_FRACTION * initial
     far_above = positive_start and typical >= FAR_ABOVE * initial
     start_fall = _fall_since_start(s, j0, w0, j1, mean, float(resid @ resid) / (BATCHES - 2), size, log)
+    # (the head's level against the window's mean level: a level, not a trend, so no projection)
     if loss_chance and at_chance is None:  # the loss decides: it must not have fallen below its start
         loss_chance = not (start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
     chance = at_chance if at_chance is not None else loss_chance
     stopped = start_fall is not None and _stopped_falling(s, j0, w0, j1, lo, low, log,
                                                           start_fall[0] - T_QUANTILE * start_fall[1])
+    lr_begin, lr_now = float(s.lr.a[start]), float(s.lr.a[at[j1 - 1]])
+    annealed = lr_begin > 0 and 0 < lr_now <= ANNEALED * lr_begin
+    if annealed and lo > -NEGLIGIBLE:  # the schedule took the LR down: what is left to gain at it is negligible
+        stopped = True
     rising = lo > high  # a significant rise beyond the LR's share: not stationary
-    if reached or hi < low:
+    if reached or (hi < low and change < -NEGLIGIBLE):
         regime: str | None = "converging"
     elif chance and lo > low - STATIONARY_BAND:
         regime = "chance"
-    elif not far_above and not rising and (stopped or at_chance is False):
+    elif not far_above and not rising and (stopped or at_chance is False) and not (
+            robust[2] < 0.0 and robust[0] < -NEGLIGIBLE):  # a slow, significant decline is no equilibrium
         regime = "equilibrium"
     else:
         regime = None
-    return WindowVerdict(regime, bounded and stopped, reached, level, change, lo, hi, _expm1(d), int(at[w0]), int(at[j1 - 1]) + 1,
-                         float(means[-1]))
+    return WindowVerdict(regime, bounded and stopped and not annealed, reached, level, change, lo, hi, _expm1(d), int(at[w0]),
+                         int(at[j1 - 1]) + 1, float(means[-1]), robust)
+
+
+def _lr_time_axis(s: StepSeries, edges: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """The window's batches on the LR-time axis, in optimizer steps at the LR in force.
+
+    Returns (x, span, d): x[k] = τ at the middle of batch k / the LR of the window's last logged
+    step (``StepSeries.lr_time``); span = the window's length in optimizer steps (the spacing of
+    the batch middles × ``BATCHES``, as the change across the window is defined); d = the log
+    change of the LR across the window (reported, 0 at a constant LR). A slope per unit of x
+    times span is the change across a window-length *at the LR in force*: at a constant LR x is
+    the optimizer step and this is the plain trend; under a decaying LR the progress the window
+    made per unit of LR-time is scaled down to what the current, smaller LR makes of it.
+    """
+    at, steps, tau, lr = s.loss_at.a, s.step.a, s.lr_time.a, s.lr.a
+    first, last = at[edges[:-1]], at[edges[1:] - 1]
+    lr_first, lr_now = lr[at[edges[0]]], lr[last[-1]]
+    d = math.log(lr_now / lr_first) if lr_first > 0 and lr_now > 0 else 0.0
+    now = lr_now if lr_now > 0 else 1.0
+    x = (tau[first] + tau[last]) / (2.0 * now)
+    middles = (steps[first] + steps[last]) / 2.0
+    span = float(middles[-1] - middles[0]) * BATCHES / (BATCHES - 1)
+    if not float(x[-1] - x[0]) > 0:  # no LR-time passed (a LR of 0): the steps themselves
+        x = middles.astype(np.float64)
+    return x, span, d
 
 
 def _expm1(x: float) -> float:
@@ -220,14 +276,17 @@ def _fall_since_start(s: StepSeries, j0: int, w0: int, j1: int, window_mean: flo
 
 def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: float, log: bool,
                      slowest_fall: float) -> bool:
-    """True when the window's fastest plausible decline beyond the LR's share is at most
+    """True when the window's fastest plausible decline (at the LR in force) is at most
     ``SLOWDOWN`` × the slowest plausible average decline of the phase before it (both per
-    optimizer step). ``slowest_fall``: the lower confidence bound of the fall from the phase's
-    head to the window (``_fall_since_start``): a head that the noise put high must not make a
-    slow decline look as if it had stopped."""
+    optimizer step at the LR in force: the time since the head is LR-time / that LR).
+    ``slowest_fall``: the lower confidence bound of the fall from the phase's head to the window
+    (``_fall_since_start``): a head that the noise put high must not make a slow decline look as
+    if it had stopped."""
     head = min(HEAD, w0 - j0)
-    steps, at = s.step.a, s.loss_at.a
-    elapsed = (steps[at[(w0 + j1) // 2]] - steps[at[j0 + head // 2]])
+    steps, at, tau = s.step.a, s.loss_at.a, s.lr_time.a
+    lr_now = float(s.lr.a[at[j1 - 1]])
+    now = lr_now if lr_now > 0 else 1.0
+    elapsed = (tau[at[(w0 + j1) // 2]] - tau[at[j0 + head // 2]]) / now
     span = max(float(steps[at[j1 - 1]] - steps[at[w0]]), 1.0)
     if elapsed <= 0:
         return False
@@ -242,25 +301,31 @@ def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: f
 class RegimeConfirmation:
     """Hysteresis: a phase's regime changes only after ``CONFIRM`` equal verdicts in a row."""
 
-    __slots__ = ("confirmed", "_candidate", "_count")
+    __slots__ = ("confirmed", "_candidate", "_count", "_entry_level")
 
     def __init__(self) -> None:
         self.confirmed = "warmup"
+        self._entry_level = math.inf  # the window's mean loss when the regime was confirmed
         self._candidate: str | None = None
         self._count = 0
 
     def feed(self, verdict: WindowVerdict) -> bool:
         """Add one verdict; True when it changed the confirmed regime.
 
-        Leaving a stationary regime (equilibrium, chance) for ``converging`` takes more than a
-        significant slope: the evidence that the loss falls by more than ``STATIONARY_BAND`` beyond
-        the LR's share across the window (the interval's upper end below that), as strong as the
-        evidence that put it there, or the convergence level; otherwise the tail of a decline, or
-        a few spikes in a noisy equilibrium, flip a regime to and fro.
+        Leaving ``chance`` for ``converging`` takes more than a significant slope: the evidence
+        that the loss falls by more than ``STATIONARY_BAND`` across the window (the interval's
+        upper end below that), or the convergence level; a model at chance drifts in loss as its
+        logits' scale drifts, while what it predicts stays at chance. Leaving ``equilibrium`` for
+        ``converging`` takes ``CONFIRM`` windows in a row whose loss falls significantly and by
+        more than ``NEGLIGIBLE`` at the LR in force: a slow, significant decline is exactly what
+        an equilibrium is not (issue 18 case 3: with noisy labels the loss goes on falling ~1% per
+        hundred steps for thousands of steps, and a band of 10% per window kept it `equilibrium`).
         """
         regime = verdict.regime
         if (regime == "converging" and self.confirmed in ("equilibrium", "chance") and not verdict.reached
-                and not verdict.fell_beyond_band):
+                and not verdict.fell_beyond_band
+                and not (self.confirmed == "equilibrium" and verdict.robustly_falling
+                         and verdict.level <= (1.0 - STATIONARY_BAND) * self._entry_level)):
             regime = None
         if regime is None or regime == self.confirmed:
             self._candidate, self._count = None, 0
@@ -271,6 +336,7 @@ class RegimeConfirmation:
             self._candidate, self._count = regime, 1
         if self._count >= CONFIRM:
             self.confirmed = regime
+            self._entry_level = verdict.level
             self._candidate, self._count = None, 0
             return True
         return False
