@@ -55,7 +55,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lrtui.advisor.series import StepSeries
+from lrtui.advisor.series import LOG_FLOOR, StepSeries
 from lrtui.advisor.trend import sen_interval
 
 #: Mean train loss below which a phase has converged (the paper's regime-1 test).
@@ -254,24 +254,28 @@ def _expm1(x: float) -> float:
 
 def _fall_since_start(s: StepSeries, j0: int, w0: int, j1: int, window_mean: float, batch_var: float, size: int,
                       log: bool) -> tuple[float, float] | None:
-    """How far the window's mean (log) loss lies below the phase's first ``HEAD`` losses, and the
+    """How far the window's mean (log) loss lies below the phase's starting level, and the
     standard error of that difference; None when the phase has no head before its window.
 
-    The errors come from the window's batch means (their residual variance about the trend,
-    ``batch_var``, over ``size`` losses each); the head's is that per-loss variance over its
-    ``HEAD`` losses. A fall more than ``T_QUANTILE`` errors (one-sided 95%) means the loss has
-    fallen below its start, so it is not at chance: the band test has power only against a 10%
-    change within the window, this one sees any fall the noise allows since the phase began.
+    The starting level is the *median* of the phase's first ``HEAD`` (log) losses: a robust
+    level, so that one blow-up among them (a large LR's loss of 15 at step 10 of a run whose
+    loss sits at chance, 2.3) does not make a flat loss look fallen below its start. The errors
+    come from the window's batch means (their residual variance about the trend, ``batch_var``,
+    over ``size`` losses each); the head's is that per-loss variance over its ``HEAD`` losses,
+    times π/2 for a median. A fall more than ``T_QUANTILE`` errors (one-sided 95%) means the
+    loss has fallen below its start, so it is not at chance: the band test has power only
+    against a 10% change within the window, this one sees any fall the noise allows since the
+    phase began.
     """
     head = min(HEAD, w0 - j0)
     if head <= 0:
         return None
-    cum = s.cum_log.a if log else s.cum_loss.a
-    first = (cum[j0 + head] - cum[j0]) / head
+    values = s.loss.a[j0:j0 + head]
+    first = float(np.median(np.log(np.maximum(values, LOG_FLOOR)) if log else values))
     if not log:
-        window_mean, first = window_mean / max(abs(window_mean), 1e-300), first / max(abs(window_mean), 1e-300)
-        batch_var /= max(window_mean * window_mean, 1e-300)
-    return first - window_mean, math.sqrt(batch_var / BATCHES + batch_var * size / head)
+        scale = max(abs(window_mean), 1e-300)
+        window_mean, first, batch_var = window_mean / scale, first / scale, batch_var / (scale * scale)
+    return first - window_mean, math.sqrt(batch_var / BATCHES + batch_var * size / head * math.pi / 2.0)
 
 
 def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: float, log: bool,
