@@ -213,7 +213,10 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     rising = lo > high  # a significant rise beyond the LR's share: not stationary
     if reached or (hi < low and change < -NEGLIGIBLE):
         regime: str | None = "converging"
-    elif chance and lo > low - STATIONARY_BAND:
+    elif chance and (lo > low - STATIONARY_BAND or at_chance is True):
+        # the loss decides (no accuracy): it must not fall by more than the band, as strongly as
+        # the noise allows; a logged accuracy at chance decides by itself once the loss does not
+        # fall significantly (the converging test above did not fire)
         regime = "chance"
     elif not far_above and not rising and (stopped or at_chance is False) and not (
             robust[2] < 0.0 and robust[0] < -NEGLIGIBLE):  # a slow, significant decline is no equilibrium
