@@ -1,4 +1,4 @@
-"""The regime of a phase from its loss (and accuracy): converging, equilibrium, chance — with the LR as covariate.
+"""The regime of a phase from its loss (and accuracy): converging, equilibrium, chance — at the LR in force.
 
 The test, on the usable losses (``series.py``) of the phase after its warm-up (``phases.py``):
 
@@ -6,46 +6,53 @@ The test, on the usable losses (``series.py``) of the phase after its warm-up (`
   recent fraction too), split into ``BATCHES`` = 10 consecutive batches of equal count; their
   means are nearly independent even though successive losses are not. The rates are per optimizer
   step, so a logging stride that changed does not stretch the window.
-- Trend: least squares of the batch means of log(loss) on their index (of the loss itself when a
-  loss of the window is not positive); the change across the window, ``exp(slope × BATCHES) - 1``,
-  with its 90% t-interval [lo, hi] (8 degrees of freedom). Loss noise is multiplicative.
-- The LR as covariate: ``d`` = the log change of the LR across the window (0 at a constant LR).
-  A loss at the level its LR can reach moves with the LR: in the noise-dominated regime the excess
-  loss is proportional to the LR, on top of a floor that does not move, so the log loss changes
-  by β·d with 0 ≤ β ≤ 1. The change the LR explains is therefore the interval
-  ``[min(0, d), max(0, d)]`` (as relative changes: ``expm1`` of it). *Stationary at the LR in
-  force* means: no change beyond that.
+- Trend *at the LR in force*: least squares of the batch means of log(loss) (of the loss itself
+  when a loss of the window is not positive) on their **LR-time** τ = Σ LR × steps
+  (``StepSeries.lr_time``), in units of optimizer steps at the LR of the window's last step.
+  The change across the window, ``exp(slope × span) - 1`` with span the window's length in
+  optimizer steps, and its 90% t-interval [lo, hi] (8 degrees of freedom), are then the change
+  that a window-length *at the current LR* would make. At a constant LR τ is the step and this is
+  the plain trend. Under a decaying LR the progress the window made per unit of LR-time is scaled
+  down to what the current, smaller LR makes of it; nothing of a fall is "explained" by the LR
+  falling (an earlier version let the LR's own log change d explain a fall of up to |d|, and
+  called a run still learning under a cosine decay stationary: docs/validation.md).
+- A robust twin of that trend: the Theil-Sen slope of the same batch means on the same axis and
+  its distribution-free 90% interval (``trend.py``), which one batch holding a spike cannot move.
 - Verdict, in this order:
   1. ``converging`` when the last batch mean is below ``CONVERGED_LOSS`` (1e-2, the paper's test);
-  2. ``converging`` when the loss falls significantly beyond what the LR explains (hi below the
-     explained interval): a slow, steady decline is converging at any rate;
+  2. ``converging`` when the loss falls significantly (hi < 0) and by more than ``NEGLIGIBLE``
+     (2%) across the window at the LR in force: a slow, steady decline is converging at any rate,
+     a significant but negligible one (an annealed tail over thousands of losses) is not;
   3. ``chance`` when the run is at chance (``accuracy.py`` when it logs an accuracy; else the
-     median batch at or above ``CHANCE_FRACTION`` of the initial loss) and the loss is not falling
-     by more than ``STATIONARY_BAND`` beyond the LR (lo above the explained interval - band): the
-     evidence that nothing is being learned must be as strong as the noise allows;
-  4. ``equilibrium`` when the loss has *stopped falling*: its fastest plausible decline beyond the
-     LR's share (from lo) is at most ``SLOWDOWN`` = 1/4 of the phase's average decline since its
-     first ``HEAD`` losses (a short window of a slow decline keeps its pace: that is no
-     equilibrium); or when the logged accuracy is above chance (so not regime 3) while the loss is
-     not falling (rule 2 did not fire): of the paper's three regimes only this one is left — but
-     never for a loss at or above ``FAR_ABOVE`` × its start;
+     median batch at or above ``CHANCE_FRACTION`` of the initial loss and not significantly below
+     the phase's starting level) and, without an accuracy, the loss is not falling by more than
+     ``STATIONARY_BAND`` (lo > -band): the evidence that nothing is being learned must be as
+     strong as the noise allows; a logged accuracy at chance decides alone once rule 2 did not fire;
+  4. ``equilibrium`` when the loss has *stopped falling*: its fastest plausible decline (from lo)
+     is at most ``SLOWDOWN`` = 1/4 of the phase's average decline since its starting level (the
+     median of its first ``HEAD`` log losses), both per optimizer step at the LR in force (a
+     short window of a slow decline keeps its pace: that is no equilibrium); in an *annealed*
+     phase (LR at or below ``ANNEALED`` = 0.1 × its LR where judging began) also when the
+     fastest plausible decline is below ``NEGLIGIBLE``; or when the logged accuracy is above
+     chance (so not regime 3) while the loss is not falling (rule 2 did not fire): of the paper's
+     three regimes only this one is left — but never for a loss at or above ``FAR_ABOVE`` × its
+     start, nor while the robust trend falls significantly by more than ``NEGLIGIBLE``;
   5. otherwise no verdict yet.
   The verdict also says whether the evidence is enough to act on (``settled``), and that test is
   one-sided: with 95% confidence the loss declines across the window by no more than
-  ``STATIONARY_BAND`` beyond the LR's share (lo above it) *and* has stopped falling against the
-  fall so far (above). Advice that acts on an equilibrium (``drop_lr``, ``start_averaging``) needs
-  it. The question is whether more steps at this LR still pay, i.e. how much the loss may still
-  *fall*; a rise is no reason to stay (a significant one is not an equilibrium at all). A
-  two-sided test (the whole interval within ±band) asks for evidence a chaotic equilibrium logged
-  at a stride cannot give: at stride 8 its log loss scatters by ~0.7 per logged step, so 10,000
-  optimizer steps (1,250 values; the window holds 625) bound the change to about ±17% whatever
-  the estimator (the batch means scatter as independent ones do; medians and trimmed means gave
-  no narrower intervals on the sample sweep), and rare spikes widen the upper side most.
+  ``STATIONARY_BAND`` at the LR in force (lo above -band) *and* has stopped falling against the
+  fall so far (above), and the phase is not annealed (its schedule already made the x0.1 drop;
+  on the corpus a further drop there does not pay). Advice that acts on an equilibrium
+  (``drop_lr``, ``start_averaging``) needs it. The question is whether more steps at this LR
+  still pay, i.e. how much the loss may still *fall*; a rise is no reason to stay (a significant
+  one is not an equilibrium at all). A two-sided test (the whole interval within ±band) asks for
+  evidence a chaotic equilibrium logged at a stride cannot give: at stride 8 its log loss
+  scatters by ~0.7 per logged step, so 10,000 optimizer steps (1,250 values; the window holds
+  625) bound the change to about ±17% whatever the estimator, and rare spikes widen the upper
+  side most.
 - Checks run at phase lengths spaced geometrically (every ``CHECK_MIN`` logged steps, or
   ``CHECK_GROWTH``-fold), amortized O(1) per event and identical whichever way the events come. A
-  regime is confirmed after ``CONFIRM`` equal verdicts in a row, and a stationary regime is left
-  for ``converging`` only on evidence that the loss falls by more than the band beyond the LR's
-  share (the interval's upper end below -band).
+  regime is confirmed after ``CONFIRM`` equal verdicts in a row (``RegimeConfirmation``).
 """
 
 from __future__ import annotations
@@ -186,14 +193,13 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
         scale = span / max(abs(mean), 1e-300)
         change, lo, hi = slope * scale, (slope - T_QUANTILE * se) * scale, (slope + T_QUANTILE * se) * scale
         typical = float(np.median(means))
-    low = high = 0.0  # the trend is at the LR in force already: the LR's own change explains nothing of it
     sen = sen_interval(x, trend)
     if log:
         robust = (_expm1(sen[0] * span), _expm1(sen[1] * span), _expm1(sen[2] * span))
     else:
         robust = (sen[0] * scale, sen[1] * scale, sen[2] * scale)
     reached = bool(means[-1] < CONVERGED_LOSS)
-    bounded = lo > low - STATIONARY_BAND  # one-sided: the decline beyond the LR's share is at most the band
+    bounded = lo > -STATIONARY_BAND  # one-sided: the decline at the LR in force is at most the band
     level = float(means.mean())
     positive_start = initial_loss is not None and initial_loss > 0
     initial = initial_loss if initial_loss is not None else 0.0
@@ -204,16 +210,16 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     if loss_chance and at_chance is None:  # the loss decides: it must not have fallen below its start
         loss_chance = not (start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
     chance = at_chance if at_chance is not None else loss_chance
-    stopped = start_fall is not None and _stopped_falling(s, j0, w0, j1, lo, low, log,
+    stopped = start_fall is not None and _stopped_falling(s, j0, w0, j1, lo, log,
                                                           start_fall[0] - T_QUANTILE * start_fall[1])
     lr_begin, lr_now = float(s.lr.a[start]), float(s.lr.a[at[j1 - 1]])
     annealed = lr_begin > 0 and 0 < lr_now <= ANNEALED * lr_begin
     if annealed and lo > -NEGLIGIBLE:  # the schedule took the LR down: what is left to gain at it is negligible
         stopped = True
-    rising = lo > high  # a significant rise beyond the LR's share: not stationary
-    if reached or (hi < low and change < -NEGLIGIBLE):
+    rising = lo > 0.0  # a significant rise: not stationary
+    if reached or (hi < 0.0 and change < -NEGLIGIBLE):
         regime: str | None = "converging"
-    elif chance and (lo > low - STATIONARY_BAND or at_chance is True):
+    elif chance and (lo > -STATIONARY_BAND or at_chance is True):
         # the loss decides (no accuracy): it must not fall by more than the band, as strongly as
         # the noise allows; a logged accuracy at chance decides by itself once the loss does not
         # fall significantly (the converging test above did not fire)
@@ -281,7 +287,7 @@ def _fall_since_start(s: StepSeries, j0: int, w0: int, j1: int, window_mean: flo
     return first - window_mean, math.sqrt(batch_var / BATCHES + batch_var * size / head * math.pi / 2.0)
 
 
-def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: float, log: bool,
+def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, log: bool,
                      slowest_fall: float) -> bool:
     """True when the window's fastest plausible decline (at the LR in force) is at most
     ``SLOWDOWN`` × the slowest plausible average decline of the phase before it (both per
@@ -299,9 +305,9 @@ def _stopped_falling(s: StepSeries, j0: int, w0: int, j1: int, lo: float, low: f
         return False
     average_rate = slowest_fall / elapsed
     if log:
-        fall = math.log1p(low) - math.log1p(lo) if lo > -1.0 else math.inf
+        fall = -math.log1p(lo) if lo > -1.0 else math.inf
     else:
-        fall = low - lo
+        fall = -lo
     return average_rate > 0 and max(0.0, fall) / span <= SLOWDOWN * average_rate
 
 
@@ -319,14 +325,17 @@ class RegimeConfirmation:
     def feed(self, verdict: WindowVerdict) -> bool:
         """Add one verdict; True when it changed the confirmed regime.
 
-        Leaving ``chance`` for ``converging`` takes more than a significant slope: the evidence
-        that the loss falls by more than ``STATIONARY_BAND`` across the window (the interval's
-        upper end below that), or the convergence level; a model at chance drifts in loss as its
-        logits' scale drifts, while what it predicts stays at chance. Leaving ``equilibrium`` for
-        ``converging`` takes ``CONFIRM`` windows in a row whose loss falls significantly and by
-        more than ``NEGLIGIBLE`` at the LR in force: a slow, significant decline is exactly what
-        an equilibrium is not (issue 18 case 3: with noisy labels the loss goes on falling ~1% per
-        hundred steps for thousands of steps, and a band of 10% per window kept it `equilibrium`).
+        Leaving a stationary regime (equilibrium, chance) for ``converging`` takes more than a
+        significant slope, or the tail of a decline and a few spikes in a noisy equilibrium flip
+        a regime to and fro: the convergence level, or evidence that the loss falls by more than
+        ``STATIONARY_BAND`` across the window (the interval's upper end below -band). From
+        ``equilibrium`` there is one more way out: the robust (Theil-Sen) trend falls
+        significantly and by more than ``NEGLIGIBLE`` *and* the window's level lies at least
+        ``STATIONARY_BAND`` below the level at which the equilibrium was confirmed. A slow,
+        significant decline is what an equilibrium is not (issue 18 case 3: with noisy labels
+        the loss goes on falling a few % per window for thousands of steps, and the band test
+        alone kept it `equilibrium` to the end); spikes move neither the robust trend nor a
+        level over half the phase.
         """
         regime = verdict.regime
         if (regime == "converging" and self.confirmed in ("equilibrium", "chance") and not verdict.reached
