@@ -350,7 +350,9 @@ class RegimeConfirmation:
             self._count += 1
         else:
             self._candidate, self._count = regime, 1
-        if self._count >= CONFIRM:
+        # a phase's first verdict, when it is `converging`, stands at once: it advises nothing
+        # and replaces no earlier regime, so there is nothing for the hysteresis to protect
+        if self._count >= CONFIRM or (self.confirmed == "warmup" and regime == "converging"):
             self.confirmed = regime
             self._entry_level = verdict.level
             self._candidate, self._count = None, 0
