@@ -33,7 +33,10 @@ The test, on the usable losses (``series.py``) of the phase after its warm-up (`
      median of its first ``HEAD`` log losses), both per optimizer step at the LR in force (a
      short window of a slow decline keeps its pace: that is no equilibrium); in an *annealed*
      phase (LR at or below ``ANNEALED`` = 0.1 × its LR where judging began) also when the
-     fastest plausible decline is below ``NEGLIGIBLE``; or when the logged accuracy is above
+     fastest plausible decline is below ``NEGLIGIBLE``; in a phase after an LR step (a jump or an
+     applied action) also when it has not fallen significantly since its start and does not fall
+     now (least squares and Theil-Sen: hi >= 0), having no pace of its own to have stopped
+     against (a regime only: ``settled`` still needs the stopped test); or when the logged accuracy is above
      chance (so not regime 3) while the loss is not falling (rule 2 did not fire): of the paper's
      three regimes only this one is left — but never for a loss at or above ``FAR_ABOVE`` × its
      start, nor while the robust trend falls significantly by more than ``NEGLIGIBLE``;
@@ -152,7 +155,7 @@ def next_check(length: int) -> int:
 
 
 def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | None,
-                 at_chance: bool | None) -> WindowVerdict | None:
+                 at_chance: bool | None, after_step: bool = False) -> WindowVerdict | None:
     """Test the judged part [start, stop) of a phase (logged-step indices); None when it holds
     too few usable losses.
 
@@ -160,6 +163,7 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
         initial_loss: the run's initial loss level, for chance without an accuracy.
         at_chance: what the logged accuracy says (``accuracy.py``): True at chance, False above
             it, None when the run logs none (then the loss decides).
+        after_step: the phase began at an LR jump or an applied LR action, not at the run's start.
     """
     at, steps = s.loss_at.a, s.step.a
     j0, j1 = s.usable_before(start), s.usable_before(stop)
@@ -216,6 +220,12 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     annealed = lr_begin > 0 and 0 < lr_now <= ANNEALED * lr_begin
     if annealed and lo > -NEGLIGIBLE:  # the schedule took the LR down: what is left to gain at it is negligible
         stopped = True
+    # a phase after an LR step that has not fallen since its start and does not fall now has no
+    # pace of its own to have stopped against; not converging, not at chance (the rules above),
+    # it is in the regime that is left, equilibrium, as with an accuracy above chance below; the
+    # evidence is not enough to act on (``settled`` still needs the bound and the stopped test)
+    flat_after_step = after_step and hi >= 0.0 and robust[2] >= 0.0 and not (
+        start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
     rising = lo > 0.0  # a significant rise: not stationary
     if reached or (hi < 0.0 and change < -NEGLIGIBLE):
         regime: str | None = "converging"
@@ -224,7 +234,7 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
         # the noise allows; a logged accuracy at chance decides by itself once the loss does not
         # fall significantly (the converging test above did not fire)
         regime = "chance"
-    elif not far_above and not rising and (stopped or at_chance is False) and not (
+    elif not far_above and not rising and (stopped or flat_after_step or at_chance is False) and not (
             robust[2] < 0.0 and robust[0] < -NEGLIGIBLE):  # a slow, significant decline is no equilibrium
         regime = "equilibrium"
     else:
