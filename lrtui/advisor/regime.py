@@ -211,8 +211,9 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     far_above = positive_start and typical >= FAR_ABOVE * initial
     start_fall = _fall_since_start(s, j0, w0, j1, mean, float(resid @ resid) / (BATCHES - 2), size, log)
     # (the head's level against the window's mean level: a level, not a trend, so no projection)
+    fell_since_start = start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1]
     if loss_chance and at_chance is None:  # the loss decides: it must not have fallen below its start
-        loss_chance = not (start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
+        loss_chance = not fell_since_start
     chance = at_chance if at_chance is not None else loss_chance
     stopped = start_fall is not None and _stopped_falling(s, j0, w0, j1, lo, log,
                                                           start_fall[0] - T_QUANTILE * start_fall[1])
@@ -229,10 +230,10 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     rising = lo > 0.0  # a significant rise: not stationary
     if reached or (hi < 0.0 and change < -NEGLIGIBLE):
         regime: str | None = "converging"
-    elif chance and (lo > -STATIONARY_BAND or at_chance is True):
-        # the loss decides (no accuracy): it must not fall by more than the band, as strongly as
-        # the noise allows; a logged accuracy at chance decides by itself once the loss does not
-        # fall significantly (the converging test above did not fire)
+    elif chance and (lo > -STATIONARY_BAND or (at_chance is True and not fell_since_start)):
+        # the loss must not fall by more than the band, as strongly as the noise allows; or, with
+        # a logged accuracy at chance, the loss has learned nothing either: not significantly
+        # below the phase's starting level, and not falling significantly now (rule 2 did not fire)
         regime = "chance"
     elif not far_above and not rising and (stopped or flat_after_step or at_chance is False) and not (
             robust[2] < 0.0 and robust[0] < -NEGLIGIBLE):  # a slow, significant decline is no equilibrium
