@@ -189,19 +189,17 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     slope = float(xc @ (trend - mean)) / sxx if sxx > 0 else 0.0
     resid = trend - mean - slope * xc
     se = math.sqrt(float(resid @ resid) / (BATCHES - 2) / sxx) if sxx > 0 else math.inf
+    sen = sen_interval(x, trend)  # the robust twin: Theil-Sen slope and its interval
     if log:
         change, lo, hi = (_expm1(slope * span), _expm1((slope - T_QUANTILE * se) * span),
                           _expm1((slope + T_QUANTILE * se) * span))
+        robust = (_expm1(sen[0] * span), _expm1(sen[1] * span), _expm1(sen[2] * span))
         typical = math.exp(float(np.median(trend)))
     else:
         scale = span / max(abs(mean), 1e-300)
         change, lo, hi = slope * scale, (slope - T_QUANTILE * se) * scale, (slope + T_QUANTILE * se) * scale
-        typical = float(np.median(means))
-    sen = sen_interval(x, trend)
-    if log:
-        robust = (_expm1(sen[0] * span), _expm1(sen[1] * span), _expm1(sen[2] * span))
-    else:
         robust = (sen[0] * scale, sen[1] * scale, sen[2] * scale)
+        typical = float(np.median(means))
     reached = bool(means[-1] < CONVERGED_LOSS)
     bounded = lo > -STATIONARY_BAND  # one-sided: the decline at the LR in force is at most the band
     level = float(means.mean())
@@ -225,8 +223,7 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
     # pace of its own to have stopped against; not converging, not at chance (the rules above),
     # it is in the regime that is left, equilibrium, as with an accuracy above chance below; the
     # evidence is not enough to act on (``settled`` still needs the bound and the stopped test)
-    flat_after_step = after_step and hi >= 0.0 and robust[2] >= 0.0 and not (
-        start_fall is not None and start_fall[0] > T_QUANTILE * start_fall[1])
+    flat_after_step = after_step and hi >= 0.0 and robust[2] >= 0.0 and not fell_since_start
     rising = lo > 0.0  # a significant rise: not stationary
     if reached or (hi < 0.0 and change < -NEGLIGIBLE):
         regime: str | None = "converging"
@@ -240,8 +237,8 @@ def judge_window(s: StepSeries, start: int, stop: int, initial_loss: float | Non
         regime = "equilibrium"
     else:
         regime = None
-    return WindowVerdict(regime, bounded and stopped and not annealed, reached, level, change, lo, hi, _expm1(d), int(at[w0]),
-                         int(at[j1 - 1]) + 1, float(means[-1]), robust)
+    return WindowVerdict(regime, bounded and stopped and not annealed, reached, level, change, lo, hi, _expm1(d),
+                         int(at[w0]), int(at[j1 - 1]) + 1, float(means[-1]), robust)
 
 
 def _lr_time_axis(s: StepSeries, edges: np.ndarray) -> tuple[np.ndarray, float, float]:
