@@ -534,11 +534,11 @@ def _data(events):
 
 
 def test_drop_lr_reason_says_how_far_it_may_still_fall() -> None:
-    """The reason gives the interval, the bound on the decline, under a moving LR, that the change is beyond its share."""
+    """The reason gives the interval, the bound on the decline, and under a moving LR that the change is at the LR in force."""
     from lrtui.advisor.recommend import drop_lr
 
     still = drop_lr(100, 0.1, 0.5, (50, 100), (-0.04, 0.03), 0.0, None)
     moving = drop_lr(100, 0.1, 0.5, (50, 100), (-0.2, -0.05), -0.2, None)
-    assert "falls by at most 10%" in still.reason and "LR's own change" not in still.reason
-    assert "beyond what the LR's own change (-20%) explains" in moving.reason
+    assert "falls by at most 10%" in still.reason and "LR moved" not in still.reason
+    assert "at the LR in force (the LR moved -20% across the window)" in moving.reason
     assert moving.numbers["lr_change"] == -0.2 and moving.numbers["new_lr"] == pytest.approx(0.01)

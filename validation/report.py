@@ -232,6 +232,25 @@ def summarize(scored: list[dict[str, Any]]) -> dict[str, Any]:
             "actions": acts, "issued": issued, "cases": cases}
 
 
+#: The corpus's split (docs/validation.md, "Dev and held-out"): fixes are chosen on seed 0, judged on seed 1.
+HALVES = {0: "dev (seed 0)", 1: "held-out (seed 1)"}
+
+
+def halves_markdown(scored: list[dict[str, Any]]) -> list[str]:
+    """One row per half of the corpus: live and end scores, drop_lr wrong in force and issued wrong."""
+    rows = ["| half | runs | live right | end right | drop_lr wrong in force (points) | drop_lr issued: wrong |",
+            "|---|---|---|---|---|---|"]
+    for seed, name in HALVES.items():
+        members = [s for s in scored if s["spec"].get("seed", 0) == seed]
+        if not members:
+            continue
+        sm = summarize(members)
+        rows.append(f"| {name} | {sm['runs']} | {sm['match']}/{sm['match'] + sm['miss']} "
+                    f"| {sm['end_match']}/{sm['end_match'] + sm['end_miss']} "
+                    f"| {sm['actions']['drop_lr'].get('wrong', 0)} | {sm['issued']['drop_lr'].get('wrong', 0)} |")
+    return rows
+
+
 def end_outcome(scored_run: dict[str, Any]) -> str:
     """The advisor's regime at the end of the run (after every event) against the truth at its last point."""
     last = scored_run["points"][-1]
@@ -256,6 +275,9 @@ def print_report(root: Path, scored: list[dict[str, Any]], sweeps: list[dict[str
       f"({summary['end_unscored']} unclear at the end)")
     p(f"- of the {summary['miss']} live misses, {summary['silent']} are no verdict yet (`warmup` outside a warm-up)"
       f" and {summary['miss'] - summary['silent']} a wrong verdict")
+    p("")
+    for row in halves_markdown(scored):
+        p(row)
     p("")
     p("live: at every report point")
     p("")
@@ -408,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update-doc", type=Path, metavar="MD",
                         help="replace the tables between the report markers of MD (docs/validation.md) with --markdown's")
     parser.add_argument("--only", nargs="+", metavar="PREFIX", help="only runs whose path starts with one of these")
+    parser.add_argument("--seed", type=int, metavar="N",
+                        help="only runs recorded with corpus seed N (0: the dev half, 1: the held-out half)")
     args = parser.parse_args(argv)
     root = args.corpus
     if not root.is_dir():
@@ -424,6 +448,15 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, KeyError) as exc:
         print(f"validation.report: {exc}", file=sys.stderr)
         return 2
+    if args.seed is not None:
+        if args.update_doc:
+            print("validation.report: --update-doc writes the whole corpus's tables; drop --seed", file=sys.stderr)
+            return 2
+        scored = [s for s in scored if s["spec"].get("seed", 0) == args.seed]
+        runs = [Path(s["run"]) for s in scored]
+        if not scored:
+            print(f"validation.report: {root}: no recorded run with seed {args.seed}", file=sys.stderr)
+            return 2
     sweep_dirs = sorted({r.parent for r in runs if r.parent.name.startswith("sweep-")})
     sweeps = [score_sweep(d, scored) for d in sweep_dirs]
     if args.update_doc:

@@ -270,7 +270,8 @@ class Advisor:
         steps = s.step.a
         assert ph.judge_from is not None
         first_step, step = int(steps[ph.judge_from]), int(steps[i])
-        v = judge_window(s, ph.judge_from, i + 1, self._chance_reference(), self._accuracy.at_chance(first_step, step))
+        v = judge_window(s, ph.judge_from, i + 1, self._chance_reference(), self._accuracy.at_chance(first_step, step),
+                         ph.cause != "start")
         if v is None:
             return
         ph.verdict = v

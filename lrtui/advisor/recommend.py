@@ -48,7 +48,7 @@ def drop_lr(step: int, lr: float, level: float, window: tuple[int, int], change:
         new_lr, how = convergence_threshold_lr, "the convergence threshold from the sweep"
     elif convergence_threshold_lr is not None and convergence_threshold_lr > 0:
         how += f", below the sweep's convergence threshold {_fmt(convergence_threshold_lr)}"
-    moving = f" beyond what the LR's own change ({lr_change:+.0%}) explains" if lr_change else ""
+    moving = f" at the LR in force (the LR moved {lr_change:+.0%} across the window)" if lr_change else ""
     reason = (f"loss is stationary at {_fmt(level)} over steps {window[0]}-{window[1]} (change "
               f"{change[0]:+.1%}..{change[1]:+.1%}, 90% CI: it falls by at most {STATIONARY_BAND:.0%}{moving}, "
               f"little against its fall so far): further steps at lr {_fmt(lr)} no longer lower it; drop the LR to {_fmt(new_lr)} ({how}) to fine-tune")

@@ -66,6 +66,10 @@ class StepSeries:
             count of non-positive losses (the regime test then uses arithmetic means).
         grad_at, cum_log_grad: the usable (finite, positive) gradient norms' logged indices and the
             prefix sums of their logs.
+        lr_time: per logged step: the LR-time τ so far, the sum of LR × optimizer steps (each
+            logged step's LR counts for the steps since the previous logged one; a missing LR
+            counts as the last one seen, 1 before any): gradient-flow time, in which progress
+            at one LR compares with progress at another (``regime.py``).
     """
 
     def __init__(self) -> None:
@@ -79,6 +83,8 @@ class StepSeries:
         self.cum_nonpos = Column(np.int64)
         self.grad_at = Column(np.int64)
         self.cum_log_grad = Column()
+        self.lr_time = Column()
+        self._lr_held = 1.0
         for c in (self.cum_loss, self.cum_log, self.cum_log2, self.cum_nonpos, self.cum_log_grad):
             c.extend(np.zeros(1, dtype=c.a.dtype))
         self.first_bad: int | None = None
@@ -96,8 +102,10 @@ class StepSeries:
         k = len(steps)
         if not k:
             return
+        prev_step = self.step.last(float(steps[0]))
         self.step.extend(steps)
         self.lr.extend(lr)
+        self._extend_lr_time(steps, lr, prev_step)
         loss_nonfinite = ~loss_missing & ~np.isfinite(loss)
         grad_nonfinite = ~grad_missing & ~np.isfinite(grad) & ~skipped
         if self.first_bad is None and (loss_nonfinite.any() or grad_nonfinite.any()):
@@ -122,6 +130,18 @@ class StepSeries:
         if len(gidx):
             self.grad_at.extend(gidx + n0)
             _extend_cumsum(self.cum_log_grad, np.log(grad[gidx]))
+
+    def _extend_lr_time(self, steps: np.ndarray, lr: np.ndarray, prev_step: float) -> None:
+        known = np.isfinite(lr) & (lr > 0)
+        held = np.where(known, lr, np.nan)
+        if not known[0]:
+            held[0] = self._lr_held
+        idx = np.where(np.isfinite(held), np.arange(len(held)), 0)
+        held = held[np.maximum.accumulate(idx)]  # forward-fill the missing LRs
+        self._lr_held = float(held[-1])
+        gaps = np.diff(np.concatenate([[prev_step], steps.astype(np.float64)]))
+        out = np.cumsum(np.concatenate([[self.lr_time.last(0.0)], held * np.maximum(gaps, 0.0)]))
+        self.lr_time.extend(out[1:])  # sequential sums: bitwise the same whatever the blocks
 
     def usable_before(self, i: int) -> int:
         """How many usable losses come from logged steps before index i."""
