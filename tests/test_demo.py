@@ -52,7 +52,10 @@ def test_demo_run_gets_the_advisors_equilibrium_advice_and_follows_it(tmp_path: 
     assert {"drop_lr", "start_averaging"} <= set(actions), given
     done = {r["action"]: r for r in state["done"]}
     assert "drop_lr" in done and done["drop_lr"]["done_at_step"] == 3000, state["done"]
-    assert done["drop_lr"]["step"] < 2000 and done["drop_lr"]["new_lr"] == state["lr"]
+    assert done["drop_lr"]["step"] < 3000 and done["drop_lr"]["new_lr"] == state["lr"]
+    # The advice came early (in the first seconds of the demo), even where the loss then fell
+    # further and it was given again later.
+    assert min(r["step"] for r in given if r["action"] == "drop_lr") < 1000, given
     assert "drop_lr" not in {r["action"] for r in state["recommendations"]}
     first, last = state["segments"][0], state["segments"][-1]
     assert first["regime"] == "equilibrium" and last["start_step"] == 3000

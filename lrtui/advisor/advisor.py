@@ -289,7 +289,11 @@ class Advisor:
                                       f"(loss level {v.level:.3g}, change {v.lo:+.1%}..{v.hi:+.1%} over steps "
                                       f"{window[0]}-{window[1]}{moving})")
             self._withdraw_contradicted(ph, before, regime, v, step, window)
-        if regime == "equilibrium" and v.regime == "equilibrium" and v.settled and not self.ledger.has(ph.index, "drop_lr"):
+        # An equilibrium whose advice was withdrawn (the loss fell further after all) can be reached
+        # again at a lower level: the advice is given again from the new evidence. A chance verdict
+        # the run contradicted by learning is not given again in the phase.
+        if (regime == "equilibrium" and v.regime == "equilibrium" and v.settled
+                and not self.ledger.has(ph.index, "drop_lr", withdrawn=False)):
             self.ledger.add(ph.index, recommend.drop_lr(step, lr, v.level, window, (v.lo, v.hi), v.lr_change,
                                                          self.convergence_threshold_lr))
             self.ledger.add(ph.index, recommend.start_averaging(step, int(steps[ph.judge_from]), v.level))

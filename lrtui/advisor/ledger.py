@@ -28,11 +28,12 @@ class Ledger:
     def add(self, phase: int, rec: Recommendation) -> None:
         self.in_force.append((phase, rec))
 
-    def has(self, phase: int, action: str) -> bool:
-        """Whether ``action`` was ever recommended in phase ``phase`` (in force, withdrawn or done)."""
+    def has(self, phase: int, action: str, *, withdrawn: bool = True) -> bool:
+        """Whether ``action`` was recommended in phase ``phase``: in force, followed, or (unless
+        ``withdrawn`` is False) withdrawn."""
         return any(p == phase and r.action == action for p, r in self.in_force) or any(
-            w.phase == phase and w.recommendation.action == action for w in self.withdrawn) or any(
-            d.phase == phase and d.recommendation.action == action for d in self.done)
+            d.phase == phase and d.recommendation.action == action for d in self.done) or (withdrawn and any(
+                w.phase == phase and w.recommendation.action == action for w in self.withdrawn))
 
     def withdraw(self, actions: tuple[str, ...], step: int | None, why: str, phase: int | None = None) -> None:
         """Withdraw the recommendations in force with one of ``actions`` (of one phase, or all)."""
