@@ -404,3 +404,13 @@ def test_app_on_hand_made_broken_runs(tmp_path: Path) -> None:
     for name in ("empty_log", "no_log", "garbage_log", "nan_everywhere", "huge_line"):
         text = asyncio.run(_drive_app(cases[name], "replay"))
         assert "quit" in text.splitlines()[-1], (name, text)
+
+
+def test_advise_on_a_loss_whose_window_mean_is_zero(tmp_path: Path) -> None:
+    """A log the fuzzer found (shrunk by hand to 40 lines): a linear-scale window whose mean loss
+    is 0 made the advisor divide by an underflowed scale² (ZeroDivisionError: internal error)."""
+    run = tmp_path / "run"
+    write_meta(run)
+    (run / "events.jsonl").write_bytes((Path(__file__).parent / "reliability" / "fuzz_zero_scale.jsonl").read_bytes())
+    for flags in ((), ("--json",)):
+        _check_cli(_advise(run, *flags), as_json=bool(flags))

@@ -291,7 +291,7 @@ def _fall_since_start(s: StepSeries, j0: int, w0: int, j1: int, window_mean: flo
     first = float(np.median(np.log(np.maximum(values, LOG_FLOOR)) if log else values))
     if not log:
         scale = max(abs(window_mean), 1e-300)
-        window_mean, first, batch_var = window_mean / scale, first / scale, batch_var / (scale * scale)
+        window_mean, first, batch_var = window_mean / scale, first / scale, batch_var / scale / scale  # scale² may underflow
     return first - window_mean, math.sqrt(batch_var / BATCHES + batch_var * size / head * math.pi / 2.0)
 
 

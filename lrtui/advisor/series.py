@@ -140,7 +140,8 @@ class StepSeries:
         held = held[np.maximum.accumulate(idx)]  # forward-fill the missing LRs
         self._lr_held = float(held[-1])
         gaps = np.diff(np.concatenate([[prev_step], steps.astype(np.float64)]))
-        out = np.cumsum(np.concatenate([[self.lr_time.last(0.0)], held * np.maximum(gaps, 0.0)]))
+        with np.errstate(over="ignore", invalid="ignore"):  # absurd LRs or steps: inf, not a warning
+            out = np.cumsum(np.concatenate([[self.lr_time.last(0.0)], held * np.maximum(gaps, 0.0)]))
         self.lr_time.extend(out[1:])  # sequential sums: bitwise the same whatever the blocks
 
     def usable_before(self, i: int) -> int:
