@@ -315,7 +315,7 @@ class Probe:
                 with self._step_lock:
                     records = self.amp.at_probe_step(self.steps, loss)
                     if records is None:
-                        records = self.steps.finish_step(loss)
+                        records = self.steps.finish_step(loss, started)
                     if records:
                         self._write_steps(records)
             except Exception as exc:
@@ -631,7 +631,7 @@ class Probe:
         steps = self.steps
         if steps is None or self._closed or self.sharded is not None or not steps._done:
             return
-        if not force and time.monotonic() - steps._last_flush < STEP_FLUSH_SECONDS:
+        if not force and time.perf_counter() - steps._last_flush < STEP_FLUSH_SECONDS:
             return
         if not self._step_lock.acquire(blocking=False):
             return
