@@ -1,24 +1,26 @@
-"""Benchmark of the framework callbacks' cost: step time in a Lightning fit and an HF Trainer run, with/without.
+"""The framework callbacks' workloads for ``benchmarks/probe_overhead.py`` table (d): step time in a
+Lightning fit and an HF Trainer run, with/without ``LrtuiCallback``.
 
-Run ``python benchmarks/integrations_overhead.py`` (``--quick`` for a short run, ``--wall`` for wall
-time). Needs the extras: ``pip install -e '.[probe,lightning,transformers]'``.
+Run them with ``python benchmarks/probe_overhead.py --parts d`` (``--quick`` for a short run, ``--wall``
+for wall time); this module has no table of its own. Needs the extras:
+``pip install -e '.[probe,lightning,transformers]'``.
 
 Rows: a Lightning ``Trainer.fit`` (accumulating 2 micro-batches, clipping) of a small CIFAR-shaped
 CNN (batch 128) and of the tiny MLP of the tests (batch 5); a transformers ``Trainer.train``
 (accumulating 2, ``max_grad_norm`` 1) of a small GPT-2 (2 layers, width 64, 64 tokens, batch 8) and
 of the tests' tiny one (1 layer, width 32, 16 tokens, batch 4). Arms per row: the trainer alone,
-with ``LrtuiCallback(run_dir)`` as a user adds it (no hessian batch: the per-step metrics), with a
-hessian batch at the default 5% sharpness budget, and a plain twin of the trainer alone (the A/A
-arm). Every block is one fresh fit/train of the same number of optimizer steps, on its arm's own
-model (the same initial weights in every arm); the clock runs from the optimizer step ``WARM_STEPS``
-to the end of the run, the probe's closing flush included (its start-up is before: its median is
-the "start-up ms" column). Blocks of the arms alternate, their order rotating every repetition.
-Columns: the median of per-repetition ratios to the trainer alone, the ratio of the fastest
-blocks ("min"), and the A/A median, which would be 1.000 on a quiet machine: a ratio within that
-distance of the target is not resolved by the run. "own µs": the median CPU time per step of the
-training thread inside the callback's hooks and the probe's optimizer pre-hook (the direct
-measure, which a busy machine disturbs much less); "own %": that over the fastest plain step. Target (issue 19): <= 1.05x
-with the callback.
+with ``LrtuiCallback(run_dir)`` as a user adds it (no hessian batch: the per-step metrics, every
+step measured), with a hessian batch at the default 5% sharpness budget, and a plain twin of the
+trainer alone (the A/A arm). Every block is one fresh fit/train of the same number of optimizer
+steps, on its arm's own model (the same initial weights in every arm); the clock runs from the
+optimizer step ``WARM_STEPS`` to the end of the run, the probe's closing flush included (its
+start-up is before: its median is the "start-up ms" column). Blocks of the arms alternate, their
+order rotating every repetition. Columns: the median of per-repetition ratios to the trainer
+alone, the ratio of the fastest blocks ("min"), and the A/A median, which would be 1.000 on a quiet
+machine: a ratio within that distance of the target is not resolved by the run. "own µs": the
+median CPU time per step of the training thread inside the callback's hooks and the probe's
+optimizer pre-hook (the direct measure, which a busy machine disturbs much less); "own %": that
+over the fastest plain step. Target (issue 19): <= 1.05x with the callback.
 
 The clock is process CPU time by default (all threads: the probe's writer thread counts), which
 other jobs on a shared machine disturb far less than wall time.
@@ -26,12 +28,10 @@ other jobs on a shared machine disturb far less than wall time.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import logging
 import statistics
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -85,6 +85,9 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
     from probe_overhead import small_cnn  # the probe benchmark's CNN (this folder is on sys.path)
 
     from probes.integrations.lightning import LrtuiCallback
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
 
     class Timer(pl.Callback):
         """Last in the callback list: it sees each hook after the probe's callback has run."""
@@ -289,30 +292,3 @@ def report(rows: list[tuple[str, dict[str, Any]]]) -> None:
         start = statistics.median(m["startup"]["callback"]) - statistics.median(m["startup"]["plain"])
         print(f"{name:52} {min(t['plain']) * 1e3:9.2f} {cb:8.3f}x {cb_min:6.3f}x {sh:7.3f}x {sh_min:6.3f}x {aa:6.3f}x "
               f"{own * 1e6:7.1f} {100 * own / min(t['plain']):5.2f}% {start * 1e3:12.1f}")
-
-
-def main() -> None:
-    global CLOCK
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps and repetitions")
-    parser.add_argument("--wall", action="store_true", help="time with the wall clock, not process CPU time")
-    parser.add_argument("--only", choices=["lightning", "transformers"], help="one framework's rows")
-    args = parser.parse_args()
-    if args.wall:
-        CLOCK = time.perf_counter
-    torch.set_num_threads(1)
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
-    steps, reps = (30, 3) if args.quick else (60, 5)
-    print(f"{steps} optimizer steps per block after {WARM_STEPS} unclocked, {reps} repetitions, clock: {'wall' if args.wall else 'process CPU'}")
-    rows: list[tuple[str, dict[str, Any]]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.only in (None, "lightning"):
-            rows += lightning_rows(steps, reps, Path(tmp))
-        if args.only in (None, "transformers"):
-            rows += transformers_rows(steps, reps, Path(tmp))
-    report(rows)
-
-
-if __name__ == "__main__":
-    main()

@@ -1,9 +1,9 @@
 """Benchmark of the probe's cost: step-time ratios with/without it, and warm- vs cold-start sharpness.
 
-Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Prints three tables:
+Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Prints four tables:
 
-(a) step time with the probe (cheap per-step metrics only) / without, on a small CNN (batch 128)
-    and on the paper's synthetic MLP (batch 16);
+(a) step time with the probe (cheap per-step metrics only, every step measured: ``adaptive_stride``
+    off) / without, on a small CNN (batch 128) and on the paper's synthetic MLP (batch 16);
 (b) the same with sharpness on under the default 5% budget (a fresh probe per timed block, so
     its start-up is paid every block; where the per-step metrics alone take more than half the
     budget, the probe's adaptive stride thins them, and the table says to which stride);
@@ -13,7 +13,10 @@ Run ``python benchmarks/probe_overhead.py`` (``--quick`` for a short run). Print
     the same checkpoints of one training run (all but the first, where the probe has no warm start),
     the cold start from several random vectors at each; on the models of (a) and (b) and on a
     tiny CNN. The reference eigenvalue is exact (the full Hessian's) where the model is small
-    enough, else the Krylov solver in float64 run to a residual bound the table prints.
+    enough, else the Krylov solver in float64 run to a residual bound the table prints;
+(d) the framework callbacks: step time in a Lightning ``Trainer.fit`` and a Hugging Face
+    ``Trainer.train`` with ``LrtuiCallback`` / without (the workloads are in
+    ``benchmarks/integrations_overhead.py``; needs the extras ``lightning`` and ``transformers``).
 
 Ratios are measured side by side in one process: blocks with and without the probe alternate
 (their order rotates every repetition) and the table reports the median of the per-repetition
@@ -180,7 +183,7 @@ def rotated(arms: list, r: int) -> list:
 def overhead_cheap(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, float, float, float, float]:
     """(median ratio, fastest-block ratio, plain ms, probed ms, probe's own µs per step, A/A median ratio)."""
     (m0, o0), (m1, o1), (m2, o2) = fresh_models(w)
-    probe = Probe(m1, o1, runs / f"cheap-{w.name[:5]}", sharpness_budget=0)
+    probe = Probe(m1, o1, runs / f"cheap-{w.name[:5]}", sharpness_budget=0, adaptive_stride=False)
     for m, o, p in ((m0, o0, None), (m1, o1, probe), (m2, o2, None)):
         train_block(w, m, o, p, steps, 0)  # warm-up: allocator, caches, first-call costs
     times: dict[str, list[float]] = {"plain": [], "probe": [], "twin": []}
@@ -195,13 +198,14 @@ def overhead_cheap(w: Workload, steps: int, reps: int, runs: Path) -> tuple[floa
     return median, total, min(times["plain"]) / steps * 1e3, min(times["probe"]) / steps * 1e3, own * 1e6, aa
 
 
-def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, int, float, list[int], float]:
-    """(median ratio, fastest-block ratio, estimates, median probe fraction, final strides, A/A median ratio)."""
+def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[float, float, int, float, list[int], float, float]:
+    """(median ratio, fastest-block ratio, estimates, median probe fraction, final strides, A/A median ratio,
+    share of the optimizer steps that were measured)."""
     (m0, o0), (m1, o1), (m2, o2) = fresh_models(w)
     for m, o in ((m0, o0), (m1, o1), (m2, o2)):
         train_block(w, m, o, None, 5, 0)
     times: dict[str, list[float]] = {"plain": [], "probe": [], "twin": []}
-    measured, fractions, strides = 0, [], []
+    measured, fractions, strides, logged = 0, [], [], 0
     for r in range(reps):
         for arm, m, o in rotated([("plain", m0, o0), ("probe", m1, o1), ("twin", m2, o2)], r):
             if arm != "probe":
@@ -216,9 +220,16 @@ def overhead_sharpness(w: Workload, steps: int, reps: int, runs: Path) -> tuple[
                 strides.append(probe.steps.stride)
                 probe.close()
             times["probe"].append(CLOCK() - began)
+            logged += count_step_events(probe.run_dir)
     median, total = ratios(times["plain"], times["probe"])
     aa, _ = ratios(times["plain"], times["twin"])
-    return median, total, measured, statistics.median(fractions), strides, aa
+    return median, total, measured, statistics.median(fractions), strides, aa, logged / (reps * steps)
+
+
+def count_step_events(run_dir: Path) -> int:
+    """Step events in a closed run's log (one per measured optimizer step)."""
+    with open(run_dir / "events.jsonl", "rb") as f:
+        return sum(1 for line in f if line.startswith(b'{"kind":"step"'))
 
 
 @contextlib.contextmanager
@@ -362,11 +373,30 @@ def _pyhessian_power_iteration(apply: HessianOperator, v: list[torch.Tensor], to
     return Estimate(eigenvalue, max_iter, False, False, None)
 
 
+def frameworks(quick: bool) -> None:
+    """Table (d): the Lightning and Hugging Face callbacks (``integrations_overhead``), each
+    framework skipped with one line when it is not installed."""
+    import integrations_overhead as frames  # this folder is on sys.path when run as a script
+
+    frames.CLOCK = CLOCK
+    steps, reps = (30, 3) if quick else (60, 7)
+    print(f"\n(d) framework callbacks: {steps} optimizer steps per fit after {frames.WARM_STEPS} unclocked, {reps} repetitions (target <= 1.05)")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, make_rows in (("lightning", frames.lightning_rows), ("transformers", frames.transformers_rows)):
+            try:
+                rows += make_rows(steps, reps, Path(tmp))
+            except ImportError as exc:
+                print(f"  {name} rows skipped: {exc}")
+    frames.report(rows)
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (noisier)")
     parser.add_argument("--wall", action="store_true", help="time blocks by wall clock instead of process CPU time")
-    parser.add_argument("--parts", default="abc", help="which tables to print (default abc)")
+    parser.add_argument("--parts", default="abcd", help="which tables to print (default abcd)")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.wall else time.process_time
@@ -377,26 +407,30 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         runs = Path(tmp)
         if "a" in args.parts:
-            print("\n(a) cheap per-step metrics: step time with probe / without (target CNN <= 1.02, MLP <= 1.10)")
+            print("\n(a) cheap per-step metrics, every step measured: step time with probe / without (target CNN <= 1.02, MLP <= 1.05)")
+            # "+us/step": (median - 1) x plain ms, what the probe adds to a step.
             # "own us": time inside the probe's calls per step (its hooks and probe.step), the part
             # of the cost the machine's noise does not blur; the ratios include everything else
             # (its writer thread, caches it evicts).
-            print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7} {'own us':>7} {'A/A':>6}")
+            print(f"{'workload':42} {'plain ms':>9} {'probe ms':>9} {'median':>7} {'min':>7} {'own us':>7} {'A/A':>6} {'+us/step':>8}")
             for w, steps, reps in ((cnn, 6 if quick else 12, 6 if quick else 15), (mlp, 200 if quick else 300, 9 if quick else 60)):
                 median, total, t0, t1, own, aa = overhead_cheap(w, steps, reps, runs)
-                print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f} {own:7.1f} {aa:6.3f}")
+                print(f"{w.name:42} {t0:9.3f} {t1:9.3f} {median:7.3f} {total:7.3f} {own:7.1f} {aa:6.3f} {(median - 1) * t0 * 1e3:8.1f}")
                 sys.stdout.flush()
         if "b" in args.parts:
             print("\n(b) with sharpness under the default 5% budget (fresh probe per block; target <= 1.06)")
             # "stride": where the probe's adaptive stride ended in each block (the per-step metrics
             # thinned so that they take at most half the budget).
-            print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7} {'A/A':>6}  stride")
+            # "measured": the share of optimizer steps with a step event (1.00: every step).
+            print(f"{'workload':42} {'estimates':>9} {'probe %':>8} {'median':>7} {'min':>7} {'A/A':>6} {'measured':>8}  stride")
             # Blocks long enough for the budget to admit estimates (the first waits for ~8 steps'
             # worth of slack, i.e. ~160 steps at 5%).
             for w, steps, reps in ((cnn, 200 if quick else 400, 1 if quick else 3), (mlp, 3000 if quick else 10000, 1 if quick else 9)):
-                median, total, measured, fraction, strides, aa = overhead_sharpness(w, steps, reps, runs)
-                print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f} {aa:6.3f}  {','.join(map(str, strides))}")
+                median, total, measured, fraction, strides, aa, share = overhead_sharpness(w, steps, reps, runs)
+                print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f} {aa:6.3f} {share:8.2f}  {','.join(map(str, strides))}")
                 sys.stdout.flush()
+    if "d" in args.parts:
+        frameworks(quick)
     if "c" not in args.parts:
         return 0
     print("\n(c) per sharpness estimate: warm start (probe) vs cold start (PyHessian: random, tol 1e-3, <= 100 its)")

@@ -35,19 +35,13 @@ DEVICE_FLUSH_EVERY = 32
 HOST_FLUSH_EVERY = 128
 
 
-class _MeasuredStep:
-    """What the hooks gathered for one optimizer step, still on the device."""
-
-    __slots__ = ("step", "slot", "lrs", "grads", "norms", "loss", "time")
-
-    def __init__(self, step: int, slot: int, lrs: list[Any], grads: list[Any]) -> None:
-        self.step = step
-        self.slot = slot  # its place among the steps waiting for the flush
-        self.lrs = lrs  # as the param groups hold them (a tensor LR is read at flush)
-        self.grads: list[Any] | None = grads  # references only, until finish_step
-        self.norms: Any = None  # what the norm engine measured (see its ``to_host``)
-        self.loss: Any = None
-        self.time = 0.0  # Unix time when probe.step saw it
+#: What the pre-step hook keeps of a measured step until ``probe.step``: (step, slot, the LRs as
+#: the param groups hold them, the gradients' references). A tuple: the hook runs every step,
+#: and building one costs a fraction of an object's ``__init__``.
+_Current = tuple[int, int, list[Any], list[Any]]
+#: A measured step waiting for the flush: (step, its LRs, what the norm engine measured (see its
+#: ``to_host``), the loss it keeps, ``time.perf_counter()`` at ``probe.step``).
+_Done = tuple[int, list[Any], Any, Any, float]
 
 
 class _ForeachNorms:
@@ -126,7 +120,7 @@ class _HostNorms:
             for s in range(self.capacity)
         ]
         self.befores = list(self.buffer[:, 1])
-        self.linked = np.zeros(self.capacity, dtype=bool)  # before = the previous slot's after
+        self.linked = [False] * self.capacity  # before = the previous slot's after
         self.carry = np.empty(offsets[-1], dtype=self.buffer.dtype)  # the last flushed step's after
         self.carry_valid = False
         # Each slot's loss, float64 whatever the model's dtype; the targets with it appended.
@@ -159,12 +153,20 @@ class _HostNorms:
 
     def before(self, slot: int, linked: bool) -> None:
         """``linked``: the step just before was measured, and its weights after are these."""
-        self.linked[slot] = linked = linked and (slot > 0 or self.carry_valid)
-        if not linked:
+        if linked and (slot or self.carry_valid):
+            self.linked[slot] = True
+        else:
+            self.linked[slot] = False
             np.concatenate(self.weights, out=self.befores[slot])
 
     def measure(self, grads: list[Any], slot: int, loss: Any) -> tuple[Any, Any]:
         """(the slot, the loss to keep). A scalar CPU loss tensor is copied in the same call."""
+        if loss.__class__ is torch.Tensor:  # the common case, tried first: one call, no checks
+            try:
+                torch._foreach_copy_(self.with_loss[slot], grads + self.detached + [loss])
+                return slot, _IN_SLOT
+            except (TypeError, RuntimeError):  # a gradient that is None, a loss not a CPU scalar
+                pass
         targets, sources = self.targets[slot], grads + self.detached
         if isinstance(loss, torch.Tensor) and loss.is_cpu and loss.dim() == 0:
             targets, sources = self.with_loss[slot], sources + [loss]
@@ -183,7 +185,7 @@ class _HostNorms:
         k = len(measured)
         # The steps waiting for a flush hold slots 0..k-1 in order (a slot is its place in line:
         # a flush never happens between a step's hook and its probe.step).
-        buffer, linked = self.buffer, self.linked[:k]
+        buffer, linked = self.buffer, np.array(self.linked[:k])
         before = buffer[:k, 1]
         if linked[1:].all():  # each step follows the one before: Δw from consecutive copies
             np.subtract(buffer[: k - 1, 2], buffer[1:k, 2], out=before[1:])
@@ -192,7 +194,6 @@ class _HostNorms:
             before[follows] = buffer[follows - 1, 2]
             np.subtract(before[1:], buffer[1:k, 2], out=before[1:])
         np.subtract(self.carry if linked[0] else before[0], buffer[0, 2], out=before[0])  # Δw = before - after
-        linked[:] = False
         self.carry[:] = buffer[k - 1, 2]
         self.carry_valid = True
         rows = buffer[:k]
@@ -273,28 +274,28 @@ class StepMetrics:
         self.steps_taken = 0  # optimizer steps begun (the pre-step hook counts them)
         self._n_groups = n_groups
         self._norms: _HostNorms | _ForeachNorms | None = None  # made at the first measured step
-        self._current: _MeasuredStep | None = None  # pre-hook ran, probe.step not yet
-        self._done: list[_MeasuredStep] = []  # measured, waiting for the host copy
+        self._current: _Current | None = None  # pre-hook ran, probe.step not yet
+        self._done: list[_Done] = []  # measured, waiting for the host copy
         self._finished = -2  # the last step measured to the end (its weights after are copied)
-        self._last_flush = time.monotonic()
+        self._last_flush = time.perf_counter()
         self._flush_at = self.flush_every or DEVICE_FLUSH_EVERY  # set with the norm engine
 
     # -- hooks (the training thread) ---------------------------------------------------------
-    # Per measured step this costs the norm engine's few kernels and a few list operations;
-    # everything else waits for the batched flush.
+    # Per measured step this costs the norm engine's one call (``_HostNorms``; a few kernels for
+    # ``_ForeachNorms``) and a few list operations: right after a training step every call runs
+    # from cold caches, so each one left out counts. Everything else waits for the batched flush.
 
     def before_step(self) -> list[dict[str, Any]]:
         """Optimizer pre-step hook. Returns ``step`` events when a batch reached the host."""
-        out: list[dict[str, Any]] = []
-        if self._current is not None:
-            # probe.step() was not called after the previous optimizer step: finish it now,
-            # while the weights are still those that step produced, without a loss.
-            out = self.finish_step(None)
+        out: list[dict[str, Any]] = self.finish_step(None) if self._current is not None else []
+        # (probe.step() was not called after the previous optimizer step: it is finished now,
+        # while the weights are still those that step produced, without a loss.)
         step = self.steps_taken
-        self.steps_taken += 1  # counted here: a post-step hook would cost a Python call per step
+        self.steps_taken = step + 1  # counted here: a post-step hook would cost a Python call per step
         if step % self.stride:
             return out
-        if len(self.optimizer.param_groups) != self._n_groups:  # add_param_group was called
+        groups = self.optimizer.param_groups
+        if len(groups) != self._n_groups:  # add_param_group was called
             out = out + self.flush()  # rows measured with the old layout
             self._rebuild()
         norms = self._norms
@@ -303,31 +304,41 @@ class StepMetrics:
             self._flush_at = min(self.flush_every or norms.flush_every, norms.capacity)
         # The gradients the optimizer is about to use (after any clipping). Their norms are taken
         # with the others in finish_step: torch optimizers never write to .grad.
-        grads = norms.gradients(self.params)
         slot = len(self._done)
+        if norms.__class__ is _HostNorms and self._finished == step - 1 and (slot or norms.carry_valid):
+            # Its common case inline (two method calls fewer): the weights before this step are
+            # those the previous step's copy holds, and the gradients are taken as they are.
+            norms.linked[slot] = True
+            self._current = (step, slot, list(map(_LR, groups)), list(map(_GRAD, self.params)))
+            return out
         norms.before(slot, self._finished == step - 1)
-        self._current = _MeasuredStep(step, slot, list(map(_LR, self.optimizer.param_groups)), grads)
+        self._current = (step, slot, list(map(_LR, groups)), norms.gradients(self.params))
         return out
 
-    def finish_step(self, loss: Any) -> list[dict[str, Any]]:
-        """Called by ``probe.step(loss)``: completes the measured step, if any."""
+    def finish_step(self, loss: Any, now: float | None = None) -> list[dict[str, Any]]:
+        """Called by ``probe.step(loss)``: completes the measured step, if any.
+
+        ``now``: ``time.perf_counter()`` at the call (the probe has read it already); the step
+        event's Unix time is made from it at the flush."""
         current = self._current
         if current is None:
             return []
         self._current = None
-        grads, current.grads = current.grads, None
-        grad_mode = torch.is_grad_enabled()
-        if grad_mode:
+        step, slot, lrs, grads = current
+        if now is None:
+            now = time.perf_counter()
+        if _is_grad_enabled():
             _set_grad_enabled(False)  # .grad made with create_graph=True must not grow a graph
-        try:
-            current.norms, current.loss = self._norms.measure(grads, current.slot, loss)
-        finally:
-            if grad_mode:
+            try:
+                measured, kept = self._norms.measure(grads, slot, loss)
+            finally:
                 _set_grad_enabled(True)
-        current.time = time.time()
-        self._done.append(current)
-        self._finished = current.step
-        if len(self._done) >= self._flush_at or time.monotonic() - self._last_flush >= self.flush_seconds:
+        else:
+            measured, kept = self._norms.measure(grads, slot, loss)
+        done = self._done
+        done.append((step, lrs, measured, kept, now))
+        self._finished = step
+        if len(done) >= self._flush_at or now - self._last_flush >= self.flush_seconds:
             return self.flush()
         return []
 
@@ -336,27 +347,31 @@ class StepMetrics:
     def flush(self) -> list[dict[str, Any]]:
         """Copy every measured step to the host (one device sync) and return their ``step`` events."""
         done, self._done = self._done, []
-        self._last_flush = time.monotonic()
+        self._last_flush = now = time.perf_counter()
         if not done:
             return []
         with torch.no_grad():
             # One copy for the whole batch; the arithmetic is numpy on the host.
-            norms, losses = self._norms.to_host([d.norms for d in done], [d.loss for d in done])
+            norms, losses = self._norms.to_host([d[2] for d in done], [d[3] for d in done])
+        unix = time.time() - now  # perf_counter -> Unix time, for the whole batch
         grad_norm, update_norm, weight_norm = norms[:, 0].tolist(), norms[:, 1].tolist(), norms[:, 2].tolist()
         invariant = [gi for gi, flag in enumerate(self.scale_invariant) if flag]
-        if invariant:
-            group_sq_list = np.square(norms[:, 3:]).tolist()
+        group_sq_list = np.square(norms[:, 3:]).tolist() if invariant else None
         events = []
-        for i, d in enumerate(done):
-            lrs = [_as_float(lr) for lr in d.lrs]
+        for (step, lrs, _, _, at), loss, gn, un, wn, i in zip(done, losses, grad_norm, update_norm, weight_norm, range(len(done))):
+            for lr in lrs:
+                if lr.__class__ is not float:  # an int, or a tensor LR (capturable Adam): convert them all
+                    lrs = [_as_float(v) for v in lrs]
+                    break
             eff: list[float | None] = [None] * len(lrs)
-            for gi in invariant:
-                if gi < len(lrs):
-                    w2 = group_sq_list[i][gi]
-                    eff[gi] = lrs[gi] / w2 if w2 > 0 else math.inf
+            if group_sq_list is not None:
+                for gi in invariant:
+                    if gi < len(lrs):
+                        w2 = group_sq_list[i][gi]
+                        eff[gi] = lrs[gi] / w2 if w2 > 0 else math.inf
             events.append({
-                "kind": "step", "step": d.step, "time": d.time, "loss": losses[i], "grad_norm": grad_norm[i],
-                "update_norm": update_norm[i], "weight_norm": weight_norm[i], "lr": lrs, "effective_lr": eff,
+                "kind": "step", "step": step, "time": unix + at, "loss": loss, "grad_norm": gn,
+                "update_norm": un, "weight_norm": wn, "lr": lrs, "effective_lr": eff,
             })
         return events
 
@@ -378,6 +393,7 @@ class StepMetrics:
 
 _GRAD = attrgetter("grad")
 _LR = itemgetter("lr")
+_is_grad_enabled = torch.is_grad_enabled
 #: Grad mode switched without building a context object (half the cost of torch.set_grad_enabled).
 _set_grad_enabled = getattr(torch._C, "_set_grad_enabled", torch.set_grad_enabled)
 

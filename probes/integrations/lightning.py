@@ -105,7 +105,8 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
+            if loss.requires_grad:  # Lightning hands hooks a detached copy already: no call then
+                loss = loss.detach()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
             self._micro_batches += 1
         if trainer.global_step == self._global_step:
@@ -115,8 +116,9 @@ class LrtuiCallback(_pl.Callback):  # type: ignore[misc,name-defined]
         if self._micro_batches:
             # Under automatic optimization Lightning divides each loss by accumulate_grad_batches
             # (also in an epoch's shorter last accumulation); manual optimization returns it as is.
+            # A full accumulation (as many micro-batches as the scale) needs no multiplication.
             scale = trainer.accumulate_grad_batches if pl_module.automatic_optimization else 1
-            mean = self._loss_sum if scale == self._micro_batches == 1 else self._loss_sum * (scale / self._micro_batches)
+            mean = self._loss_sum if scale == self._micro_batches else self._loss_sum * (scale / self._micro_batches)
         self._loss_sum, self._micro_batches = None, 0
         probe.step(mean)
 

@@ -113,7 +113,8 @@ class LrtuiCallback(TrainerCallback):
 
     def _add_loss(self, loss: Any) -> None:
         if isinstance(loss, torch.Tensor):
-            loss = loss.detach()
+            if loss.requires_grad:  # Trainer.training_step returns it detached already: no call then
+                loss = loss.detach()
             self._loss_sum = loss if self._loss_sum is None else self._loss_sum + loss
 
     def _finish(self) -> None:
