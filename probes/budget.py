@@ -73,18 +73,11 @@ class StrideGovernor:
 
     Every ``WINDOW_SECONDS`` (and at least ``WINDOW_STEPS`` optimizer steps) it compares the
     share of wall time spent in the per-step metrics over that window with ``STEP_SHARE *
-    fraction``. Over it, the stride is multiplied by a power of two, up to ``MAX_THINNING`` times
-    the user's stride. Under a quarter of it, the stride is halved back toward the user's:
-    halving at most doubles the share, so it lands under half of the target and cannot flap back.
-
-    How far to thin: the share is ``fixed + thinnable / stride``, where ``fixed`` is what the
-    probe's hooks cost on every step, measured or not, and ``thinnable`` what measuring costs.
-    Two consecutive windows at different strides give both (the model is kept while it predicts
-    the next window's share within half of it). The stride is then raised until the thinnable
-    part fits in what the fixed part leaves of the target, but at least until it is under a
-    quarter of the target: past that, thinning gives up measurements and frees almost nothing,
-    and a fixed part over the target alone is never a reason to thin to the limit. Before such a
-    model exists (the first thinning), the share is taken to fall in proportion to the stride.
+    fraction``. Over it, the stride is multiplied by the power of two that brings the share
+    under (a measured step costs far more than an unmeasured one, so the share falls nearly in
+    proportion), up to ``MAX_THINNING`` times the user's stride. Under a quarter of it, the stride
+    is halved back toward the user's: halving at most doubles the share, so it lands under half
+    of the target and cannot flap back.
 
     Args:
         fraction: the probe's budget (``sharpness_budget``); 0 (no budget: sharpness off) and 1
@@ -98,10 +91,7 @@ class StrideGovernor:
         self.base = max(1, int(stride))
         self.stride = self.base
         self.share = math.nan  # the per-step share of the last window judged
-        self.fixed = math.nan  # the modelled per-step share that thinning does not reduce
-        self.thinnable = math.nan  # and the part that falls as 1/stride
         self._mark: tuple[float, float, int] | None = None
-        self._last: tuple[int, float] | None = None  # (stride, share) of the last window judged
 
     def update(self, now: float, step_seconds: float, steps: int) -> int | None:
         """The new stride when it should change, else None.
@@ -122,14 +112,8 @@ class StrideGovernor:
         self._mark = (now, step_seconds, steps)
         self.share = share = (step_seconds - seconds) / (now - began)
         stride = self.stride
-        self._model(stride, share)
         if share > self.target:
-            if math.isnan(self.fixed):  # no model yet: the share taken to fall in proportion
-                factor = 2 ** math.ceil(math.log2(share / self.target))
-            else:
-                room = max(self.target - self.fixed, 0.25 * self.target)
-                needed = self.thinnable / room  # the stride at which the thinnable part fits
-                factor = 2 ** math.ceil(math.log2(needed / stride)) if needed > stride else 1
+            factor = 2 ** math.ceil(math.log2(share / self.target))
             stride = min(self.base * MAX_THINNING, stride * factor)
         elif share < 0.25 * self.target and stride > self.base:
             stride //= 2
@@ -137,14 +121,3 @@ class StrideGovernor:
             return None
         self.stride = stride
         return stride
-
-    def _model(self, stride: int, share: float) -> None:
-        """Fit ``share = fixed + thinnable / stride`` to this window and the last one when their
-        strides differ; drop a model that misses this window's share by more than half of it."""
-        last, self._last = self._last, (stride, share)
-        if last is not None and last[0] != stride:
-            s0, share0 = last
-            thinnable = max(0.0, (share0 - share) / (1 / s0 - 1 / stride))
-            self.thinnable, self.fixed = thinnable, max(0.0, share - thinnable / stride)
-        elif not math.isnan(self.fixed) and abs(self.fixed + self.thinnable / stride - share) > 0.5 * share:
-            self.fixed = self.thinnable = math.nan
