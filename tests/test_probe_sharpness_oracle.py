@@ -22,6 +22,7 @@ from torch.func import functional_call
 
 from probes import Probe
 from probes.sharpness_schedule import QUIET_STEPS, SharpnessSchedule, Slot
+from sharpness_support import CutAfter
 
 torch.set_num_threads(1)
 
@@ -48,17 +49,6 @@ class _BatchNormCNN(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.nn.functional.max_pool2d(torch.relu(self.bn(self.conv(x.view(-1, 1, 8, 8)))), 2)
         return self.head(h.flatten(1))
-
-
-class CutAfter:
-    """``out_of_time`` that says yes after ``n`` questions: a deadline counted in products."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.asked = n, 0
-
-    def __call__(self) -> bool:
-        self.asked += 1
-        return self.asked > self.n
 
 
 class CountedSchedule(SharpnessSchedule):

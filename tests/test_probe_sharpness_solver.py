@@ -7,6 +7,7 @@ import torch
 
 from probes.lanczos import SAFETY, TopEigen
 from probes.sharpness import top_eigenvalue
+from sharpness_support import CutAfter
 
 torch.set_num_threads(1)
 
@@ -15,17 +16,6 @@ def _matrix(n: int, eigenvalues: torch.Tensor, seed: int, dtype: torch.dtype = t
     gen = torch.Generator().manual_seed(seed)
     q, _ = torch.linalg.qr(torch.randn(n, n, generator=gen, dtype=torch.float64))
     return ((q * eigenvalues) @ q.T).to(dtype)
-
-
-class CutAfter:
-    """``out_of_time`` that says yes after ``n`` questions: a deadline counted in products."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.asked = n, 0
-
-    def __call__(self) -> bool:
-        self.asked += 1
-        return self.asked > self.n
 
 
 def _spectra(n: int) -> list[torch.Tensor]:
