@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import stat
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,13 @@ from typing import Any
 import msgspec
 
 from lrtui.runlog.format import EVENTS_FILE, KIND_STEP, LOCK_FILE, META_FILE
+from lrtui.runlog.run import flock_modes
 #: Siblings tried before giving up (``name-2`` ... ``name-999``).
 MAX_SIBLINGS = 999
 #: Bytes read from the end of ``events.jsonl`` at a time when looking for the last step.
 TAIL_CHUNK = 1 << 16
+#: How long a claim waits out a shared lock: a reader (``lrtui``) holds one for microseconds.
+READER_WAIT_S = 1.0
 
 log = logging.getLogger("lrtui.probe")
 _decoder = msgspec.json.Decoder()
@@ -110,13 +114,32 @@ def _lock(path: Path) -> tuple[int | None, str]:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             return None, f"has a {LOCK_FILE} that is not a regular file"
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _take_exclusive(fd)
     except BlockingIOError:
         os.close(fd)
         return None, "is being written by another live process"
     except OSError:  # a file system without flock (some network mounts): the run goes on unlocked
         pass
     return fd, ""
+
+
+def _take_exclusive(fd: int) -> None:
+    """``flock(LOCK_EX | LOCK_NB)``, waiting out shared holders: ``lrtui`` (``writer_alive``) may
+    hold a shared lock on the file for an instant while it looks whether a writer is alive, and a
+    run resumed at that instant must not be sent to a sibling. An exclusive holder (a live
+    writer) fails at once; so does any holder after ``READER_WAIT_S``."""
+    deadline = None
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            modes = flock_modes(os.fstat(fd).st_ino)
+            now = time.monotonic()
+            deadline = now + READER_WAIT_S if deadline is None else deadline
+            if (modes is not None and b"WRITE" in modes) or now >= deadline:
+                raise
+            time.sleep(0.002)
 
 
 def _holds_run(path: Path) -> bool:

@@ -6,6 +6,7 @@ a crashed run, an exception without ``with``, SIGTERM, SIGINT, interpreter exit.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from lrtui.runlog import load_run
+from probes import run_dir
 
 SCRIPT = Path(__file__).parent / "reliability" / "lifecycle_training.py"
 ROOT = Path(__file__).resolve().parents[1]
@@ -220,3 +222,47 @@ def test_a_run_directory_that_is_not_valid_utf8(tmp_path: Path) -> None:
     assert _steps(Path(run)) == list(range(6))
     meta = json.loads((Path(run) / "meta.json").read_bytes())
     assert meta["name"] == "run-\\xff\\xfe"
+
+
+def _held_lock(run: Path, mode: int) -> int:
+    fd = os.open(run / "lock", os.O_RDONLY)
+    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+    return fd
+
+
+def test_a_readers_shared_lock_at_the_moment_of_a_resume_is_waited_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``lrtui`` may hold a shared lock on ``lock`` for an instant (``writer_alive``); a resume that
+    meets it continues the run instead of going to a sibling. The reader lets go at the claim's
+    first wait, so the test does not depend on timing."""
+    run = tmp_path / "run"
+    assert _run("close", str(run), "3").returncode == 0
+    reader = _held_lock(run, fcntl.LOCK_SH)
+    waits: list[float] = []
+
+    def reader_lets_go(seconds: float) -> None:
+        waits.append(seconds)
+        os.close(reader)
+
+    monkeypatch.setattr(run_dir.time, "sleep", reader_lets_go)
+    claim = run_dir.claim_run_dir(run, resume=True)
+    try:
+        assert claim.path == run and claim.resumed and claim.start_step == 3
+        assert len(waits) == 1
+    finally:
+        claim.release()
+
+
+def test_a_writers_exclusive_lock_sends_a_resume_to_a_sibling_without_waiting(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run = tmp_path / "run"
+    assert _run("close", str(run), "3").returncode == 0
+    writer = _held_lock(run, fcntl.LOCK_EX)
+    waits: list[float] = []
+    monkeypatch.setattr(run_dir.time, "sleep", waits.append)
+    try:
+        claim = run_dir.claim_run_dir(run, resume=True)
+        claim.release()
+        assert claim.path == tmp_path / "run-2" and not claim.resumed
+        assert "another live process" in (claim.note or "")
+        assert waits == []  # /proc/locks lists the exclusive holder: no wait
+    finally:
+        os.close(writer)

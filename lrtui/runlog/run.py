@@ -127,19 +127,28 @@ def writer_alive(run_dir: str | os.PathLike[str], meta: dict[str, Any] | None = 
 def _listed_in_proc_locks(inode: int) -> bool | None:
     """Whether a ``flock`` on a file with this inode number is held (``/proc/locks``), None when
     there is no ``/proc/locks`` to read."""
+    modes = flock_modes(inode)
+    return None if modes is None else bool(modes)
+
+
+def flock_modes(inode: int) -> set[bytes] | None:
+    """The modes (``b"READ"`` for a shared lock, ``b"WRITE"`` for an exclusive one) in which
+    ``flock`` locks on a file with this inode number are held, from ``/proc/locks``; None when
+    there is no ``/proc/locks`` to read. Processes waiting for a lock are not counted."""
     try:
         with open(PROC_LOCKS, "rb") as f:
             text = f.read()
     except OSError:
         return None
     needle = b":" + str(inode).encode()
+    modes: set[bytes] = set()
     for line in text.splitlines():
         fields = line.split()
         if b"->" in fields[1:2]:  # a process waiting for a lock, not holding one
             continue
         if b"FLOCK" in fields and any(f.endswith(needle) and f.count(b":") == 2 for f in fields):
-            return True
-    return False
+            modes.update(m for m in (b"READ", b"WRITE") if m in fields)
+    return modes
 
 
 def _pid_alive(pid: int) -> bool:
