@@ -18,6 +18,10 @@ error, ``|λ - θ| <= ‖r‖`` for some eigenvalue λ; a call reports converged
 eigenvalue λ is cannot be proved from products alone (no Krylov or power method can see a
 direction its start has no part in), which the random part of every start takes care of.
 
+On the CPU (float32/float64) the solver's own vector algebra runs in numpy on the tensors'
+memory (the products stay torch): its few small operations per product cost a microsecond each
+there against several through torch's dispatcher; on other devices it stays in torch.
+
 State survives between calls (:class:`TopEigen`): the kept Ritz vectors (two at most) start the
 next call, which recomputes their images under the operator it is given (the Hessian moves with
 the weights, so old images would be wrong). A call the caller cuts short (``out_of_time``)
@@ -28,12 +32,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 FlatOperator = Callable[[torch.Tensor], torch.Tensor]
+#: Float dtypes whose CPU vectors the solver handles as numpy arrays (numpy has no bfloat16).
+NUMPY_DTYPES = (torch.float32, torch.float64)
 
 #: Most basis vectors (each with its image): memory is twice this many parameter-sized vectors.
 MAX_BASIS = 6
@@ -64,11 +70,14 @@ class TopEigen:
         tolerance: relative; a call reports converged only when its error bound is at most
             ``SAFETY * tolerance * |θ|``.
         max_basis: most basis vectors (at least ``KEEP + 1``).
+        numpy_on_cpu: run the vector algebra of CPU float32/float64 vectors in numpy (False: in
+            torch, as on every other device; the two agree to rounding).
     """
 
-    def __init__(self, tolerance: float, max_basis: int = MAX_BASIS) -> None:
+    def __init__(self, tolerance: float, max_basis: int = MAX_BASIS, numpy_on_cpu: bool = True) -> None:
         self.tolerance = float(tolerance)
         self.max_basis = max(KEEP + 1, int(max_basis))
+        self.numpy_on_cpu = numpy_on_cpu
         self.kept: torch.Tensor | None = None  # (j, n) orthonormal rows, j <= KEEP
         self.products = 0  # products of the estimate in progress, over all its calls
         self.seconds = 0.0  # its seconds, kept by the caller
@@ -106,29 +115,48 @@ class TopEigen:
         the basis for free. ``out_of_time()`` is asked once per product after the kept vectors'
         images and :meth:`min_new_products` more.
         """
+        if self.numpy_on_cpu and fresh.device.type == "cpu" and fresh.dtype in NUMPY_DTYPES:
+            # On the CPU the solver's vector algebra runs in numpy on the same memory: each of its
+            # small operations costs a microsecond there against several in torch's dispatcher
+            # (per product some ten of them, next to a product of ~0.5 ms on a small model).
+            def on_numpy(v: np.ndarray) -> np.ndarray:
+                return apply(torch.from_numpy(v)).detach().numpy()
+
+            kept = self.kept
+            self.kept = kept.numpy() if kept is not None and kept.dtype == fresh.dtype else None
+            try:
+                with torch.no_grad():
+                    return self._run(on_numpy, fresh.numpy(), max_products, out_of_time,
+                                     None if hint is None else (hint[0].detach().numpy(), hint[1].detach().numpy()), noise)
+            finally:
+                if isinstance(self.kept, np.ndarray):
+                    self.kept = torch.from_numpy(self.kept)
         with torch.no_grad():  # the solver's own arithmetic builds no graph (the products run their own backward)
             return self._run(apply, fresh, max_products, out_of_time, hint, noise)
 
     def _run(
         self,
-        apply: FlatOperator,
-        fresh: torch.Tensor,
+        apply: Callable[[Any], Any],
+        fresh: Any,
         max_products: int,
         out_of_time: Callable[[], bool] | None,
-        hint: tuple[torch.Tensor, torch.Tensor] | None,
+        hint: tuple[Any, Any] | None,
         noise: float,
     ) -> Result:
+        """The solver on flat vectors that are all torch tensors or all numpy arrays (``run``)."""
         self.calls += 1
-        n = fresh.numel()
-        dtype, device = fresh.dtype, fresh.device
+        n = fresh.shape[0]
+        on_numpy = isinstance(fresh, np.ndarray)
+        norm = _numpy_norm if on_numpy else _torch_norm
         # Row i is [q_i | A q_i]: one matrix product gives a Ritz vector and its image together.
-        qa = torch.empty(self.max_basis, 2 * n, dtype=dtype, device=device)
+        qa = (np.empty((self.max_basis, 2 * n), dtype=fresh.dtype) if on_numpy
+              else torch.empty(self.max_basis, 2 * n, dtype=fresh.dtype, device=fresh.device))
         q, aq = qa[:, :n], qa[:, n:]
         t = np.zeros((self.max_basis, self.max_basis))  # the Rayleigh matrix Q AQᵀ, float64
         k = 0
         products = 0
 
-        def add(v: torch.Tensor, av: torch.Tensor | None = None, norm: float | None = None) -> bool:
+        def add(v: Any, av: Any = None, length_known: float | None = None) -> bool:
             """Orthonormalize ``v`` against the basis and add it with its image.
 
             Classical Gram-Schmidt, repeated when it cancelled more than half the length (Kahan's
@@ -138,38 +166,39 @@ class TopEigen:
             nonlocal k, products
             if k >= self.max_basis:
                 return False
-            original = float(torch.linalg.vector_norm(v)) if norm is None else norm
+            original = norm(v) if length_known is None else length_known
             length = original
             for _ in range(3 if k else 0):
                 c = q[:k] @ v
-                v = torch.addmv(v, q[:k].T, c, alpha=-1)
+                v = v - c @ q[:k]
                 if av is not None:
-                    av = torch.addmv(av, aq[:k].T, c, alpha=-1)
-                before, length = length, float(torch.linalg.vector_norm(v))
+                    av = av - c @ aq[:k]
+                before, length = length, norm(v)
                 if not length < 0.5 * before:
                     break
             if not (math.isfinite(length) and length > 1e-6 * original):
                 return False  # nothing new (in the span already, zero, or not finite)
-            torch.div(v, length, out=q[k])
+            q[k] = v / length
             if av is None:
                 aq[k] = apply(q[k])
                 products += 1
             else:
-                torch.div(av, length, out=aq[k])
+                aq[k] = av / length
             # Symmetric in exact arithmetic; eigh reads one triangle, so one product is enough.
             t[k, : k + 1] = t[: k + 1, k] = (q[: k + 1] @ aq[k]).tolist()
             k += 1
             return True
 
-        def ritz(count: int) -> tuple[np.ndarray, torch.Tensor]:
+        def ritz(count: int) -> tuple[np.ndarray, Any]:
             """The top ``count`` Ritz values (best first) and the rows [x | Ax] of their vectors."""
             values, vectors = np.linalg.eigh(t[:k, :k])
-            y = torch.from_numpy(vectors[:, ::-1][:, :count].T.copy()).to(dtype=dtype, device=device)
+            top = vectors[:, ::-1][:, :count].T.copy()
+            y = top.astype(qa.dtype) if on_numpy else torch.from_numpy(top).to(dtype=qa.dtype, device=qa.device)
             return values[::-1][:count], y @ qa[:k]
 
         def stop(converged: bool, theta: float, bound: float) -> Result:
             _, pairs = ritz(min(KEEP, k))
-            self.kept = pairs[:, :n].clone()
+            self.kept = pairs[:, :n].copy() if on_numpy else pairs[:, :n].clone()
             self.products += products
             return Result(theta, bound, products, converged)
 
@@ -179,7 +208,7 @@ class TopEigen:
             # The random part goes into the last kept vector: it enters the Krylov space all the
             # same, and the best vector starts unperturbed.
             rows = list(kept)
-            rows[-1] = rows[-1] + noise * fresh / max(float(torch.linalg.vector_norm(fresh)), 1e-30)
+            rows[-1] = rows[-1] + noise * fresh / max(norm(fresh), 1e-30)
             for row in rows:
                 add(row)
         if k == 0 and not add(fresh):
@@ -193,11 +222,11 @@ class TopEigen:
                 return Result(math.nan, math.inf, products, False)
             values, pair = ritz(1)
             theta = float(values[0])
-            r = torch.sub(pair[0, n:], pair[0, :n], alpha=theta)  # the residual Ax - θx
+            r = pair[0, n:] - theta * pair[0, :n]  # the residual Ax - θx
             # |λ - θ| <= ‖r‖ for some eigenvalue λ of a symmetric operator and any unit vector: a
             # bound that needs no gap (the Kato-Temple ‖r‖²/gap is smaller but needs the next
             # eigenvalue, and a Ritz value stands in for it wrongly in a cluster not yet resolved).
-            bound = float(torch.linalg.vector_norm(r))
+            bound = norm(r)
             if not math.isfinite(bound):
                 self.products += products
                 return Result(math.nan, math.inf, products, False)
@@ -214,6 +243,14 @@ class TopEigen:
                 t[:] = 0.0
                 t[range(top), range(top)] = values
                 k = top
-            if not add(r, norm=bound):
+            if not add(r, length_known=bound):
                 # The residual is (numerically) in the span: no product can improve the pair.
                 return stop(converged, theta, bound)
+
+
+def _numpy_norm(v: np.ndarray) -> float:
+    return float(np.linalg.norm(v))
+
+
+def _torch_norm(v: torch.Tensor) -> float:
+    return float(torch.linalg.vector_norm(v))

@@ -34,7 +34,9 @@ class HessianOperator:
 
     The gradient graph is built once (one forward, one backward with ``create_graph=True``);
     every product is then one more backward pass through it (``retain_graph=True``), nothing
-    rebuilt. :meth:`flat` takes and returns one flat vector (the eigensolver's form: its
+    rebuilt. Where every parameter enters the loss and all share one dtype, the gradients are
+    joined into one flat tensor inside the graph, so that a product hands autograd one
+    ``grad_output`` (the flat vector itself) instead of one checked view per parameter. :meth:`flat` takes and returns one flat vector (the eigensolver's form: its
     orthogonalization is then a matrix product, not a loop over parameters); calling the
     operator takes and returns a list of parameter-shaped tensors.
     """
@@ -54,6 +56,11 @@ class HessianOperator:
         self._numels = [p.numel() for p in self.params]
         self.dtype = self.params[0].dtype if self.params else torch.float32
         self.products = 0
+        # One flat gradient (part of the graph): a product then passes one grad_output, not one per
+        # parameter; only when every parameter is used and of one dtype (else the per-parameter path).
+        self._whole = None
+        if len(self._used) == len(self.params) and all(g.dtype == self.dtype for g in self._grads):
+            self._whole = torch.cat([g.reshape(-1) for g in self._grads])
 
     def flatten(self, v: Sequence[torch.Tensor]) -> torch.Tensor:
         """A parameter-shaped vector as one flat tensor (a copy)."""
@@ -68,10 +75,13 @@ class HessianOperator:
         self.products += 1
         if not self._used:
             return torch.zeros_like(v)
-        pieces = self.unflatten(v.detach())
-        hv = torch.autograd.grad(
-            self._grads, self._used_params, grad_outputs=[pieces[i] for i in self._used], retain_graph=True, allow_unused=True
-        )
+        if self._whole is not None and v.dtype == self.dtype:
+            hv = torch.autograd.grad(self._whole, self._used_params, grad_outputs=v.detach(), retain_graph=True,
+                                     allow_unused=True)
+        else:
+            pieces = self.unflatten(v.detach())
+            hv = torch.autograd.grad(self._grads, self._used_params, grad_outputs=[pieces[i] for i in self._used],
+                                     retain_graph=True, allow_unused=True)
         if all(h is None for h in hv):
             raise RuntimeError("the gradient does not depend on the parameters: no double backward through this model")
         if len(self._used) == len(self.params) and all(h is not None for h in hv):

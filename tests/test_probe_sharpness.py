@@ -217,3 +217,29 @@ def test_measuring_leaves_the_run_bitwise_identical(tmp_path: Path) -> None:
         measured = _events(tmp_path / name, "sharpness")
         assert len({e["step"] for e in measured}) >= 4  # sharpness really ran, several times
         assert all(math.isfinite(e["value"]) for e in measured)
+
+
+def test_hessian_products_are_exact_on_the_flat_gradient_and_with_an_unused_parameter() -> None:
+    """``HessianOperator.flat`` against the exact Hessian: on a model whose parameters all enter
+    the loss (one flat gradient in the graph, one grad_output per product) and on one with a
+    parameter the loss never uses (the per-parameter path, a zero row and column)."""
+    model = _tiny_model()
+    x = torch.randn(16, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(2))
+    loss_fn = torch.nn.functional.cross_entropy
+    exact, _ = _exact_hessian(model, loss_fn, x, y)
+    from probes.sharpness import HessianOperator
+
+    params = list(model.parameters())
+    n = sum(p.numel() for p in params)
+    v = torch.randn(n, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    whole = HessianOperator(loss_fn(model(x), y), params)
+    assert whole._whole is not None  # the flat-gradient path
+    assert torch.allclose(whole.flat(v), exact @ v, rtol=1e-10, atol=1e-12)
+    assert torch.allclose(whole.flat(2 * v), 2 * (exact @ v), rtol=1e-10, atol=1e-12)  # the graph is kept
+    unused = torch.nn.Parameter(torch.ones(4, dtype=torch.float64))
+    partial = HessianOperator(loss_fn(model(x), y), [*params, unused])
+    assert partial._whole is None
+    hv = partial.flat(torch.cat([v, torch.ones(4, dtype=torch.float64)]))
+    assert torch.allclose(hv[:n], exact @ v, rtol=1e-10, atol=1e-12) and torch.equal(hv[n:], torch.zeros(4, dtype=torch.float64))
+    assert whole.products == 2 and partial.products == 1

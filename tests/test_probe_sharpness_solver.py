@@ -3,6 +3,7 @@ guarantee of a converged estimate, cuts that leave nothing logged and resume, wa
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from probes.lanczos import SAFETY, TopEigen
@@ -34,7 +35,9 @@ def _spectra(n: int) -> list[torch.Tensor]:
     return [outliers, tiny_gap, cluster, negative, dominant]
 
 
-def test_every_converged_estimate_is_within_its_tolerance_of_the_top_eigenvalue() -> None:
+@pytest.mark.parametrize("numpy_on_cpu", [True, False], ids=["numpy", "torch"])
+def test_every_converged_estimate_is_within_its_tolerance_of_the_top_eigenvalue(numpy_on_cpu: bool) -> None:
+    """Both homes of the solver's vector algebra: numpy (the CPU's) and torch (every other device's)."""
     n = 300
     checked = 0
     for tolerance in (1e-2, 1e-3, 1e-4):
@@ -42,7 +45,7 @@ def test_every_converged_estimate_is_within_its_tolerance_of_the_top_eigenvalue(
             for k, eigenvalues in enumerate(_spectra(n)):
                 matrix = _matrix(n, eigenvalues, seed=k, dtype=dtype)
                 top = float(eigenvalues.max())
-                solver = TopEigen(tolerance)
+                solver = TopEigen(tolerance, numpy_on_cpu=numpy_on_cpu)
                 gen = torch.Generator().manual_seed(k)
                 for _ in range(40):  # the calls of one estimate, each cut at 15 products
                     result = solver.run(matrix.mv, torch.randn(n, generator=gen, dtype=dtype), max_products=15)
@@ -96,3 +99,30 @@ def test_the_legacy_one_call_api_reports_converged_only_within_tolerance() -> No
     assert estimate.converged and abs(estimate.value - 10.0) <= 1e-5
     short = top_eigenvalue(lambda v: [matrix @ v[0]], start, tolerance=1e-6, max_iters=2)
     assert not short.converged and short.vector is not None
+
+
+def test_numpy_and_torch_algebra_take_the_same_steps() -> None:
+    """The CPU's numpy path and the torch path of other devices are one algorithm: on the same
+    operator and start they take the same products to the same value (float32 rounding apart),
+    keep torch vectors between calls, and a warm start from either continues in the other."""
+    n = 120
+    eigenvalues = torch.linspace(0.0, 5.0, n, dtype=torch.float64)
+    eigenvalues[-3:] = torch.tensor([7.0, 7.5, 8.0], dtype=torch.float64)
+    matrix = _matrix(n, eigenvalues, seed=5, dtype=torch.float32)
+    start = torch.randn(n, generator=torch.Generator().manual_seed(2))
+    results, solvers = [], []
+    for numpy_on_cpu in (True, False):
+        solver = TopEigen(1e-4, numpy_on_cpu=numpy_on_cpu)
+        results.append(solver.run(matrix.mv, start.clone(), max_products=40))
+        solvers.append(solver)
+        assert isinstance(solver.kept, torch.Tensor) and solver.kept.shape == (2, n)
+    a, b = results
+    assert a.converged and b.converged and a.products == b.products
+    assert abs(a.value - b.value) <= 1e-5 * abs(b.value) and abs(a.value - 8.0) <= 1e-4 * 8.0
+    # the numpy path's kept vectors warm-start the torch path, and the other way round
+    first, second = solvers
+    first.numpy_on_cpu, second.numpy_on_cpu = False, True
+    for solver in (first, second):
+        solver.finished()
+        again = solver.run(matrix.mv, start.clone(), max_products=40)
+        assert again.converged and again.products <= 3 and abs(again.value - 8.0) <= 1e-4 * 8.0
