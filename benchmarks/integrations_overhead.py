@@ -11,13 +11,17 @@ CNN (batch 128) and of the tiny MLP of the tests (batch 5); a transformers ``Tra
 of the tests' tiny one (1 layer, width 32, 16 tokens, batch 4). Arms per row: the trainer alone,
 with ``LrtuiCallback(run_dir)`` as a user adds it (no hessian batch: the per-step metrics, every
 step measured), with a hessian batch at the default 5% sharpness budget, and a plain twin of the
-trainer alone (the A/A arm). Every block is one fresh fit/train of the same number of optimizer
-steps, on its arm's own model (the same initial weights in every arm); the clock runs from the
-optimizer step ``WARM_STEPS`` to the end of the run, the probe's closing flush included (its
-start-up is before: its median is the "start-up ms" column). Blocks of the arms alternate, their
+trainer alone (the A/A arm), and the trainer with an empty callback of the framework's own base
+class that overrides the same per-step hook as ``LrtuiCallback`` (the "empty" arm: what the framework
+charges for any callback's hooks, which no callback can go below). Every block is one fresh
+fit/train of the same number of optimizer steps, on its arm's own model (the same initial weights in every arm); the clock runs from the
+optimizer step ``WARM_STEPS`` to the batch end of the last one (the probe's start-up is before
+it, its median the "start-up ms" column; its closing flush, at the end of the fit, is after). Blocks of the arms alternate, their
 order rotating every repetition. Columns: the median of per-repetition ratios to the trainer
 alone, the ratio of the fastest blocks ("min"), and the A/A median, which would be 1.000 on a quiet
-machine: a ratio within that distance of the target is not resolved by the run. "own µs": the
+machine: a ratio within that distance of the target is not resolved by the run. "empty": the
+empty callback's ratio; "over empty": the callback's blocks over the empty callback's (the part of
+the slowdown that is this callback's own work and memory traffic). "own µs": the
 median CPU time per step of the training thread inside the callback's hooks and the probe's
 optimizer pre-hook (the direct measure, which a busy machine disturbs much less); "own %": that
 over the fastest plain step. Target (issue 19): <= 1.05x with the callback.
@@ -42,7 +46,7 @@ import torch
 CLOCK: Callable[[], float] = time.process_time
 #: Optimizer steps of each run before its clock starts (first-call costs, data loader start).
 WARM_STEPS = 5
-ARMS = ("plain", "callback", "sharpness", "twin")
+ARMS = ("plain", "callback", "sharpness", "empty", "twin")
 
 
 class Own:
@@ -80,7 +84,7 @@ class Own:
 # -- Lightning ---------------------------------------------------------------------------------
 
 
-def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[str, Any]]]:
+def lightning_rows(steps: int, reps: int, runs: Path, only: str = "") -> list[tuple[str, dict[str, Any]]]:
     import lightning.pytorch as pl
     from probe_overhead import small_cnn  # the probe benchmark's CNN (this folder is on sys.path)
 
@@ -106,6 +110,10 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
                 self.end = CLOCK()
                 self.own.on = False
 
+    class Empty(pl.Callback):
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            pass
+
     class Classifier(pl.LightningModule):
         def __init__(self, net: torch.nn.Module) -> None:
             super().__init__()
@@ -129,7 +137,7 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
         "Lightning, tests' MLP, batch 5": (mlp, torch.randn(40 * 5, 4, generator=g), 2, 5),
     }
     rows = []
-    for name, (make, x, classes, batch) in workloads.items():
+    for name, (make, x, classes, batch) in ((k, v) for k, v in workloads.items() if only in k):
         y = torch.randint(0, classes, (len(x),), generator=g)
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch)
         torch.manual_seed(0)
@@ -147,6 +155,8 @@ def lightning_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[st
                 callback = LrtuiCallback(run, system_stats=False)
             elif arm == "sharpness":
                 callback = LrtuiCallback(run, system_stats=False, loss_fn=torch.nn.functional.cross_entropy, hessian_batch=hessian)
+            elif arm == "empty":
+                callbacks.append(Empty())
             if callback is not None:
                 callback.on_train_batch_end = own.timed(callback.on_train_batch_end)
                 callbacks.append(callback)
@@ -181,7 +191,7 @@ def StartTimer(base: type) -> Any:
 # -- transformers --------------------------------------------------------------------------------
 
 
-def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict[str, Any]]]:
+def transformers_rows(steps: int, reps: int, runs: Path, only: str = "") -> list[tuple[str, dict[str, Any]]]:
     import transformers
 
     from probes.integrations.transformers import LrtuiCallback
@@ -203,6 +213,10 @@ def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict
                 self.end = CLOCK()
                 self.own.on = False
 
+    class Empty(transformers.TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            pass
+
     class Sequences(torch.utils.data.Dataset):
         def __init__(self, n: int, length: int, vocab: int) -> None:
             self.ids = torch.randint(0, vocab, (n, length), generator=torch.Generator().manual_seed(1))
@@ -218,7 +232,7 @@ def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict
         "HF Trainer, tests' GPT-2 1x32, 16 tokens, batch 4": (dict(n_layer=1, n_embd=32, n_head=2), 16, 64, 4),
     }
     rows = []
-    for name, (shape, length, vocab, batch) in workloads.items():
+    for name, (shape, length, vocab, batch) in ((k, v) for k, v in workloads.items() if only in k):
         data = Sequences(2 * batch * (WARM_STEPS + steps), length, vocab)
         config = transformers.GPT2Config(vocab_size=vocab, n_positions=length, bos_token_id=0, eos_token_id=0, **shape)
         torch.manual_seed(0)
@@ -236,6 +250,8 @@ def transformers_rows(steps: int, reps: int, runs: Path) -> list[tuple[str, dict
                 callback = LrtuiCallback(run, system_stats=False)
             elif arm == "sharpness":
                 callback = LrtuiCallback(run, system_stats=False, hessian_batch=hessian)
+            elif arm == "empty":
+                callbacks.append(Empty())
             if callback is not None:
                 callback._add_loss = own.timed(callback._add_loss)  # per micro-batch, from training_step
                 callback.on_step_end = own.timed(callback.on_step_end)
@@ -281,14 +297,17 @@ def ratios(plain: list[float], other: list[float]) -> tuple[float, float]:
 
 
 def report(rows: list[tuple[str, dict[str, Any]]]) -> None:
-    print(f"{'workload':52} {'plain ms':>9} {'callback':>9} {'(min)':>7} {'+sharp.':>8} {'(min)':>7} {'A/A':>7} "
-          f"{'own µs':>7} {'own %':>6} {'start-up ms':>12}")
+    print(f"{'workload':52} {'plain ms':>9} {'callback':>9} {'(min)':>7} {'+sharp.':>8} {'(min)':>7} {'empty':>7} "
+          f"{'over empty':>10} {'A/A':>7} {'own µs':>7} {'own %':>6} {'start-up ms':>12}")
     for name, m in rows:
         t = m["per_step"]
         cb, cb_min = ratios(t["plain"], t["callback"])
         sh, sh_min = ratios(t["plain"], t["sharpness"])
         aa, _ = ratios(t["plain"], t["twin"])
+        empty, _ = ratios(t["plain"], t["empty"])
+        over, _ = ratios(t["empty"], t["callback"])
         own = statistics.median(m["own"]["callback"])
         start = statistics.median(m["startup"]["callback"]) - statistics.median(m["startup"]["plain"])
-        print(f"{name:52} {min(t['plain']) * 1e3:9.2f} {cb:8.3f}x {cb_min:6.3f}x {sh:7.3f}x {sh_min:6.3f}x {aa:6.3f}x "
+        print(f"{name:52} {min(t['plain']) * 1e3:9.2f} {cb:8.3f}x {cb_min:6.3f}x {sh:7.3f}x {sh_min:6.3f}x {empty:6.3f}x "
+              f"{over:9.3f}x {aa:6.3f}x "
               f"{own * 1e6:7.1f} {100 * own / min(t['plain']):5.2f}% {start * 1e3:12.1f}")

@@ -376,19 +376,21 @@ def _pyhessian_power_iteration(apply: HessianOperator, v: list[torch.Tensor], to
     return Estimate(eigenvalue, max_iter, False, False, None)
 
 
-def frameworks(quick: bool) -> None:
+def frameworks(quick: bool, steps: int | None = None, reps: int | None = None, only: str = "") -> None:
     """Table (d): the Lightning and Hugging Face callbacks (``integrations_overhead``), each
-    framework skipped with one line when it is not installed."""
+    framework skipped with one line when it is not installed; ``only``: the workloads whose name
+    contains it."""
     import integrations_overhead as frames  # this folder is on sys.path when run as a script
 
     frames.CLOCK = CLOCK
-    steps, reps = (30, 3) if quick else (60, 7)
+    steps = steps or (30 if quick else 60)
+    reps = reps or (3 if quick else 7)
     print(f"\n(d) framework callbacks: {steps} optimizer steps per fit after {frames.WARM_STEPS} unclocked, {reps} repetitions (target <= 1.05)")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, make_rows in (("lightning", frames.lightning_rows), ("transformers", frames.transformers_rows)):
             try:
-                rows += make_rows(steps, reps, Path(tmp))
+                rows += make_rows(steps, reps, Path(tmp), only)
             except ImportError as exc:
                 print(f"  {name} rows skipped: {exc}")
     frames.report(rows)
@@ -400,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer, shorter repetitions (noisier)")
     parser.add_argument("--wall", action="store_true", help="time blocks by wall clock instead of process CPU time")
     parser.add_argument("--parts", default="abcd", help="which tables to print (default abcd)")
+    parser.add_argument("--d-steps", type=int, default=None, help="(d): optimizer steps per fit (default 60, quick 30)")
+    parser.add_argument("--d-reps", type=int, default=None, help="(d): repetitions (default 7, quick 3)")
+    parser.add_argument("--d-only", default="", help="(d): only the workloads whose name contains this, e.g. \"tests' MLP\"")
     args = parser.parse_args(argv)
     global CLOCK
     CLOCK = time.perf_counter if args.wall else time.process_time
@@ -433,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{w.name:42} {measured:9d} {100 * fraction:8.2f} {median:7.3f} {total:7.3f} {aa:6.3f} {share:8.2f}  {','.join(map(str, strides))}")
                 sys.stdout.flush()
     if "d" in args.parts:
-        frameworks(quick)
+        frameworks(quick, args.d_steps, args.d_reps, args.d_only)
     if "c" not in args.parts:
         return 0
     print("\n(c) per sharpness estimate: warm start (probe) vs cold start (PyHessian: random, tol 1e-3, <= 100 its)")
