@@ -123,7 +123,8 @@ class TopEigen:
                 return apply(torch.from_numpy(v)).detach().numpy()
 
             kept = self.kept
-            self.kept = kept.numpy() if kept is not None and kept.dtype == fresh.dtype else None
+            self.kept = (kept.numpy() if kept is not None and kept.dtype == fresh.dtype
+                         and kept.device.type == "cpu" else None)
             try:
                 with torch.no_grad():
                     return self._run(on_numpy, fresh.numpy(), max_products, out_of_time,
