@@ -36,7 +36,8 @@ class HessianOperator:
     every product is then one more backward pass through it (``retain_graph=True``), nothing
     rebuilt. Where every parameter enters the loss and all share one dtype, the gradients are
     joined into one flat tensor inside the graph, so that a product hands autograd one
-    ``grad_output`` (the flat vector itself) instead of one checked view per parameter. :meth:`flat` takes and returns one flat vector (the eigensolver's form: its
+    ``grad_output`` (the flat vector itself) instead of one checked view per parameter.
+    :meth:`flat` takes and returns one flat vector (the eigensolver's form: its
     orthogonalization is then a matrix product, not a loop over parameters); calling the
     operator takes and returns a list of parameter-shaped tensors.
     """
