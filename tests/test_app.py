@@ -133,6 +133,41 @@ async def test_replay_controls(tmp_path: Path) -> None:
 
 
 @headless
+async def test_end_pressed_before_the_run_is_read_goes_to_its_end(tmp_path: Path, monkeypatch) -> None:
+    """] then End as the replay opens, before the second run has been read (a slow machine over
+    SSH): the replay follows that run to its end as it comes in, paused there, not playing on
+    from the first run's position."""
+    import threading
+
+    from lrtui.app import replay
+
+    write_run(tmp_path / "sweep" / "lr-0.05", 300, 0.05)
+    write_run(tmp_path / "sweep" / "lr-0.2", 300, 0.2, diverge_at=200, seed=1)
+    go_on, real_load = threading.Event(), replay.load_into
+
+    def held_load(view, on_chunk, **kwargs):  # the real loader; the second run waits for the test
+        if view.name == "lr-0.2":
+            go_on.wait(30)
+        real_load(view, on_chunk, chunk_bytes=4096, **kwargs)  # many chunks: the end comes late
+
+    monkeypatch.setattr(replay, "load_into", held_load)
+    app = _replay(tmp_path / "sweep", autoplay=True)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: app.position is not None, what="the first run's start")
+        await pilot.press("right_square_bracket", "end")
+        assert app.view.name == "lr-0.2" and not app.view.complete and not app.monitor.playing
+        go_on.set()
+        await wait_for(pilot, lambda: app.view.complete, what="the second run read")
+        await pilot.pause(0.2)
+        assert app.position == 299 and not app.monitor.playing
+        await _loaded(pilot, app)
+        assert "DIVERGED at step 200" in screen_text(app)
+        # and a move after End is the user's: it is not undone by the rest of a run coming in
+        await pilot.press("home")
+        assert app.position == 0
+
+
+@headless
 async def test_divergence_alert_appears_at_its_step(tmp_path: Path) -> None:
     write_run(tmp_path / "diverges", 400, 0.2, diverge_at=250, seed=1)
     app = _replay(tmp_path / "diverges")

@@ -50,6 +50,9 @@ class ReplayScreen(MonitorScreen):
         self.playing = autoplay
         self.start_at_end = start_at_end
         self.position: float | None = None  # replay position (a step); None until loaded
+        #: The run whose end was asked for (End) before it was read to its end: the position
+        #: goes on to that end as the rest of the run comes in.
+        self._end_pending: str | None = None
         self._feeder = ReplayFeeder(self.post_message)
 
     def compose_bar(self) -> ComposeResult:
@@ -108,16 +111,21 @@ class ReplayScreen(MonitorScreen):
     def on_run_changed(self, message: RunChanged) -> None:
         super().on_run_changed(message)
         view = self.view
-        if view is not None and message.key == view.key and self.position is None:
+        if view is None or message.key != view.key:
+            return
+        if self.position is None:
             # the start is known from the first chunk; the end only once the run is read
             curves = view.curves(self.smoothing) if (view.complete or not self.start_at_end) else None
             if curves is not None:
                 self.position = curves.last_step if self.start_at_end else curves.first_step
                 self._seek()
+        elif self._end_pending == view.key:
+            self._to_end()
 
     def select(self, key: str) -> None:
         """Show run ``key`` (the replay position, a step, stays where it is)."""
         self.selected = key
+        self._end_pending = None
         self._seek()
         self.redraw()
 
@@ -132,6 +140,7 @@ class ReplayScreen(MonitorScreen):
 
     def _move(self, logged_steps: float) -> None:
         """Move the replay position by a number of logged steps (negative: back)."""
+        self._end_pending = None
         steps = self._steps()
         if steps.size == 0 or self.position is None:
             return
@@ -150,6 +159,7 @@ class ReplayScreen(MonitorScreen):
 
     def set_position(self, step: float) -> None:
         """Put the replay at ``step`` (clamped to the run)."""
+        self._end_pending = None
         steps = self._steps()
         if steps.size == 0:
             return
@@ -180,10 +190,19 @@ class ReplayScreen(MonitorScreen):
             self.set_position(steps[0])
 
     def action_jump_end(self) -> None:
-        steps = self._steps()
+        """To the shown run's last step, and paused; a run still being read (a key pressed
+        as the replay opens) is followed to its end as the rest of it comes in."""
+        self.playing = False
+        self._dirty = True
+        self._end_pending = None
+        self._to_end()
+
+    def _to_end(self) -> None:
+        view, steps = self.view, self._steps()
+        pending = view.key if view is not None and not view.complete else None
         if steps.size:
             self.set_position(steps[-1])
-            self.playing = False
+        self._end_pending = pending
 
     def action_step_back(self) -> None:
         self.playing = False
