@@ -53,7 +53,8 @@ def train_digits_mlp(run_dir: Path, *, optimizer: str = "sgd", lr: float = 0.01,
                      eval_every: int = 0, seed: int = 0, log_loss: Callable[[int], bool] | None = None,
                      hidden: int = 32) -> dict[str, Any]:
     """An MLP on the 8x8 digits with cross-entropy: SGD, SGD-momentum or AdamW; a constant LR, a
-    linear warm-up + cosine (LambdaLR), OneCycleLR or CosineAnnealingLR. ``log_loss(step)`` False
+    linear warm-up + cosine (LambdaLR), a warm-up from 0 + linear decay (``warmup_linear``, the
+    Hugging Face default), OneCycleLR or CosineAnnealingLR. ``log_loss(step)`` False
     calls ``probe.step()`` without the loss for that step (what a user does who has none)."""
     x, y = _digits(noisy_fraction, seed)
     model = _mlp(64, hidden, 10, seed)
@@ -67,6 +68,9 @@ def train_digits_mlp(run_dir: Path, *, optimizer: str = "sgd", lr: float = 0.01,
     if schedule == "warmup_cosine":
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: (s + 1) / warmup if s < warmup else
                                                   0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+    elif schedule == "warmup_linear":  # the Hugging Face default: from 0 up to lr, then linearly to 0
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: s / warmup if s < warmup else
+                                                  max(0.0, (steps - s) / (steps - warmup)))
     elif schedule == "onecycle":
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     elif schedule == "cosine":

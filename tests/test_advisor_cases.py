@@ -17,7 +17,7 @@ import torch
 import advisor_cases as cases
 from lrtui.advisor import Advisor, analyze_sweep
 from lrtui.advisor.regime import ANNEALED
-from lrtui.runlog import RunFollower, load_run
+from lrtui.runlog import RunFollower, load_run, planned_lr
 from probes.tasks.training import train_catapult
 
 
@@ -43,8 +43,15 @@ def recorded(tmp_path_factory):
     for lr in (0.2, 0.6, 1.8):
         runs[f"sweep/lr{lr:g}"] = functools.partial(
             cases.train_digits_mlp, optimizer="sgd", lr=lr, steps=1500, batch=64, eval_every=100)
-    for name, record in runs.items():
-        record(root / name)
+    # The Hugging Face default schedule: the LR starts at 0, rises for 100 steps, then falls to 0.
+    runs["warmup_from_zero"] = functools.partial(cases.train_digits_mlp, optimizer="adamw", lr=0.01, steps=1000,
+                                                 schedule="warmup_linear", warmup=100, hidden=64)
+    for lr in (0.1, 0.3, 1.0):
+        runs[f"sweep_warmup/lr{lr:g}"] = functools.partial(
+            cases.train_digits_mlp, optimizer="momentum", lr=lr, steps=1000, schedule="warmup_linear",
+            warmup=100, hidden=64)
+    truth = {name: record(root / name) for name, record in runs.items()}
+    (root / "truth.json").write_text(json.dumps({k: v for k, v in truth.items() if v is not None}))
     return root
 
 
@@ -125,6 +132,39 @@ def test_5_the_sweep_band_stops_below_the_failed_lr(recorded):
     assert lo < hi <= 1.8 and result.capped_by["run"] == "lr1.8" and result.capped_by["step"] is not None
     js = json.loads(json.dumps(result.to_json()))
     assert js["recommended_initial_lr_capped_by"]["lr"] == 1.8
+
+
+def test_a_warmup_from_zero_is_judged_at_the_lr_it_rose_to(recorded):
+    """A run's initial LR is the LR its schedule rose to, not its warm-up's first value (0 under
+    the Hugging Face default): raise_lr said "at lr 0: try 0 in the next run"."""
+    run, st = states(recorded, "warmup_from_zero")
+    lrs = run.table("step")["lr"][:, 0]
+    assert lrs[0] == 0 and lrs.max() == pytest.approx(0.01)  # the recording
+    assert json.loads((recorded / "truth.json").read_text())["warmup_from_zero"]["full_train_loss"] < 1e-2
+    first = st.segments[0]
+    assert first.lr == 0 and first.peak_lr == pytest.approx(0.01)
+    raised = given(st, "raise_lr")
+    assert raised and all(r.numbers["current_lr"] == pytest.approx(0.01) for r in raised)
+    assert all(r.numbers["new_lr"] > 0.01 and "at lr 0.01:" in r.reason for r in raised)
+    assert planned_lr(run.meta) == pytest.approx(0.01)  # what the runs table shows
+
+
+def test_a_sweep_of_warmup_runs_is_indexed_by_their_peak_lrs(recorded):
+    """Ground truth from the recording: pre-training converged where the full-train loss at the
+    end is under 1e-2; the threshold lies between the largest such LR and the next one."""
+    truth = json.loads((recorded / "truth.json").read_text())
+    lrs = (0.1, 0.3, 1.0)
+    converged = [lr for lr in lrs if truth[f"sweep_warmup/lr{lr:g}"]["full_train_loss"] < 1e-2]
+    assert converged and converged[-1] < lrs[-1]  # the recording brackets the threshold
+    expected = (converged[-1], lrs[lrs.index(converged[-1]) + 1])
+    loaded = [load_run(recorded / "sweep_warmup" / f"lr{lr:g}") for lr in lrs]
+    result = analyze_sweep([(r.meta | {"name": r.name}, r.data) for r in loaded])
+    assert sorted(r.initial_lr for r in result.runs) == pytest.approx(list(lrs))
+    assert result.threshold_interval == pytest.approx(expected)
+    # the band lies above the threshold and below the smallest LR that stayed at chance (10 classes)
+    failed = min(lr for lr in lrs if truth[f"sweep_warmup/lr{lr:g}"]["train_acc"] < 0.2)
+    lo, hi = result.recommended_initial_lr
+    assert expected[0] < lo < hi <= failed
 
 
 def test_6_a_null_loss_is_no_value_not_divergence(recorded):

@@ -390,3 +390,39 @@ def test_reading_yields_to_the_screen_only_at_the_live_edge() -> None:
     assert not at_live_edge({"kind": "step", "step": 1, "time": now - 2 * LIVE_EDGE_SECONDS})
     for bad in ("soon", None, float("nan"), True):
         assert not at_live_edge({"kind": "step", "step": 1, "time": bad})
+
+
+@headless
+async def test_the_runs_table_lists_scheduled_runs_by_the_lr_they_rise_to(tmp_path: Path) -> None:
+    """Runs recorded by the probe under schedules that start low (OneCycleLR from max_lr/25, a
+    warm-up from 0 as the Hugging Face default): the table's LR is the schedule's peak."""
+    import torch
+
+    from probes import Probe
+
+    schedules = {
+        "onecycle": (0.4, lambda o: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=0.4, total_steps=40)),
+        "warmup-from-0": (0.2, lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, s / 10))),
+        "constant": (0.05, lambda o: None),
+    }
+    for name, (lr, make) in schedules.items():
+        model = torch.nn.Linear(4, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=lr)
+        scheduler = make(opt)
+        with Probe(model, opt, tmp_path / "sweep" / name, system_stats=False) as probe:
+            for _ in range(20):
+                loss = model(torch.randn(8, 4)).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                probe.step(loss)
+                if scheduler is not None:
+                    scheduler.step()
+    app = _replay(tmp_path / "sweep")
+    async with app.run_test(size=(120, 30)) as pilot:
+        await wait_for(pilot, lambda: all(v.complete and v.state is not None for v in app.views),
+                       what="every run read and advised")
+        await pilot.press("r")
+        assert isinstance(app.screen, RunsScreen)
+        lrs = {cells[0]: cells[1] for _, cells in app.screen.rows}
+        assert lrs == {"constant": "0.05", "warmup-from-0": "0.2", "onecycle": "0.4"}, lrs

@@ -277,7 +277,7 @@ class Advisor:
         ph.verdict = v
         if v.reached and ph.converged_by is None:
             ph.converged_by = "train_loss"
-            self._maybe_raise(ph, step, v.means_last)
+            self._maybe_raise(ph, step, v.means_last, i)
         before = ph.confirm.confirmed
         changed = ph.confirm.feed(v)
         regime = ph.confirm.confirmed
@@ -314,10 +314,13 @@ class Advisor:
             why = f"{seen} and the regime is now {regime}: not stationary at lr {self._lr_at(v.stop - 1):.3g} after all"
             self.ledger.withdraw(("drop_lr", "start_averaging"), step, why, ph.index)
 
-    def _maybe_raise(self, ph: PhaseBook, step: int, level: float) -> None:
+    def _maybe_raise(self, ph: PhaseBook, step: int, level: float, i: int) -> None:
         if ph.index == 0 and not self._raised:
             self._raised = True
-            self.ledger.add(0, recommend.raise_lr(step, self._lr_at(ph.start), level, self.convergence_threshold_lr))
+            # the run's initial LR: under a warm-up or a OneCycle the LR it rose to, not its first
+            peak = ph.peak_lr(self.series, i + 1)
+            lr = peak if peak is not None else self._lr_at(ph.start)
+            self.ledger.add(0, recommend.raise_lr(step, lr, level, self.convergence_threshold_lr))
 
     def _on_side(self, event: dict[str, Any], i: int) -> None:
         kind = event.get("kind")
@@ -378,7 +381,7 @@ class Advisor:
         ph.converged_by = "full_train_loss"
         self._alert("info", step, f"full-train loss {full:.3g} < {CONVERGED_LOSS:g} at lr {self._lr_at(i):.3g}: "
                                   f"converged")
-        self._maybe_raise(ph, step, full)
+        self._maybe_raise(ph, step, full, i)
 
     # -- the answer ----------------------------------------------------------------------
 

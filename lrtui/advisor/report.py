@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from lrtui.advisor.regime import MIN_SEGMENT, RegimeConfirmation, WindowVerdict
 from lrtui.advisor.series import StepSeries
 from lrtui.advisor.state import AdvisorState, Segment
@@ -23,7 +25,7 @@ class PhaseBook:
     """Book-keeping of one phase (the public view is ``Segment``)."""
 
     __slots__ = ("index", "start", "stop", "cause", "judge_from", "confirm", "next_m", "verdict", "converged_by",
-                 "edge_alerts", "diverged", "warm")
+                 "edge_alerts", "diverged", "warm", "_peak", "_peak_upto")
 
     def __init__(self, index: int, start: int, cause: str, diverged: bool) -> None:
         self.index, self.start, self.stop, self.cause = index, start, start, cause
@@ -35,6 +37,21 @@ class PhaseBook:
         self.edge_alerts: set[str] = set()
         self.diverged = diverged
         self.warm = False
+        self._peak: float | None = None
+        self._peak_upto = start
+
+    def peak_lr(self, s: StepSeries, stop: int) -> float | None:
+        """The largest finite LR (group 0) over its logged steps before ``stop``, or None
+        (amortized O(1): each step is looked at once)."""
+        stop = min(stop, len(s))
+        if stop > self._peak_upto:
+            lrs = s.lr.a[self._peak_upto:stop]
+            finite = lrs[np.isfinite(lrs)]
+            if finite.size:
+                top = float(finite.max())
+                self._peak = top if self._peak is None else max(self._peak, top)
+            self._peak_upto = stop
+        return self._peak
 
     def regime(self) -> str:
         if self.diverged:
@@ -99,7 +116,8 @@ def segment_view(s: StepSeries, ph: PhaseBook) -> Segment:
     steps = s.step.a
     last = max(ph.stop - 1, ph.start)
     out = Segment(int(steps[ph.start]), int(steps[last]), _lr_at(s, ph.start), ph.regime(), ph.stop - ph.start,
-                  converged_by=ph.converged_by, lr_end=_lr_at(s, last), cause=ph.cause)
+                  converged_by=ph.converged_by, lr_end=_lr_at(s, last), cause=ph.cause,
+                  peak_lr=ph.peak_lr(s, last + 1))
     if ph.warm and ph.judge_from is not None:
         out.warmup_end_step = int(steps[ph.judge_from])
     v = ph.verdict

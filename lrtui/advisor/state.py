@@ -86,6 +86,8 @@ class Segment:
     Attributes:
         start_step, end_step: first and last logged optimizer step of the phase.
         lr, lr_end: the learning rate (group 0) at its first and at its last logged step.
+        peak_lr: the largest LR (group 0) logged in it so far: under a warm-up or a OneCycle the
+            LR it rose to, at a constant LR that LR. A run's initial LR is its first phase's.
         cause: what started it: ``start`` (the run's first step), ``jump`` (the LR jumped: a step
             schedule or a manual change) or ``action`` (an applied ``set_lr``/``drop_lr``).
         warmup_end_step: the first step after its warm-up (the LR rose at its start), or None.
@@ -114,6 +116,7 @@ class Segment:
     cause: str = "start"
     warmup_end_step: int | None = None
     lr_change: float | None = None
+    peak_lr: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return json_number({
@@ -121,6 +124,7 @@ class Segment:
             "end_step": self.end_step,
             "lr": self.lr,
             "lr_end": self.lr_end,
+            "peak_lr": self.peak_lr,
             "cause": self.cause,
             "warmup_end_step": self.warmup_end_step,
             "regime": self.regime,

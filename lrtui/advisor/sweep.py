@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from lrtui.advisor.advisor import Advisor
 from lrtui.advisor.recommend import initial_lr_band
 from lrtui.advisor.state import AdvisorState
+from lrtui.runlog.run import planned_lr
 from lrtui.runlog.numbers import json_number
 
 #: Pre-training regimes of a run that failed: the recommended band stops below its LR.
@@ -104,13 +105,11 @@ class SweepResult:
 
 
 def _initial_lr(meta: dict[str, Any], state: AdvisorState) -> float | None:
-    if state.segments and state.segments[0].lr == state.segments[0].lr:
-        return state.segments[0].lr
-    try:
-        lr = meta["optimizer"]["param_groups"][0]["lr"]
-    except (KeyError, IndexError, TypeError):
-        return None
-    return float(lr) if isinstance(lr, (int, float)) and not isinstance(lr, bool) else None
+    """A run's initial LR: the largest its first phase logged (a warm-up's or OneCycle's peak,
+    not its first value), else what its metadata plans."""
+    if state.segments and state.segments[0].peak_lr is not None:
+        return state.segments[0].peak_lr
+    return planned_lr(meta)
 
 
 def _last_test_acc(metric_events: list[dict[str, Any]]) -> dict[str, float]:

@@ -16,7 +16,7 @@ import numpy as np
 
 from lrtui.advisor import Advisor, AdvisorState
 from lrtui.app.run_curves import ChartCurves, build_curves
-from lrtui.runlog import RunData, finite_float, run_status
+from lrtui.runlog import RunData, planned_lr, run_status
 from lrtui.text import printable
 
 #: Largest share of one core that rebuilding a growing run's curves may take: after a build
@@ -80,11 +80,9 @@ class RunView:
         return run_status(self.meta, self.end, self.data.last_time, now, run_dir=self.path)
 
     def initial_lr(self) -> float | None:
-        """The first param group's LR as the run's metadata states it."""
-        try:
-            return finite_float(self.meta["optimizer"]["param_groups"][0]["lr"])  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
+        """The first param group's initial LR as the run's metadata plans it (a schedule's peak
+        or base LR, not a warm-up's first value)."""
+        return planned_lr(self.meta)
 
     def logged_steps(self) -> np.ndarray:
         """The distinct steps with a ``step`` event, sorted (cached until the data changes)."""

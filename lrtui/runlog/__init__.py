@@ -22,7 +22,7 @@ from lrtui.runlog.format import (
 from lrtui.runlog.data import RunData
 from lrtui.runlog.numbers import finite_float, float_column
 from lrtui.runlog.reader import load_run
-from lrtui.runlog.run import Run, find_runs, run_status
+from lrtui.runlog.run import Run, find_runs, planned_lr, run_status
 from lrtui.runlog.writer import RunWriter
 
 __all__ = [
@@ -41,6 +41,7 @@ __all__ = [
     "float_column",
     "is_run_dir",
     "load_run",
+    "planned_lr",
     "read_meta",
     "run_status",
 ]

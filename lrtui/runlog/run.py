@@ -56,6 +56,26 @@ class Run:
         return run_status(self.meta, self.end, self.data.last_time, now, run_dir=self.path)
 
 
+def planned_lr(meta: dict[str, Any] | None) -> float | None:
+    """The initial LR the run's metadata states for param group 0: what a sweep is indexed by.
+
+    Under a schedule that starts low, that is the LR the schedule rises to, not the group's
+    ``lr`` at the probe's creation (a warm-up's first value, often 0): a OneCycleLR's
+    ``max_lr``, else a torch scheduler's ``initial_lr`` (its base LR), else ``lr``.
+    """
+    try:
+        group = meta["optimizer"]["param_groups"][0]  # type: ignore[index]
+    except (KeyError, IndexError, TypeError):
+        return None
+    if not isinstance(group, dict):
+        return None
+    for key in ("max_lr", "initial_lr", "lr"):
+        value = finite_float(group.get(key))
+        if value is not None:
+            return value
+    return None
+
+
 def run_status(
     meta: dict[str, Any],
     end: dict[str, Any] | None,
@@ -192,4 +212,4 @@ def find_runs(path: str | os.PathLike[str]) -> list[Path]:
     return [p for p in children if is_run_dir(p)]
 
 
-__all__ = ["ENDED", "END_STATUSES", "STALE_AFTER", "Run", "events_path", "find_runs", "run_status", "writer_alive"]
+__all__ = ["ENDED", "END_STATUSES", "STALE_AFTER", "Run", "events_path", "find_runs", "planned_lr", "run_status", "writer_alive"]
