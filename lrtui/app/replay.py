@@ -194,7 +194,6 @@ class ReplayScreen(MonitorScreen):
         as the replay opens) is followed to its end as the rest of it comes in."""
         self.playing = False
         self._dirty = True
-        self._end_pending = None
         self._to_end()
 
     def _to_end(self) -> None:
